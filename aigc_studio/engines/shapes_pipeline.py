@@ -1,0 +1,95 @@
+"""ShapesPipeline: the embedded text-to-image model, a diffusers pipeline.
+
+A small UNet2DModel whose class embedding is indexed by the (colour, shape)
+condition parsed from the prompt (aigc_studio.shapes), plus any diffusers
+scheduler. It follows the contract of StableDiffusionPipeline closely enough
+that the image engine drives both the same way: `num_inference_steps`,
+`guidance_scale`, `negative_prompt`, `generator`, `callback_on_step_end`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.schedulers import SchedulerMixin
+from PIL import Image
+
+from aigc_studio import shapes
+
+
+class ShapesPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_images_per_prompt: int = 1,
+        output_type: str = "pil",
+        callback_on_step_end: Callable | None = None,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> ImagePipelineOutput:
+        """Denoise from Gaussian noise at the UNet's native size.
+
+        guidance_scale: classifier-free guidance weight; <= 1 disables the
+        unconditional pass. A negative prompt replaces the null condition, so
+        guidance pushes away from it. height/width are accepted for interface
+        parity and must equal the native size (the engine upscales for display).
+        """
+        size = self.unet.config.sample_size
+        if (height or size) != size or (width or size) != size:
+            raise ValueError(f"width/height: this model draws at {size}x{size} only")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt] * len(prompts)
+        cond = [shapes.parse_prompt(p).label for p in prompts for _ in range(num_images_per_prompt)]
+        uncond = [shapes.parse_prompt(n or "", allow_empty=True).label for n in negatives for _ in range(num_images_per_prompt)]
+        batch = len(cond)
+        device = self._execution_device
+        dtype = self.unet.dtype
+        cond_labels = torch.tensor(cond, device=device)
+        uncond_labels = torch.tensor(uncond, device=device)
+        do_cfg = guidance_scale > 1.0
+
+        shape = (batch, self.unet.config.in_channels, size, size)
+        if isinstance(generator, list):
+            latents = torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for g in generator])
+        else:
+            latents = torch.randn(shape, generator=generator, dtype=torch.float32)
+        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            labels = torch.cat([uncond_labels, cond_labels]) if do_cfg else cond_labels
+            noise_pred = self.unet(model_input, t, class_labels=labels).sample
+            if do_cfg:
+                noise_uncond, noise_cond = noise_pred.chunk(2)
+                noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+            step = self.scheduler.step(noise_pred, t, latents, generator=generator if not isinstance(generator, list) else generator[0])
+            latents = step.prev_sample
+            if callback_on_step_end is not None:
+                predicted = getattr(step, "pred_original_sample", None)
+                outputs = callback_on_step_end(self, i, t, {"latents": latents, "pred_original_sample": predicted})
+                latents = (outputs or {}).get("latents", latents)
+
+        images = (latents / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return ImagePipelineOutput(images=images)
+        array = images.permute(0, 2, 3, 1).float().cpu().numpy()
+        if output_type == "np":
+            return ImagePipelineOutput(images=array)
+        return ImagePipelineOutput(images=[Image.fromarray((a * 255).round().astype(np.uint8)) for a in array])

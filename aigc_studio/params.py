@@ -1,0 +1,176 @@
+"""Typed knob dataclasses: one home for every knob's default, range and help.
+
+The UI reads ranges and help text from here for its sliders and tooltips; the
+Gradio API, CLI and Python API all validate through `validate()`, so a bad value
+gets the same message everywhere: it names the field and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+MAX_SEED = 2**31 - 1
+MAX_PROMPT_CHARS = 4000
+
+
+class ParamError(ValueError):
+    """A knob or prompt is out of range; the message names the field and the range."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def knob(default: Any, low: float | None = None, high: float | None = None, help: str = "", choices: tuple = ()) -> Any:
+    return field(default=default, metadata={"low": low, "high": high, "help": help, "choices": choices})
+
+
+@dataclass
+class TextParams:
+    temperature: float = knob(0.7, 0.0, 2.0, "Divides the logits: < 1 sharpens toward the likeliest token, > 1 flattens.")
+    top_k: int = knob(50, 0, 1000, "Keep only the k likeliest tokens (0 = off).")
+    top_p: float = knob(0.95, 0.01, 1.0, "Nucleus: keep the smallest set of tokens whose probability sums to p.")
+    max_new_tokens: int = knob(128, 1, 1024, "Upper bound on the answer length, in tokens.")
+    repetition_penalty: float = knob(1.1, 1.0, 2.0, "Divides the score of tokens already used (1 = off).")
+    seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
+    greedy: bool = knob(False, help="Always take the likeliest token; ignores temperature, top-k and top-p.")
+
+
+@dataclass
+class ImageParams:
+    negative_prompt: str = knob("", help="What to steer away from (classifier-free guidance uses it instead of the empty prompt).")
+    steps: int = knob(30, 1, 150, "Denoising steps: more is slower and usually cleaner.")
+    guidance: float = knob(3.0, 0.0, 20.0, "Classifier-free guidance: how strongly the image follows the prompt (<= 1 = off).")
+    width: int = knob(256, 16, 1536, "Output width in pixels (a multiple of 8).")
+    height: int = knob(256, 16, 1536, "Output height in pixels (a multiple of 8).")
+    seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
+    scheduler: str = knob("default", help="The sampler that walks from noise to image.",
+                          choices=("default", "ddpm", "ddim", "dpm++", "euler", "euler_a"))
+
+
+@dataclass
+class AudioParams:
+    speed: float = knob(1.0, 0.25, 4.0, "Speaking rate: > 1 is faster, < 1 slower.")
+    seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
+    noise_scale: float = knob(0.667, 0.0, 1.5, "Speech: variation in timbre and intonation (0 = flat, deterministic).")
+    noise_w: float = knob(0.8, 0.0, 1.5, "Speech: variation in phoneme durations (rhythm).")
+    sentence_silence: float = knob(0.2, 0.0, 2.0, "Speech: seconds of silence between sentences.")
+    temperature: float = knob(1.0, 0.05, 2.0, "Music: sampling temperature of the audio tokens.")
+    top_k: int = knob(250, 0, 2048, "Music: keep only the k likeliest audio tokens (0 = off).")
+    top_p: float = knob(1.0, 0.01, 1.0, "Music: nucleus sampling over audio tokens.")
+    guidance: float = knob(3.0, 0.0, 10.0, "Music: classifier-free guidance toward the text.")
+    duration: float = knob(8.0, 0.5, 30.0, "Music: length in seconds.")
+
+
+Params = TypeVar("Params", TextParams, ImageParams, AudioParams)
+
+
+def spec(params_type: type, name: str) -> dict:
+    """The metadata (low, high, help, choices) and default of one knob."""
+    for f in dataclasses.fields(params_type):
+        if f.name == name:
+            return {**f.metadata, "default": f.default}
+    raise ParamError(name, f"unknown knob; known: {', '.join(f.name for f in dataclasses.fields(params_type))}")
+
+
+def _coerce(name: str, value: Any, kind: type, meta: dict) -> Any:
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if isinstance(value, (bool, int)) and value in (0, 1):
+            return bool(value)
+        raise ParamError(name, f"must be true or false, got {value!r}")
+    if kind is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ParamError(name, f"must be text, got {type(value).__name__}")
+        if meta["choices"] and value not in meta["choices"]:
+            raise ParamError(name, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+        return check_prompt(value, name, allow_empty=True)
+    low, high = meta["low"], meta["high"]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ParamError(name, f"must be a number in [{low}, {high}], got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or not low <= number <= high:
+        raise ParamError(name, f"must be a number in [{low}, {high}], got {value!r}")
+    if kind is int:
+        if number != int(number):
+            raise ParamError(name, f"must be a whole number in [{low}, {high}], got {value!r}")
+        return int(number)
+    return number
+
+
+def validate(params: Params) -> Params:
+    """Return a checked copy with values coerced to their declared types.
+
+    Raises ParamError naming the field and its allowed range.
+    """
+    hints = {f.name: f.type for f in dataclasses.fields(params)}
+    kinds = {"int": int, "float": float, "bool": bool, "str": str}
+    values = {}
+    for f in dataclasses.fields(params):
+        values[f.name] = _coerce(f.name, getattr(params, f.name), kinds[hints[f.name]], f.metadata)
+    if isinstance(params, ImageParams):
+        for name in ("width", "height"):
+            if values[name] % 8:
+                raise ParamError(name, f"must be a multiple of 8 in [16, 1536], got {values[name]}")
+    return type(params)(**values)
+
+
+def make(params_type: type[Params], **overrides: Any) -> Params:
+    """Build and validate params from keyword values; unknown names are refused."""
+    known = {f.name for f in dataclasses.fields(params_type)}
+    for name in overrides:
+        if name not in known:
+            raise ParamError(name, f"unknown knob; known: {', '.join(sorted(known))}")
+    return validate(params_type(**{k: v for k, v in overrides.items() if v is not None}))
+
+
+def check_prompt(prompt: Any, name: str = "prompt", allow_empty: bool = False) -> str:
+    """Strip control characters and bound the length of a prompt."""
+    if prompt is None:
+        prompt = ""
+    if not isinstance(prompt, str):
+        raise ParamError(name, f"must be text, got {type(prompt).__name__}")
+    cleaned = "".join(c for c in prompt if c in "\n\t" or c.isprintable()).strip()
+    if len(cleaned) > MAX_PROMPT_CHARS:
+        raise ParamError(name, f"must be at most {MAX_PROMPT_CHARS} characters, got {len(cleaned)}")
+    if not cleaned and not allow_empty:
+        raise ParamError(name, "must not be empty")
+    return cleaned
+
+
+def resolve_seed(params: Params) -> Params:
+    """Replace seed -1 by a concrete random seed so the recipe can reproduce it."""
+    if params.seed >= 0:
+        return params
+    return dataclasses.replace(params, seed=random.randint(0, MAX_SEED))
+
+
+def variants(params: Params, knob_name: str, values: list[Any]) -> list[tuple[str, Params]]:
+    """Labelled copies of params with one knob swept over values (2-4 of them).
+
+    knob_name "seed" with values [] gives 4 consecutive seeds from params.seed.
+    """
+    spec(type(params), knob_name)
+    if not 2 <= len(values) <= 4:
+        raise ParamError("values", f"give 2 to 4 values to compare, got {len(values)}")
+    out = []
+    for value in values:
+        varied = validate(dataclasses.replace(params, **{knob_name: value}))
+        out.append((f"{knob_name}={getattr(varied, knob_name)}", varied))
+    return out
+
+
+def seed_variants(params: Params, count: int) -> list[tuple[str, Params]]:
+    """`count` (2-4) copies of params that differ only by consecutive seeds."""
+    if not 2 <= count <= 4:
+        raise ParamError("count", f"must be 2 to 4, got {count}")
+    base = resolve_seed(params).seed
+    return variants(params, "seed", [(base + i) % (MAX_SEED + 1) for i in range(count)])

@@ -1,0 +1,180 @@
+"""Studio: the one API that the UI, the Gradio API, the CLI and tests all call.
+
+    from aigc_studio import Studio
+    studio = Studio()                      # settings from the environment
+    print(studio.text("Write a haiku about rain").output)
+    image = studio.image("a red circle", steps=20, seed=1).output
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from aigc_studio import params as knobs
+from aigc_studio import recipe as recipes
+from aigc_studio.catalog import Catalog, ModelSpec, resolve_preset
+from aigc_studio.config import Settings
+from aigc_studio.engines import audio as audio_engine
+from aigc_studio.engines import image as image_engine
+from aigc_studio.engines import text as text_engine
+from aigc_studio.models import LoadedModel, ModelManager, pick_device, pick_dtype
+from aigc_studio.params import AudioParams, ImageParams, TextParams
+from aigc_studio.recipe import Recipe, Result
+
+log = logging.getLogger(__name__)
+
+PARAMS_TYPES = {"text": TextParams, "image": ImageParams, "audio": AudioParams}
+
+
+@dataclass
+class TextUpdate:
+    """One step of a streamed text generation.
+
+    text: the answer so far; status: a progress note (e.g. while loading);
+    result: set on the last update only.
+    """
+
+    text: str = ""
+    status: str = ""
+    result: Result | None = None
+
+
+class Studio:
+    def __init__(self, settings: Settings | None = None, catalog: Catalog | None = None):
+        self.settings = settings or Settings.from_env()
+        self.settings.check()
+        self.preset = resolve_preset(self.settings.preset)
+        self.catalog = catalog or Catalog.for_preset(self.preset, self.settings.allowlist)
+        self.device = pick_device(self.settings.device)
+        self.dtype = pick_dtype(self.device, self.settings.dtype)
+        if self.settings.threads > 0:
+            torch.set_num_threads(self.settings.threads)
+        self.models = ModelManager(int(self.settings.memory_budget_gb * 2**30))
+
+    # ----- settings and models -------------------------------------------------
+    def describe(self) -> str:
+        """One line for the page header: preset, device, dtype."""
+        dtype = str(self.dtype).replace("torch.", "")
+        return f"preset **{self.preset}** · device **{self.device}** ({dtype})"
+
+    def model_spec(self, modality: str, model: str | None = None) -> ModelSpec:
+        return self.catalog.get(model, modality)
+
+    def params(self, modality: str, model: str | None = None, **values: Any):
+        """Validated knobs for a model: the catalog's recommended defaults under
+        the given values (None means 'use the default')."""
+        spec = self.model_spec(modality, model)
+        given = {k: v for k, v in values.items() if v is not None}
+        return knobs.make(PARAMS_TYPES[modality], **{**spec.defaults, **given})
+
+    def is_loaded(self, modality: str, model: str | None = None) -> bool:
+        return self.models.is_loaded(self.model_spec(modality, model).id)
+
+    def _load(self, spec: ModelSpec, report: Callable[[str], None] = log.info) -> LoadedModel:
+        if spec.modality == "text":
+            loader = lambda: text_engine.load(spec, self.device, self.dtype, self.settings.cache_dir, report)
+        elif spec.modality == "image":
+            loader = lambda: image_engine.load(spec, self.device, self.dtype)
+        else:
+            loader = lambda: audio_engine.load(spec, self.device, self.dtype)
+        return self.models.get(spec.id, loader)
+
+    def load(self, modality: str, model: str | None = None) -> None:
+        """Load a model now instead of on first use (e.g. to warm a demo)."""
+        self._load(self.model_spec(modality, model))
+
+    def unload(self, modality: str, model: str | None = None) -> bool:
+        return self.models.unload(self.model_spec(modality, model).id)
+
+    def _recipe(self, spec: ModelSpec, prompt: str, chosen, label: str, started: float) -> Recipe:
+        return Recipe(
+            modality=spec.modality, model_id=spec.id, revision=spec.revision, prompt=prompt,
+            params=dataclasses.asdict(chosen), device=self.device, dtype=str(self.dtype).replace("torch.", ""),
+            label=label, elapsed_s=round(time.perf_counter() - started, 3),
+        )
+
+    # ----- text ------------------------------------------------------------------
+    def text_stream(self, prompt: str, params: TextParams | None = None, model: str | None = None,
+                    stop: threading.Event | None = None, label: str = "") -> Iterator[TextUpdate]:
+        """Stream an answer: TextUpdates with the text so far; the last carries the Result."""
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("text", model)
+        chosen = knobs.resolve_seed(knobs.validate(params or self.params("text", spec.id)))
+        if not self.models.is_loaded(spec.id):
+            yield TextUpdate(status=f"Loading {spec.id} (first use; the embedded model is converted once)...")
+        started = time.perf_counter()
+        loaded = self._load(spec)
+        text = ""
+        with loaded.lock:
+            for piece in text_engine.stream(loaded.value, prompt, chosen, stop):
+                text += piece
+                yield TextUpdate(text=text)
+        yield TextUpdate(text=text, result=Result(text, self._recipe(spec, prompt, chosen, label, started)))
+
+    def text(self, prompt: str, model: str | None = None, **values: Any) -> Result:
+        """Generate an answer at once; values are TextParams knobs."""
+        chosen = self.params("text", model, **values)
+        update = TextUpdate()
+        for update in self.text_stream(prompt, chosen, model):
+            pass
+        return update.result
+
+    # ----- image -----------------------------------------------------------------
+    def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
+               on_step: image_engine.StepCallback | None = None) -> list[Result]:
+        """One image per labelled variant. Variants that differ only by seed share
+        one batched pipeline call."""
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("image", model)
+        chosen = [(label, knobs.resolve_seed(knobs.validate(p))) for label, p in variants]
+        loaded = self._load(spec)
+        results: list[Result | None] = [None] * len(chosen)
+        for indices in _indices_by_all_but_seed([p for _, p in chosen]):
+            started = time.perf_counter()
+            shared = chosen[indices[0]][1]
+            seeds = [chosen[i][1].seed for i in indices]
+            with loaded.lock:
+                pictures = image_engine.generate(loaded.value, [prompt] * len(indices), shared, seeds, on_step)
+            for i, picture in zip(indices, pictures):
+                label, p = chosen[i]
+                results[i] = Result(picture, self._recipe(spec, prompt, p, label, started))
+        return results
+
+    def image(self, prompt: str, model: str | None = None, on_step=None, **values: Any) -> Result:
+        """Generate one image; values are ImageParams knobs."""
+        return self.images(prompt, [("", self.params("image", model, **values))], model, on_step)[0]
+
+    # ----- audio -----------------------------------------------------------------
+    def audio(self, prompt: str, model: str | None = None, label: str = "", params: AudioParams | None = None,
+              **values: Any) -> Result:
+        """Speak (or compose, for music models) prompt; values are AudioParams knobs."""
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("audio", model)
+        chosen = knobs.resolve_seed(knobs.validate(params) if params else self.params("audio", spec.id, **values))
+        started = time.perf_counter()
+        loaded = self._load(spec)
+        with loaded.lock:
+            output = audio_engine.generate(loaded.value, prompt, chosen)
+        return Result(output, self._recipe(spec, prompt, chosen, label, started))
+
+    # ----- files -----------------------------------------------------------------
+    def save(self, result: Result, audio_format: str = "wav") -> Path:
+        """Write a result with its recipe into the output folder (generated name)."""
+        return recipes.save(result, self.settings.output_dir, audio_format)
+
+
+def _indices_by_all_but_seed(chosen: list[ImageParams]) -> list[list[int]]:
+    """Indices of params grouped by every knob except the seed."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(chosen):
+        key = tuple(v for k, v in dataclasses.asdict(p).items() if k != "seed")
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
