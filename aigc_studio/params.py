@@ -174,3 +174,17 @@ def seed_variants(params: Params, count: int) -> list[tuple[str, Params]]:
         raise ParamError("count", f"must be 2 to 4, got {count}")
     base = resolve_seed(params).seed
     return variants(params, "seed", [(base + i) % (MAX_SEED + 1) for i in range(count)])
+
+
+def parse_values(text: str, params_type: type, knob_name: str) -> list[Any]:
+    """Parse '0.3, 0.8, 1.5' into values for one knob (used by sweeps in the UI and CLI)."""
+    spec(params_type, knob_name)  # refuses unknown knobs
+    values = [v.strip() for v in str(text or "").split(",") if v.strip()]
+    if not 2 <= len(values) <= 4:
+        raise ParamError("values", f"give 2 to 4 comma-separated values for {knob_name}, got {len(values)}")
+    return values  # variants() coerces and range-checks each with the knob's own message
+
+
+def sweepable(params_type: type) -> list[str]:
+    """Knobs that make sense to sweep side by side (numbers, booleans and choices)."""
+    return [f.name for f in dataclasses.fields(params_type) if f.type != "str" or f.metadata["choices"]]

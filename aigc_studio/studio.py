@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 PARAMS_TYPES = {"text": TextParams, "image": ImageParams, "audio": AudioParams}
 
 
+class ModelLoadError(ValueError):
+    """A model could not be loaded (no network for a Hub model, missing files)."""
+
+
 @dataclass
 class TextUpdate:
     """One step of a streamed text generation.
@@ -85,7 +89,11 @@ class Studio:
             loader = lambda: image_engine.load(spec, self.device, self.dtype)
         else:
             loader = lambda: audio_engine.load(spec, self.device, self.dtype)
-        return self.models.get(spec.id, loader)
+        try:
+            return self.models.get(spec.id, loader)
+        except (OSError, EnvironmentError) as error:
+            where = "the Hugging Face Hub (is the network up?)" if spec.source == "hub" else spec.location
+            raise ModelLoadError(f"model: could not load {spec.id} from {where}: {error}") from error
 
     def load(self, modality: str, model: str | None = None) -> None:
         """Load a model now instead of on first use (e.g. to warm a demo)."""

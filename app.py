@@ -1,0 +1,10 @@
+"""AIGC Studio entry point (Hugging Face Spaces runs this file): `python app.py`."""
+
+from aigc_studio import Studio
+from aigc_studio.ui import build_demo, launch
+
+studio = Studio()
+demo = build_demo(studio)
+
+if __name__ == "__main__":
+    launch(demo, studio)
