@@ -89,13 +89,15 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path,
 
 
 class _StopOnEvent(StoppingCriteria):
-    """Stops generation at the next token once the event is set (the Stop button)."""
+    """Stops generation at the next token once any of the events is set
+    (the Stop button, or a consumer that stopped reading)."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, *events: threading.Event):
+        self.events = events
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stopped = any(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), stopped, dtype=torch.bool, device=input_ids.device)
 
 
 def encode_prompt(text_model: TextModel, prompt: str) -> torch.Tensor:
@@ -128,6 +130,7 @@ def stream(text_model: TextModel, prompt: str, params: TextParams, stop: threadi
     `stop` ends generation within one token.
     """
     stop = stop or threading.Event()
+    abandoned = threading.Event()
     input_ids = encode_prompt(text_model, prompt)
     streamer = TextIteratorStreamer(text_model.tokenizer, skip_prompt=True, skip_special_tokens=True)
     failure: list[BaseException] = []
@@ -140,7 +143,7 @@ def stream(text_model: TextModel, prompt: str, params: TextParams, stop: threadi
                     input_ids,
                     attention_mask=torch.ones_like(input_ids),
                     streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]),
+                    stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop, abandoned)]),
                     pad_token_id=text_model.tokenizer.pad_token_id,
                     **generation_kwargs(params),
                 )
@@ -153,7 +156,7 @@ def stream(text_model: TextModel, prompt: str, params: TextParams, stop: threadi
     try:
         yield from streamer
     finally:
-        stop.set()  # a consumer that stops reading also stops the model
+        abandoned.set()  # a consumer that stops reading also stops the model
         worker.join()
     if failure:
         raise failure[0]

@@ -6,7 +6,9 @@ import gradio as gr
 
 from aigc_studio.params import AudioParams
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import Sessions, control, make_variants, model_card, user_errors, variant_controls
+from aigc_studio.ui.widgets import (
+    Sessions, column_updates, control, make_variants, model_card, user_errors, variant_controls, variant_labels,
+)
 
 SPEECH_KNOBS = ("speed", "seed", "noise_scale", "noise_w", "sentence_silence")
 MUSIC_KNOBS = ("temperature", "top_k", "top_p", "guidance", "duration")
@@ -60,8 +62,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
             variants = make_variants(base, mode, count, knob_name, values)
             results = [studio.audio(prompt, model, label=label, params=p) for label, p in variants]
             sessions.keep_recipes(request, [r.recipe for r in results])
-            shown = [gr.update(value=str(studio.save(r)), label=r.label, visible=True) for r in results]
-            return shown + [gr.update(value=None, visible=False)] * (MAX_PLAYERS - len(results))
+            paths = [str(studio.save(r)) for r in results]
+            return paths + [None] * (MAX_PLAYERS - len(paths))
+
+    def label_players(mode, count, knob_name, values, *knob_values):
+        with user_errors():
+            base = studio.params("audio", None, **dict(zip(knob_names, knob_values)))
+            return column_updates(variant_labels(base, mode, count, knob_name, values), MAX_PLAYERS, clear=True)
+
+    def label_from_recipes(request: gr.Request):
+        return column_updates([r.label for r in sessions.recipes(request)], MAX_PLAYERS, clear=False)
 
     def show_recipes(request: gr.Request):
         return [r.__dict__ for r in sessions.recipes(request)]
@@ -70,6 +80,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run = gr.on([generate.click, prompt.submit], generate_audio, inputs=[prompt, *knob_inputs, model],
                 outputs=audio, api_name="generate_audio")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
-    comparing = compare.click(compare_audio, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
+    labelled = compare.click(label_players, inputs=[mode, count, knob_name, values, *knob_inputs], outputs=players,
+                             api_visibility="private")
+    comparing = labelled.success(compare_audio, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
                               outputs=players, api_name="compare_audio")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
+    comparing.then(label_from_recipes, outputs=players, api_visibility="private")

@@ -6,9 +6,12 @@ import gradio as gr
 
 from aigc_studio.params import TextParams
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import Sessions, control, make_variants, model_card, user_errors, variant_controls
+from aigc_studio.ui.widgets import (
+    Sessions, column_updates, control, make_variants, model_card, user_errors, variant_controls, variant_labels,
+)
 
 MAX_COLUMNS = 4
+KNOB_NAMES = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed", "greedy")
 
 
 def build(studio: Studio, sessions: Sessions) -> None:
@@ -61,23 +64,26 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
                                  seed=seed, greedy=greedy)
             variants = make_variants(base, mode, count, knob_name, values)
-            texts = [""] * len(variants)
+            texts = [""] * MAX_COLUMNS
             stop = sessions.fresh_stop(request)
             kept = []
-
-            def view():
-                shown = [gr.update(value=texts[i], label=label, visible=True) for i, (label, _) in enumerate(variants)]
-                return shown + [gr.update(visible=False)] * (MAX_COLUMNS - len(variants))
-
             for i, (label, variant) in enumerate(variants):
                 for update in studio.text_stream(prompt, variant, model, stop=stop, label=label):
                     texts[i] = update.text or update.status
                     if update.result is not None:
                         kept.append(update.result.recipe)
-                    yield view()
+                    yield texts
                 if stop.is_set():
                     break
             sessions.keep_recipes(request, kept)
+
+    def label_columns(mode, count, knob_name, values, *knob_values):
+        with user_errors():
+            base = studio.params("text", None, **dict(zip(KNOB_NAMES, knob_values)))
+            return column_updates(variant_labels(base, mode, count, knob_name, values), MAX_COLUMNS, clear=True)
+
+    def label_from_recipes(request: gr.Request):
+        return column_updates([r.label for r in sessions.recipes(request)], MAX_COLUMNS, clear=False)
 
     def show_recipes(request: gr.Request):
         return [r.__dict__ for r in sessions.recipes(request)]
@@ -85,7 +91,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run = gr.on([generate.click, prompt.submit], generate_text, inputs=[prompt, *knob_inputs, model],
                 outputs=answer, api_name="generate_text")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
-    comparing = compare.click(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
+    labelled = compare.click(label_columns, inputs=[mode, count, knob_name, values, *knob_inputs], outputs=columns,
+                             api_visibility="private")
+    comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
                               outputs=columns, api_name="compare_text")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
+    comparing.then(label_from_recipes, outputs=columns, api_visibility="private")
     stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private")

@@ -20,6 +20,26 @@ log = logging.getLogger(__name__)
 SEEDS, SWEEP = "Different seeds", "Sweep one knob"
 
 
+class KnobSlider(gr.Slider):
+    """A slider whose range errors name the knob (Gradio's own say only "Value 0 is
+    less than minimum value 0.25"), and that refuses non-numbers with a message."""
+
+    knob_name = "value"  # set after construction: Gradio reads props from Slider's own signature
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "slider"  # the browser renders it as a plain slider
+
+    def preprocess(self, payload):
+        try:
+            number = float(payload)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not self.minimum <= number <= self.maximum:  # NaN fails too
+            raise gr.Error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], got {payload!r}")
+        return super().preprocess(number)
+
+
 def control(params_type: type, name: str, value=None, **kwargs) -> gr.components.Component:
     """A slider, checkbox, dropdown or number for one knob, with its range and tooltip."""
     meta = knobs.spec(params_type, name)
@@ -38,7 +58,9 @@ def control(params_type: type, name: str, value=None, **kwargs) -> gr.components
     step = 1 if isinstance(meta["default"], int) else 0.01
     if name in ("width", "height"):
         step = 8
-    return gr.Slider(meta["low"], meta["high"], value=default, step=step, label=label, info=info, **kwargs)
+    slider = KnobSlider(meta["low"], meta["high"], value=default, step=step, label=label, info=info, **kwargs)
+    slider.knob_name = name
+    return slider
 
 
 def variant_controls(params_type: type) -> tuple[gr.Radio, gr.Slider, gr.Dropdown, gr.Textbox]:
@@ -55,6 +77,21 @@ def make_variants(base, mode: str, count: int, knob_name: str, values: str) -> l
     if mode == SWEEP:
         return knobs.variants(base, knob_name, knobs.parse_values(values, type(base), knob_name))
     return knobs.seed_variants(base, int(count))
+
+
+def variant_labels(base, mode: str, count: int, knob_name: str, values: str) -> list[str]:
+    """Column labels known before generating; a random seed is only known after."""
+    if mode == SEEDS and base.seed < 0:
+        return [f"random seed {i + 1}" for i in range(int(count))]
+    return [label for label, _ in make_variants(base, mode, count, knob_name, values)]
+
+
+def column_updates(labels: list[str], slots: int, clear: bool) -> list:
+    """Show one labelled column per variant and hide the rest; clear empties them
+    before a compare runs."""
+    values = {"value": None} if clear else {}
+    shown = [gr.update(label=label, visible=True, **values) for label in labels]
+    return shown + [gr.update(visible=False, **values)] * (slots - len(labels))
 
 
 def model_card(spec: ModelSpec) -> str:
