@@ -45,7 +45,7 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> DiffusionPipeline:
     """Load spec's pipeline onto device in dtype; remembers its own scheduler config."""
     if spec.kind == "shapes":
         folder = Path(spec.location)
-        unet = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True)
+        unet = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
         pipe = ShapesPipeline(unet=unet, scheduler=scheduler)
     else:
@@ -54,7 +54,7 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> DiffusionPipeline:
         )
         if getattr(pipe, "safety_checker", None) is None and hasattr(pipe, "requires_safety_checker"):
             pipe.register_to_config(requires_safety_checker=False)
-    pipe.to(device=device, dtype=dtype)
+    pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     pipe.default_scheduler_config = dict(pipe.scheduler.config)
     return pipe

@@ -1,0 +1,402 @@
+"""Studio end to end over tiny random models: seeds, knobs, batching, schedulers,
+streaming, recipes and lazy loading. The models are random: these tests check the
+plumbing, not the quality."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+from conftest import IMAGE_ID, MUSICGEN_ID, MUSICGEN_SAMPLE_RATE, SHAPES_ID, TEXT_ID, TINY_IMAGE_SIZE, VITS_ID, VITS_SAMPLE_RATE
+
+from aigc_studio import params as knobs
+from aigc_studio.catalog import UnknownModelError
+from aigc_studio.engines import image as image_engine
+from aigc_studio.engines import text as text_engine
+from aigc_studio.params import ParamError, TextParams
+from aigc_studio.recipe import Recipe, Result, read_recipe
+
+PROMPT = "write a short poem about spring rain"
+IMAGE_PROMPT = "a red circle"
+SPEECH = "hello world, the rain is here"
+MUSIC = "a calm piano"
+SCHEDULER_NAMES = ["default", *image_engine.SCHEDULERS]
+
+
+@pytest.fixture(scope="module")
+def s(studio):
+    """One Studio shared by the tests of this module (models load once)."""
+    return studio()
+
+
+def pixels(result: Result) -> np.ndarray:
+    return np.asarray(result.output.convert("RGB"), dtype=np.int16)
+
+
+def loaded_value(studio, model_id: str):
+    """The loaded model object; fails if the model is not loaded."""
+    assert studio.models.is_loaded(model_id)
+    return studio.models.get(model_id, lambda: pytest.fail(f"{model_id} was not loaded")).value
+
+
+def assert_complete_recipe(result: Result, modality: str, model_id: str, prompt: str, params) -> None:
+    recipe = result.recipe
+    assert isinstance(recipe, Recipe)
+    assert (recipe.modality, recipe.model_id, recipe.prompt) == (modality, model_id, prompt)
+    assert recipe.params == dataclasses.asdict(params)
+    assert 0 <= recipe.params["seed"] <= knobs.MAX_SEED
+    assert (recipe.device, recipe.dtype) == ("cpu", "float32")
+    assert isinstance(recipe.elapsed_s, float) and recipe.elapsed_s >= 0
+    for name in ("python", "torch", "transformers", "diffusers"):
+        assert recipe.versions.get(name), name
+
+
+# ===== text ======================================================================================
+
+def test_same_seed_gives_the_same_text(s):
+    first = s.text(PROMPT, seed=11).output
+    assert first.strip()
+    assert s.text(PROMPT, seed=11).output == first
+
+
+def test_different_seeds_usually_give_different_text(s):
+    texts = {s.text(PROMPT, seed=seed, temperature=1.0).output for seed in range(1, 6)}
+    assert len(texts) >= 4
+
+
+def test_greedy_equals_top_k_1_sampling(s):
+    greedy = s.text(PROMPT, greedy=True, seed=1).output
+    assert greedy.strip()
+    for seed, temperature in ((2, 0.7), (3, 1.5)):
+        assert s.text(PROMPT, top_k=1, seed=seed, temperature=temperature).output == greedy
+
+
+def test_greedy_ignores_seed_and_sampling_knobs(s):
+    greedy = s.text(PROMPT, greedy=True, seed=1).output
+    assert s.text(PROMPT, greedy=True, seed=99, temperature=2.0, top_k=0, top_p=0.5).output == greedy
+    assert s.text(PROMPT, temperature=0.0, seed=5).output == greedy  # temperature 0 means greedy
+
+
+def test_max_new_tokens_bounds_the_answer(s):
+    for limit in (1, 5):
+        words = s.text(PROMPT, seed=4, max_new_tokens=limit).output.split()
+        assert 1 <= len(words) <= limit  # the tiny tokenizer has one word per token
+
+
+def test_text_recipe_is_complete_and_reproduces_the_text(s):
+    result = s.text(PROMPT, seed=-1, temperature=1.1, top_k=40)
+    chosen = knobs.make(TextParams, **result.recipe.params)
+    assert chosen.seed >= 0, "seed -1 must be replaced by the seed actually used"
+    assert (chosen.temperature, chosen.top_k, chosen.max_new_tokens) == (1.1, 40, 12)  # 12: the catalog default
+    assert_complete_recipe(result, "text", TEXT_ID, PROMPT, chosen)
+    assert s.text(result.recipe.prompt, model=result.recipe.model_id, **result.recipe.params).output == result.output
+
+
+def test_streaming_yields_growing_text_and_ends_with_the_result(s):
+    params = s.params("text", seed=21, max_new_tokens=20)
+    updates = list(s.text_stream(PROMPT, params))
+    texts = [u.text for u in updates if u.text]
+    assert len(texts) >= 2
+    for before, after in zip(texts, texts[1:]):
+        assert after.startswith(before)
+    assert all(u.result is None for u in updates[:-1])
+    final = updates[-1].result
+    assert final is not None and final.output == updates[-1].text == texts[-1]
+    assert_complete_recipe(final, "text", TEXT_ID, PROMPT, params)
+    assert s.text(PROMPT, seed=21, max_new_tokens=20).output == final.output
+
+
+def test_stop_event_ends_generation_early(s):
+    # A seed whose answer does not end by itself early (the random model may say <|end|>).
+    seed, full = next((seed, text) for seed in range(30)
+                      for text in [s.text(PROMPT, seed=seed, max_new_tokens=300).output] if len(text.split()) >= 150)
+    stop = threading.Event()
+    updates = []
+    for update in s.text_stream(PROMPT, s.params("text", seed=seed, max_new_tokens=300), stop=stop):
+        updates.append(update)
+        if update.text:
+            stop.set()  # the Stop button, pressed as soon as text appears
+    stopped = updates[-1].result.output
+    assert stopped.strip()
+    assert len(stopped.split()) < len(full.split())
+    assert full.startswith(stopped)
+
+
+def test_closing_the_stream_stops_the_model(s):
+    stop = threading.Event()
+    stream = s.text_stream(PROMPT, s.params("text", seed=3, max_new_tokens=300), stop=stop)
+    next(update for update in stream if update.text)
+    stream.close()  # the page went away: nobody reads any more
+    assert stop.is_set()
+
+
+def test_text_stream_uses_the_chat_template(s):
+    s.load("text")
+    text_model = loaded_value(s, TEXT_ID)
+    assert isinstance(text_model, text_engine.TextModel)
+    ids = text_engine.encode_prompt(text_model, "hello rain")
+    decoded = text_model.tokenizer.decode(ids[0])
+    assert decoded.startswith("<|user|>") and "hello rain" in decoded
+    assert decoded.rstrip().endswith("<|assistant|>")
+
+
+def test_generation_kwargs_follow_the_knobs():
+    sampled = text_engine.generation_kwargs(TextParams(temperature=0.9, top_k=0, top_p=0.8, max_new_tokens=7))
+    assert sampled["do_sample"] is True
+    assert (sampled["temperature"], sampled["top_k"], sampled["top_p"], sampled["max_new_tokens"]) == (0.9, None, 0.8, 7)
+    greedy = text_engine.generation_kwargs(TextParams(greedy=True, temperature=0.9))
+    assert greedy["do_sample"] is False and greedy["temperature"] is None
+
+
+def test_bad_input_is_refused_before_loading(studio):
+    fresh = studio()
+    with pytest.raises(ParamError, match="prompt"):
+        fresh.text("   ")
+    with pytest.raises(ParamError, match=r"temperature.*\[0\.0, 2\.0\]"):
+        fresh.text(PROMPT, temperature=3)
+    with pytest.raises(ParamError, match="unknown knob"):
+        fresh.text(PROMPT, steps=3)
+    with pytest.raises(UnknownModelError, match="tiny-lm"):
+        fresh.text(PROMPT, model="no-such-model")
+    with pytest.raises(UnknownModelError, match="image model"):
+        fresh.text(PROMPT, model=IMAGE_ID)
+    assert fresh.models.loaded() == []
+
+
+# ===== image =====================================================================================
+
+def test_same_seed_gives_identical_pixels(s):
+    first = s.image(IMAGE_PROMPT, seed=5)
+    assert first.output.size == (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    assert np.array_equal(pixels(s.image(IMAGE_PROMPT, seed=5)), pixels(first))
+    assert not np.array_equal(pixels(s.image(IMAGE_PROMPT, seed=6)), pixels(first))
+
+
+def test_image_size_follows_the_knobs(s):
+    assert s.image(IMAGE_PROMPT, seed=1, width=48, height=16).output.size == (48, 16)
+
+
+@pytest.mark.parametrize("model_id", [IMAGE_ID, SHAPES_ID])
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_batched_seed_variants_equal_one_by_one(s, model_id, scheduler):
+    """Seed variants share one batched pipeline call; each image must still depend only
+    on its own seed (allowing 2/255 for float differences between batch sizes)."""
+    variants = knobs.seed_variants(s.params("image", model_id, seed=40, scheduler=scheduler), 3)
+    batched = s.images(IMAGE_PROMPT, variants, model=model_id)
+    assert [r.label for r in batched] == ["seed=40", "seed=41", "seed=42"]
+    for result, (label, params) in zip(batched, variants):
+        assert result.recipe.params["seed"] == params.seed and result.recipe.label == label
+        alone = s.image(IMAGE_PROMPT, model=model_id, seed=params.seed, scheduler=scheduler)
+        difference = np.abs(pixels(result) - pixels(alone))
+        assert difference.max() <= 2, f"{label}: batched differs from one-by-one by up to {difference.max()}/255"
+    assert not np.array_equal(pixels(batched[0]), pixels(batched[1]))
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_scheduler_switching(s, scheduler):
+    result = s.image(IMAGE_PROMPT, seed=8, scheduler=scheduler)
+    assert result.output.size == (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    assert result.recipe.params["scheduler"] == scheduler
+    pipe = loaded_value(s, IMAGE_ID)
+    expected = type(pipe).__name__ and pipe.default_scheduler_config["_class_name"]
+    if scheduler != "default":
+        expected = image_engine.SCHEDULERS[scheduler].__name__
+    assert type(pipe.scheduler).__name__ == expected
+    assert np.isfinite(pixels(result)).all()
+
+
+def test_schedulers_make_a_difference_and_default_comes_back(s):
+    images = {name: pixels(s.image(IMAGE_PROMPT, seed=8, scheduler=name)) for name in SCHEDULER_NAMES}
+    distinct = {array.tobytes() for array in images.values()}
+    assert len(distinct) >= 3, "switching the scheduler changed nothing"
+    again = pixels(s.image(IMAGE_PROMPT, seed=8, scheduler="default"))
+    assert np.array_equal(again, images["default"])
+    assert type(loaded_value(s, IMAGE_ID).scheduler).__name__ == "PNDMScheduler"
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_step_callback_is_called_once_per_step(s, scheduler):
+    calls = []
+    s.image(IMAGE_PROMPT, seed=2, steps=4, scheduler=scheduler, on_step=lambda step, total: calls.append((step, total)))
+    assert calls == [(step, 4) for step in range(4)]
+
+
+def test_step_callback_with_batched_variants(s):
+    calls = []
+    variants = knobs.seed_variants(s.params("image", seed=1, steps=3), 2)
+    s.images(IMAGE_PROMPT, variants, on_step=lambda step, total: calls.append((step, total)))
+    assert calls == [(0, 3), (1, 3), (2, 3)], "one batched call: one callback per step"
+
+
+def test_variants_of_another_knob_match_single_generations(s):
+    base = s.params("image", seed=3)
+    variants = knobs.variants(base, "steps", [2, 4])
+    results = s.images(IMAGE_PROMPT, variants)
+    assert [r.label for r in results] == ["steps=2", "steps=4"]
+    for result, (_, params) in zip(results, variants):
+        assert result.recipe.params["steps"] == params.steps
+        alone = s.image(IMAGE_PROMPT, **dataclasses.asdict(params))
+        assert np.abs(pixels(result) - pixels(alone)).max() <= 2
+    assert not np.array_equal(pixels(results[0]), pixels(results[1]))
+
+
+def test_negative_prompt_acts_only_with_guidance(s):
+    def image(**values):
+        return pixels(s.image(IMAGE_PROMPT, seed=4, **values))
+
+    assert not np.array_equal(image(guidance=7.0), image(guidance=7.0, negative_prompt="blue square"))
+    assert np.array_equal(image(guidance=1.0), image(guidance=1.0, negative_prompt="blue square"))
+    assert not np.array_equal(image(guidance=1.0), image(guidance=7.0))
+
+
+def test_image_recipe_is_complete_and_reproduces_the_image(s):
+    result = s.image(IMAGE_PROMPT, seed=-1, scheduler="euler")
+    params = knobs.make(knobs.ImageParams, **result.recipe.params)
+    assert (params.steps, params.width, params.height) == (3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)  # catalog defaults
+    assert_complete_recipe(result, "image", IMAGE_ID, IMAGE_PROMPT, params)
+    again = s.image(result.recipe.prompt, model=result.recipe.model_id, **result.recipe.params)
+    assert np.array_equal(pixels(again), pixels(result))
+
+
+def test_shapes_model_output_is_upscaled_to_the_asked_size(s):
+    result = s.image("a green square", model=SHAPES_ID, seed=1, width=64, height=64)
+    assert result.output.size == (64, 64)
+    # Nearest-neighbour upscaling of a 16x16 drawing: every 4x4 block is one colour.
+    blocks = pixels(result).reshape(16, 4, 16, 4, 3)
+    assert (blocks == blocks[:, :1, :, :1, :]).all()
+
+
+# ===== audio =====================================================================================
+
+def test_vits_speaks_float_samples_at_the_config_rate(s):
+    result = s.audio(SPEECH, seed=1)
+    rate, samples = result.output
+    assert rate == VITS_SAMPLE_RATE
+    assert isinstance(samples, np.ndarray) and samples.dtype == np.float32 and samples.ndim == 1
+    assert samples.size > 0 and np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
+    assert np.abs(samples).max() > 0
+    assert_complete_recipe(result, "audio", VITS_ID, SPEECH, knobs.make(knobs.AudioParams, seed=1))
+
+
+def test_vits_same_seed_same_samples(s):
+    _, first = s.audio(SPEECH, seed=7).output
+    _, again = s.audio(SPEECH, seed=7).output
+    _, other = s.audio(SPEECH, seed=8).output
+    assert np.array_equal(first, again)
+    assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+def test_vits_knobs_take_effect(s):
+    slow = s.audio(SPEECH, seed=1, speed=0.5).output[1]
+    fast = s.audio(SPEECH, seed=1, speed=2.0).output[1]
+    assert slow.size > 2 * fast.size
+    # Without noise the seed no longer matters.
+    quiet = [s.audio(SPEECH, seed=seed, noise_scale=0.0, noise_w=0.0).output[1] for seed in (1, 2)]
+    assert np.array_equal(quiet[0], quiet[1])
+
+
+def test_musicgen_composes_float_samples_at_the_codec_rate(s):
+    result = s.audio(MUSIC, model=MUSICGEN_ID, seed=1)
+    rate, samples = result.output
+    assert rate == MUSICGEN_SAMPLE_RATE
+    assert samples.dtype == np.float32 and samples.ndim == 1 and samples.size > 0
+    assert np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
+    assert result.recipe.params["duration"] == 0.5  # the catalog's recommended knob
+    assert_complete_recipe(result, "audio", MUSICGEN_ID, MUSIC, knobs.make(knobs.AudioParams, seed=1, duration=0.5))
+
+
+def test_musicgen_same_seed_same_samples(s):
+    first = s.audio(MUSIC, model=MUSICGEN_ID, seed=3).output[1]
+    assert np.array_equal(s.audio(MUSIC, model=MUSICGEN_ID, seed=3).output[1], first)
+    assert not np.array_equal(s.audio(MUSIC, model=MUSICGEN_ID, seed=4).output[1], first)
+
+
+@pytest.mark.parametrize("duration", [0.5, 1.0, 2.0])
+def test_musicgen_duration_knob(s, duration):
+    rate, samples = s.audio(MUSIC, model=MUSICGEN_ID, seed=1, duration=duration).output
+    audio_config = loaded_value(s, MUSICGEN_ID).model.config.audio_encoder
+    tolerance = loaded_value(s, MUSICGEN_ID).model.config.decoder.num_codebooks / audio_config.frame_rate
+    assert abs(samples.size / rate - duration) <= tolerance
+
+
+def test_audio_params_object_is_used_as_given(s):
+    params = knobs.make(knobs.AudioParams, seed=9, speed=1.5)
+    result = s.audio(SPEECH, params=params, label="speed=1.5")
+    assert result.label == "speed=1.5"
+    assert result.recipe.params == dataclasses.asdict(params)
+    assert np.array_equal(result.output[1], s.audio(SPEECH, seed=9, speed=1.5).output[1])
+
+
+# ===== saving ====================================================================================
+
+@pytest.mark.parametrize("modality", ["text", "image", "audio"])
+def test_saved_results_carry_their_recipe(s, modality):
+    call = {"text": lambda: s.text(PROMPT, seed=1), "image": lambda: s.image(IMAGE_PROMPT, seed=1),
+            "audio": lambda: s.audio(SPEECH, seed=1)}[modality]
+    result = call()
+    path = s.save(result)
+    assert path.resolve().is_relative_to(s.settings.output_dir.resolve())
+    assert read_recipe(path) == result.recipe
+
+
+# ===== lazy loading ================================================================================
+
+def test_models_load_lazily_and_once(studio):
+    fresh = studio()
+    for modality in ("text", "image", "audio"):
+        assert not fresh.is_loaded(modality)
+    fresh.text(PROMPT, seed=1)
+    assert fresh.is_loaded("text") and not fresh.is_loaded("image") and not fresh.is_loaded("audio")
+    fresh.text(PROMPT, seed=2)
+    fresh.image(IMAGE_PROMPT, seed=1)
+    fresh.image(IMAGE_PROMPT, seed=2)
+    fresh.audio(SPEECH, seed=1)
+    fresh.audio(MUSIC, model=MUSICGEN_ID, seed=1)
+    fresh.audio(SPEECH, seed=2)
+    assert fresh.models.load_count == {TEXT_ID: 1, IMAGE_ID: 1, VITS_ID: 1, MUSICGEN_ID: 1}
+
+
+def test_first_stream_reports_loading_then_never_again(studio):
+    fresh = studio()
+    first = list(fresh.text_stream(PROMPT, fresh.params("text", seed=1)))
+    assert first[0].status and "Loading" in first[0].status and not first[0].text
+    second = list(fresh.text_stream(PROMPT, fresh.params("text", seed=1)))
+    assert not any(update.status for update in second)
+    assert second[-1].result.output == first[-1].result.output
+
+
+def test_explicit_load_and_unload(studio):
+    fresh = studio()
+    fresh.load("image")
+    assert fresh.is_loaded("image") and fresh.models.load_count == {IMAGE_ID: 1}
+    fresh.image(IMAGE_PROMPT, seed=1)
+    assert fresh.models.load_count == {IMAGE_ID: 1}
+    assert fresh.unload("image") is True
+    assert not fresh.is_loaded("image")
+    assert fresh.unload("image") is False
+    fresh.image(IMAGE_PROMPT, seed=1)
+    assert fresh.models.load_count == {IMAGE_ID: 2}
+
+
+def test_concurrent_first_requests_load_once_and_agree(studio):
+    fresh = studio()
+    barrier = threading.Barrier(3)
+    outputs, errors = [None] * 3, []
+
+    def work(i):
+        try:
+            barrier.wait(30)
+            outputs[i] = fresh.text(PROMPT, seed=17).output
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert fresh.models.load_count == {TEXT_ID: 1}
+    assert outputs[0] and outputs.count(outputs[0]) == 3
