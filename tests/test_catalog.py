@@ -214,6 +214,7 @@ def test_auto_is_hub_when_the_hub_answers(monkeypatch):
 
     calls = []
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: calls.append(address) or FakeConnection())
     assert resolve_preset("auto") == "hub"
     assert calls and calls[0][0] == "huggingface.co"
@@ -224,6 +225,7 @@ def test_auto_is_offline_when_the_hub_does_not_answer(monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "create_connection", unreachable)
     assert resolve_preset("auto") == "offline"
 
@@ -269,3 +271,38 @@ def test_bad_settings_name_the_setting_and_the_choices(name, value):
     assert value in str(caught.value)
     if name == "AIGC_PRESET":
         assert all(preset in str(caught.value) for preset in PRESETS)
+
+
+def test_non_numeric_settings_name_the_variable():
+    """A typo in an environment variable should say which variable, not just
+    "invalid literal for int() with base 10"."""
+    unnamed = {}
+    for name, value in (("AIGC_THREADS", "two"), ("AIGC_MEMORY_BUDGET_GB", "8GB"), ("AIGC_QUEUE_SIZE", "many"),
+                        ("AIGC_CONCURRENCY", "1.5")):
+        with pytest.raises(ValueError) as caught:
+            Settings.from_env({name: value})
+        message = str(caught.value)
+        if name not in message and name.removeprefix("AIGC_").lower() not in message:
+            unnamed[name] = message
+    assert not unnamed, f"errors that do not name their setting: {unnamed}"
+
+
+def test_auto_honours_every_offline_switch_the_hub_libraries_honour(monkeypatch):
+    """huggingface_hub treats HF_HUB_OFFLINE=1/ON/YES/TRUE (any case) and TRANSFORMERS_OFFLINE
+    as offline; 'auto' must then not pick the hub preset, whose downloads would all fail."""
+    class FakeConnection:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: FakeConnection())
+    picked = {}
+    for env in ({"HF_HUB_OFFLINE": "ON"}, {"HF_HUB_OFFLINE": "on"}, {"TRANSFORMERS_OFFLINE": "1"}):
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        picked[str(env)] = resolve_preset("auto")
+    assert set(picked.values()) == {"offline"}, picked

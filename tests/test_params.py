@@ -296,3 +296,37 @@ def test_seed_variants_want_two_to_four(count):
     with pytest.raises(ParamError) as caught:
         knobs.seed_variants(TextParams(seed=1), count)
     assert caught.value.field == "count"
+
+
+# ----- sweeps ---------------------------------------------------------------------------------------------
+
+def test_parse_values_splits_and_feeds_variants():
+    values = knobs.parse_values(" 0.3, 0.8 ,1.5 ", TextParams, "temperature")
+    assert values == ["0.3", "0.8", "1.5"]
+    out = knobs.variants(TextParams(), "temperature", values)
+    assert [label for label, _ in out] == ["temperature=0.3", "temperature=0.8", "temperature=1.5"]
+
+
+@pytest.mark.parametrize("text", ["", "0.5", "0.5,", "1,2,3,4,5", None])
+def test_parse_values_wants_two_to_four(text):
+    with pytest.raises(ParamError) as caught:
+        knobs.parse_values(text, TextParams, "temperature")
+    assert caught.value.field == "values" and "2 to 4" in str(caught.value)
+
+
+def test_parse_values_refuses_unknown_knobs_and_bad_values_name_the_knob():
+    with pytest.raises(ParamError, match="unknown knob"):
+        knobs.parse_values("1, 2", TextParams, "steps")
+    values = knobs.parse_values("10, 500", ImageParams, "steps")
+    with pytest.raises(ParamError) as caught:
+        knobs.variants(ImageParams(), "steps", values)
+    assert_names_range(caught.value, "steps", 1, 150)
+
+
+def test_sweepable_knobs():
+    assert "negative_prompt" not in knobs.sweepable(ImageParams)
+    assert {"steps", "guidance", "seed", "scheduler", "width"} <= set(knobs.sweepable(ImageParams))
+    assert set(knobs.sweepable(TextParams)) == {f.name for f in dataclasses.fields(TextParams)}
+    for params_type in PARAM_TYPES:
+        for name in knobs.sweepable(params_type):
+            knobs.spec(params_type, name)

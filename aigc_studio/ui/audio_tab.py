@@ -23,9 +23,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
             gr.Markdown("Music (MusicGen) needs the hub preset: start with `AIGC_PRESET=hub make run` on a machine with network.")
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Text", lines=3, placeholder="Type what the voice should say.")
-                generate = gr.Button("Generate", variant="primary")
-                audio = gr.Audio(label="Audio", type="filepath", format="wav")
+                prompt = gr.Textbox(label="Text", lines=3, elem_id="audio-prompt", placeholder="Type what the voice should say.")
+                generate = gr.Button("Generate", variant="primary", elem_id="audio-generate")
+                audio = gr.Audio(label="Audio", type="filepath", format="wav", elem_id="audio-output")
                 recipe = gr.JSON(label="Recipe (embedded in the WAV)", open=False)
             with gr.Column(scale=2):
                 controls = {name: control(AudioParams, name) for name in SPEECH_KNOBS}
@@ -35,7 +35,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
         with gr.Accordion("Side by side: 2-4 variants of one text", open=False):
             mode, count, knob_name, values = variant_controls(AudioParams)
             knob_name.value, values.value = "speed", "0.8, 1.0, 1.4"
-            compare = gr.Button("Compare")
+            compare = gr.Button("Compare", elem_id="audio-compare")
             with gr.Row():
                 players = [gr.Audio(label=f"Variant {i + 1}", type="filepath", format="wav") for i in range(MAX_PLAYERS)]
             compare_recipes = gr.JSON(label="Recipes", open=False)

@@ -25,9 +25,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
         gr.Markdown(header)
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Prompt", lines=2, placeholder="e.g. a small yellow triangle")
-                generate = gr.Button("Generate", variant="primary")
-                image = gr.Image(label="Image", type="filepath", format="png", buttons=["download", "fullscreen"])
+                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="image-prompt", placeholder="e.g. a small yellow triangle")
+                generate = gr.Button("Generate", variant="primary", elem_id="image-generate")
+                image = gr.Image(label="Image", type="filepath", format="png", elem_id="image-output", buttons=["download", "fullscreen"])
                 recipe = gr.JSON(label="Recipe (embedded in the PNG)", open=False)
             with gr.Column(scale=2):
                 controls = {name: control(ImageParams, name, defaults.get(name)) for name in KNOBS}
@@ -36,8 +36,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             mode, count, knob_name, values = variant_controls(ImageParams)
             values.value = "1, 3, 7"
             knob_name.value = "guidance"
-            compare = gr.Button("Compare")
-            gallery = gr.Gallery(label="Variants", columns=4, object_fit="contain", height="auto")
+            compare = gr.Button("Compare", elem_id="image-compare")
+            gallery = gr.Gallery(label="Variants", elem_id="image-gallery", columns=4, object_fit="contain", height="auto")
             compare_recipes = gr.JSON(label="Recipes", open=False)
 
     def image_params(model, values: dict) -> ImageParams:

@@ -20,11 +20,11 @@ def build(studio: Studio, sessions: Sessions) -> None:
         gr.Markdown(model_card(spec))
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Ask anything, e.g. Write a haiku about rain.")
+                prompt = gr.Textbox(label="Prompt", lines=3, elem_id="text-prompt", placeholder="Ask anything, e.g. Write a haiku about rain.")
                 with gr.Row():
-                    generate = gr.Button("Generate", variant="primary")
-                    stop = gr.Button("Stop", variant="stop")
-                answer = gr.Textbox(label="Answer", lines=10, buttons=["copy"])
+                    generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
+                    stop = gr.Button("Stop", variant="stop", elem_id="text-stop")
+                answer = gr.Textbox(label="Answer", lines=10, buttons=["copy"], elem_id="text-answer")
                 recipe = gr.JSON(label="Recipe (model, knobs, seed, versions)", open=False)
             with gr.Column(scale=2):
                 temperature = control(TextParams, "temperature")
@@ -37,9 +37,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 model = gr.Dropdown(studio.catalog.choices("text"), value=spec.id, label="model")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
             mode, count, knob_name, values = variant_controls(TextParams)
-            compare = gr.Button("Compare")
+            compare = gr.Button("Compare", elem_id="text-compare")
             with gr.Row():
-                columns = [gr.Textbox(label=f"Variant {i + 1}", lines=10) for i in range(MAX_COLUMNS)]
+                columns = [gr.Textbox(label=f"Variant {i + 1}", lines=10, elem_id=f"text-variant-{i}") for i in range(MAX_COLUMNS)]
             compare_recipes = gr.JSON(label="Recipes", open=False)
 
     knob_inputs = [temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, greedy]

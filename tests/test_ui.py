@@ -1,0 +1,84 @@
+"""A real browser: Playwright drives Debian's Chromium against app.py on loopback.
+
+Screenshots of each tab land in test-artifacts/ for a human to look at.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.live_server import ROOT, running_app
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"  # installed by `make test`; never a downloaded browser
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+GENERATION = 240_000  # ms Playwright waits for a generation on a busy 2-core machine (a bound, not a speed claim)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with running_app(tmp_path_factory.mktemp("ui-server")) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        expect(page.get_by_text("preset")).to_be_visible(timeout=60_000)
+        yield page
+        browser.close()
+
+
+def open_tab(page: Page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_header_names_preset_and_device(page):
+    header = page.locator("#header")
+    expect(header).to_contain_text("offline")
+    expect(header).to_contain_text("cpu")
+
+
+def test_text_tab_streams_an_answer(page):
+    open_tab(page, "Text")
+    page.locator("#text-prompt textarea").fill("What is the capital of France?")
+    page.get_by_label("greedy").check()  # greedy decoding: the answer is the model's likeliest
+    page.locator("#text-generate").click()
+    expect(page.locator("#text-answer textarea")).to_have_value(re.compile("Paris"), timeout=GENERATION)
+    page.screenshot(path=ARTIFACTS / "text-tab.png", full_page=True)
+
+
+def test_text_side_by_side_fills_labelled_columns(page):
+    open_tab(page, "Text")
+    page.get_by_text("Side by side").first.click()
+    page.locator("#text-compare").click()
+    for i in range(3):  # default: 3 different seeds
+        expect(page.locator(f"#text-variant-{i} textarea")).not_to_have_value("", timeout=GENERATION)
+    expect(page.locator("#text-variant-2")).to_contain_text("seed=", timeout=GENERATION)
+    page.screenshot(path=ARTIFACTS / "text-compare.png", full_page=True)
+
+
+def test_image_tab_draws_an_image(page):
+    open_tab(page, "Image")
+    page.locator("#image-prompt textarea").fill("a big red circle")
+    page.locator("#image-generate").click()
+    expect(page.locator("#image-output img")).to_be_visible(timeout=GENERATION)
+    page.screenshot(path=ARTIFACTS / "image-tab.png", full_page=True)
+
+
+def test_image_tab_shows_the_vocabulary_for_an_unknown_prompt(page):
+    open_tab(page, "Image")
+    page.locator("#image-prompt textarea").fill("a purple hexagon")
+    page.locator("#image-generate").click()
+    expect(page.get_by_text("colours: red, green, blue, yellow").last).to_be_visible(timeout=GENERATION)
+
+
+def test_audio_tab_speaks(page):
+    open_tab(page, "Audio")
+    page.locator("#audio-prompt textarea").fill("Hello from the studio.")
+    page.locator("#audio-generate").click()
+    expect(page.locator("#audio-output audio, #audio-output .waveform-container, #audio-output button[aria-label*='Play' i]").first
+           ).to_be_attached(timeout=GENERATION)
+    page.screenshot(path=ARTIFACTS / "audio-tab.png", full_page=True)
