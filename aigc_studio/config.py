@@ -39,16 +39,16 @@ class Settings:
             settings.preset = env["AIGC_PRESET"]
         settings.device = env.get("AIGC_DEVICE", settings.device)
         settings.dtype = env.get("AIGC_DTYPE", settings.dtype)
-        settings.threads = int(env.get("AIGC_THREADS", settings.threads))
-        settings.memory_budget_gb = float(env.get("AIGC_MEMORY_BUDGET_GB", settings.memory_budget_gb))
+        settings.threads = _number(env, "AIGC_THREADS", "threads", settings.threads, int)
+        settings.memory_budget_gb = _number(env, "AIGC_MEMORY_BUDGET_GB", "memory_budget_gb", settings.memory_budget_gb, float)
         if "AIGC_CACHE_DIR" in env:
             settings.cache_dir = Path(env["AIGC_CACHE_DIR"])
         if "AIGC_OUTPUT_DIR" in env:
             settings.output_dir = Path(env["AIGC_OUTPUT_DIR"])
         allow = env.get("AIGC_ALLOWLIST", "")
         settings.allowlist = tuple(x.strip() for x in allow.split(",") if x.strip())
-        settings.queue_size = int(env.get("AIGC_QUEUE_SIZE", settings.queue_size))
-        settings.concurrency = int(env.get("AIGC_CONCURRENCY", settings.concurrency))
+        settings.queue_size = _number(env, "AIGC_QUEUE_SIZE", "queue_size", settings.queue_size, int)
+        settings.concurrency = _number(env, "AIGC_CONCURRENCY", "concurrency", settings.concurrency, int)
         settings.check()
         return settings
 
@@ -59,3 +59,14 @@ class Settings:
             raise ValueError(f"device: must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype: must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
+
+
+def _number(env, variable: str, name: str, default, kind: type):
+    """A numeric setting from env, with an error naming the setting and its variable."""
+    if variable not in env:
+        return default
+    try:
+        return kind(env[variable])
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} ({variable}): must be {what}, got {env[variable]!r}") from None

@@ -127,11 +127,19 @@ class ModelManager:
 
     def _evict_over_budget(self, keep: str) -> None:
         # Called with self._lock held; the model just loaded is never evicted.
-        while sum(m.nbytes for m in self._models.values()) > self.budget_bytes and len(self._models) > 1:
-            victim_id = next(i for i in self._models if i != keep)
-            victim = self._models.pop(victim_id)
-            log.info("evicting %s (%.0f MB) to stay under budget", victim_id, victim.nbytes / 2**20)
-            victim.value = None
+        # A model that is generating right now (its lock is held) is never pulled away.
+        for victim_id in [i for i in self._models if i != keep]:
+            if sum(m.nbytes for m in self._models.values()) <= self.budget_bytes:
+                break
+            victim = self._models[victim_id]
+            if not victim.lock.acquire(blocking=False):
+                continue
+            try:
+                del self._models[victim_id]
+                log.info("evicting %s (%.0f MB) to stay under budget", victim_id, victim.nbytes / 2**20)
+                victim.value = None
+            finally:
+                victim.lock.release()
         _free_memory()
 
 

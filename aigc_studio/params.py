@@ -44,7 +44,7 @@ class TextParams:
 class ImageParams:
     negative_prompt: str = knob("", help="What to steer away from (classifier-free guidance uses it instead of the empty prompt).")
     steps: int = knob(30, 1, 150, "Denoising steps: more is slower and usually cleaner.")
-    guidance: float = knob(3.0, 0.0, 20.0, "Classifier-free guidance: how strongly the image follows the prompt (<= 1 = off).")
+    guidance: float = knob(3.0, 0.0, 20.0, "Classifier-free guidance: how strongly the image follows the prompt (0 ignores it on the shapes model; SD-Turbo wants 0).")
     width: int = knob(256, 16, 1536, "Output width in pixels (a multiple of 8).")
     height: int = knob(256, 16, 1536, "Output height in pixels (a multiple of 8).")
     seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")

@@ -20,6 +20,7 @@ import soundfile
 from PIL import Image, PngImagePlugin
 
 RECIPE_KEY = "aigc-studio-recipe"
+WAV_COMMENT_LIMIT = 2000  # characters libsndfile keeps in a WAV comment (measured: 2045)
 _PACKAGES = ("aigc-studio", "torch", "transformers", "diffusers", "piper-tts", "onnxruntime")
 
 
@@ -61,6 +62,13 @@ class Recipe:
         missing = {"modality", "model_id", "prompt", "params", "device", "dtype"} - set(data)
         if missing:
             raise ValueError(f"recipe: missing fields {', '.join(sorted(missing))}")
+        if data["modality"] not in ("text", "image", "audio"):
+            raise ValueError(f"recipe: modality must be text, image or audio, got {data['modality']!r}")
+        if not isinstance(data["params"], dict):
+            raise ValueError("recipe: params must be an object of knob values")
+        for name in ("model_id", "prompt", "device", "dtype"):
+            if not isinstance(data[name], str):
+                raise ValueError(f"recipe: {name} must be text")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -89,7 +97,10 @@ def _new_path(folder: Path, modality: str, suffix: str) -> Path:
 
 
 def save(result: Result, folder: Path, audio_format: str = "wav") -> Path:
-    """Write result under folder with its recipe embedded; returns the path."""
+    """Write result under folder with its recipe embedded; returns the path.
+
+    Audio is WAV unless its recipe is too long for a WAV comment (a prompt of
+    ~1,400+ characters): then FLAC, so the recipe is never lost."""
     recipe = result.recipe
     if recipe.modality == "image":
         path = _new_path(folder, "image", ".png")
@@ -97,6 +108,8 @@ def save(result: Result, folder: Path, audio_format: str = "wav") -> Path:
         info.add_text(RECIPE_KEY, recipe.to_json())
         result.output.save(path, pnginfo=info)
     elif recipe.modality == "audio":
+        if audio_format == "wav" and len(recipe.to_json()) > WAV_COMMENT_LIMIT:
+            audio_format = "flac"  # libsndfile drops longer WAV comments; FLAC keeps the recipe whole
         path = _new_path(folder, "audio", f".{audio_format}")
         rate, samples = result.output
         with soundfile.SoundFile(path, "w", samplerate=rate, channels=1, format=audio_format.upper(), subtype="PCM_16") as f:
@@ -123,7 +136,7 @@ def read_recipe(path: str | Path) -> Recipe:
             text = json.dumps(json.loads(path.read_text()).get(RECIPE_KEY))
         else:
             raise ValueError(f"recipe file: must be a .png, .wav, .flac or .json made by the studio, got {suffix or 'no extension'}")
-    except (OSError, soundfile.LibsndfileError, json.JSONDecodeError, AttributeError) as error:
+    except (OSError, soundfile.LibsndfileError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
         raise ValueError(f"recipe file: could not be read ({error})") from None
     if not text or text == "null":
         raise ValueError("recipe file: carries no studio recipe")

@@ -71,9 +71,7 @@ def parse_prompt(prompt: str, allow_empty: bool = False) -> Condition:
     the first colour and first shape word win ("draw a small yellow triangle please")."""
     colour = shape = None
     for word in re.findall(r"[a-z]+", prompt.lower()):
-        word = _SYNONYMS.get(word, word)
-        if word.endswith("s") and word[:-1] in SHAPES:  # plurals: "circles"
-            word = word[:-1]
+        word = _canonical(word)
         if colour is None and word in COLOURS:
             colour = word
         elif shape is None and word in SHAPES:
@@ -84,6 +82,15 @@ def parse_prompt(prompt: str, allow_empty: bool = False) -> Condition:
             f"use at least one of the {vocabulary_text()}"
         )
     return Condition(colour, shape)
+
+
+def _canonical(word: str) -> str:
+    """The vocabulary word for a synonym or plural ("balls" -> "circle"), else word."""
+    for candidate in (word, word[:-1] if word.endswith("s") else word, word[:-2] if word.endswith("es") else word):
+        candidate = _SYNONYMS.get(candidate, candidate)
+        if candidate in SHAPES or candidate in COLOURS:
+            return candidate
+    return word
 
 
 def render(colour: str, shape: str, rng: np.random.Generator, size: int = NATIVE_SIZE) -> Image.Image:

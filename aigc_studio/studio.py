@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -62,6 +63,7 @@ class Studio:
         if self.settings.threads > 0:
             torch.set_num_threads(self.settings.threads)
         self.models = ModelManager(int(self.settings.memory_budget_gb * 2**30))
+        self._global_rng_lock = threading.Lock()
 
     # ----- settings and models -------------------------------------------------
     def describe(self) -> str:
@@ -95,6 +97,24 @@ class Studio:
             where = "the Hugging Face Hub (is the network up?)" if spec.source == "hub" else spec.location
             raise ModelLoadError(f"model: could not load {spec.id} from {where}: {error}") from error
 
+    @contextmanager
+    def _use(self, spec: ModelSpec) -> Iterator[Any]:
+        """The loaded model, held for one generation (loaded again if it was evicted
+        between loading and locking).
+
+        Text and audio engines seed torch's process-wide RNG (generate() takes no
+        generator), so they also hold one studio-wide lock: two of them at once
+        would draw from each other's seeds. Images use per-request generators.
+        """
+        rng_lock = self._global_rng_lock if spec.modality != "image" else nullcontext()
+        with rng_lock:
+            while True:
+                loaded = self._load(spec)
+                with loaded.lock:
+                    if loaded.value is not None:
+                        yield loaded.value
+                        return
+
     def load(self, modality: str, model: str | None = None) -> None:
         """Load a model now instead of on first use (e.g. to warm a demo)."""
         self._load(self.model_spec(modality, model))
@@ -119,10 +139,9 @@ class Studio:
         if not self.models.is_loaded(spec.id):
             yield TextUpdate(status=f"Loading {spec.id} (first use; the embedded model is converted once)...")
         started = time.perf_counter()
-        loaded = self._load(spec)
         text = ""
-        with loaded.lock:
-            for piece in text_engine.stream(loaded.value, prompt, chosen, stop):
+        with self._use(spec) as text_model:
+            for piece in text_engine.stream(text_model, prompt, chosen, stop):
                 text += piece
                 yield TextUpdate(text=text)
         yield TextUpdate(text=text, result=Result(text, self._recipe(spec, prompt, chosen, label, started)))
@@ -143,14 +162,13 @@ class Studio:
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("image", model)
         chosen = [(label, knobs.resolve_seed(knobs.validate(p))) for label, p in variants]
-        loaded = self._load(spec)
         results: list[Result | None] = [None] * len(chosen)
         for indices in _indices_by_all_but_seed([p for _, p in chosen]):
             started = time.perf_counter()
             shared = chosen[indices[0]][1]
             seeds = [chosen[i][1].seed for i in indices]
-            with loaded.lock:
-                pictures = image_engine.generate(loaded.value, [prompt] * len(indices), shared, seeds, on_step)
+            with self._use(spec) as pipe:
+                pictures = image_engine.generate(pipe, [prompt] * len(indices), shared, seeds, on_step)
             for i, picture in zip(indices, pictures):
                 label, p = chosen[i]
                 results[i] = Result(picture, self._recipe(spec, prompt, p, label, started))
@@ -168,9 +186,8 @@ class Studio:
         spec = self.model_spec("audio", model)
         chosen = knobs.resolve_seed(knobs.validate(params) if params else self.params("audio", spec.id, **values))
         started = time.perf_counter()
-        loaded = self._load(spec)
-        with loaded.lock:
-            output = audio_engine.generate(loaded.value, prompt, chosen)
+        with self._use(spec) as audio_model:
+            output = audio_engine.generate(audio_model, prompt, chosen)
         return Result(output, self._recipe(spec, prompt, chosen, label, started))
 
     # ----- files -----------------------------------------------------------------

@@ -37,7 +37,7 @@ SCHEDULERS = {
     "euler_a": EulerAncestralDiscreteScheduler,
 }
 
-# Called after each denoising step with (step index from 0, total steps).
+# Called after each denoising iteration with (index from 0, total iterations).
 StepCallback = Callable[[int, int], None]
 
 
@@ -79,8 +79,8 @@ def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, s
     is_shapes = isinstance(pipe, ShapesPipeline)
 
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
-        if on_step is not None:
-            on_step(step, params.steps)
+        if on_step is not None:  # some schedulers (PNDM) run more iterations than steps
+            on_step(step, len(pipeline.scheduler.timesteps))
         return tensors
 
     kwargs = dict(

@@ -43,9 +43,11 @@ class ShapesPipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput:
         """Denoise from Gaussian noise at the UNet's native size.
 
-        guidance_scale: classifier-free guidance weight; <= 1 disables the
-        unconditional pass. A negative prompt replaces the null condition, so
-        guidance pushes away from it. height/width are accepted for interface
+        guidance_scale: classifier-free guidance weight w in
+        eps = eps_uncond + w * (eps_cond - eps_uncond): 0 ignores the prompt,
+        1 is plain conditional sampling (one pass), > 1 pushes harder toward the
+        prompt. A negative prompt replaces the null condition, so guidance
+        pushes away from it. height/width are accepted for interface
         parity and must equal the native size (the engine upscales for display).
         """
         size = self.unet.config.sample_size
@@ -60,7 +62,9 @@ class ShapesPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
         cond_labels = torch.tensor(cond, device=device)
         uncond_labels = torch.tensor(uncond, device=device)
-        do_cfg = guidance_scale > 1.0
+        # w == 1 and w == 0 need one UNet pass (conditional / unconditional); others need both.
+        do_cfg = guidance_scale not in (0.0, 1.0)
+        single_labels = uncond_labels if guidance_scale == 0.0 else cond_labels
 
         shape = (batch, self.unet.config.in_channels, size, size)
         if isinstance(generator, list):
@@ -74,12 +78,13 @@ class ShapesPipeline(DiffusionPipeline):
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            labels = torch.cat([uncond_labels, cond_labels]) if do_cfg else cond_labels
+            labels = torch.cat([uncond_labels, cond_labels]) if do_cfg else single_labels
             noise_pred = self.unet(model_input, t, class_labels=labels).sample
             if do_cfg:
                 noise_uncond, noise_cond = noise_pred.chunk(2)
                 noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-            step = self.scheduler.step(noise_pred, t, latents, generator=generator if not isinstance(generator, list) else generator[0])
+            # the whole list: each image's step noise comes from its own seed, whatever the batch
+            step = self.scheduler.step(noise_pred, t, latents, generator=generator)
             latents = step.prev_sample
             if callback_on_step_end is not None:
                 predicted = getattr(step, "pred_original_sample", None)
