@@ -30,6 +30,9 @@ class Settings:
     allowlist: tuple[str, ...] = ()  # extra model ids (hub repos) the operator allows
     queue_size: int = 32  # requests waiting beyond this get "busy, try again"
     concurrency: int = 1  # generations running at once per event
+    attention_slicing: bool = False  # image models: less GPU memory, a little slower
+    vae_tiling: bool = False  # image models: decode big images in tiles
+    cpu_offload: bool = False  # image models: sub-models wait on the CPU (CUDA only)
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -49,6 +52,10 @@ class Settings:
         settings.allowlist = tuple(x.strip() for x in allow.split(",") if x.strip())
         settings.queue_size = _number(env, "AIGC_QUEUE_SIZE", "queue_size", settings.queue_size, int)
         settings.concurrency = _number(env, "AIGC_CONCURRENCY", "concurrency", settings.concurrency, int)
+        for name in ("attention_slicing", "vae_tiling", "cpu_offload"):
+            variable = f"AIGC_{name.upper()}"
+            if variable in env:
+                setattr(settings, name, env[variable].strip().lower() in ("1", "true", "yes", "on"))
         settings.check()
         return settings
 

@@ -121,6 +121,15 @@ def save(result: Result, folder: Path, audio_format: str = "wav") -> Path:
     return path
 
 
+def save_grid(picture: Image.Image, cells: list[Recipe], folder: Path) -> Path:
+    """Write an X/Y grid PNG carrying every cell's recipe (a JSON list)."""
+    path = _new_path(folder, "grid", ".png")
+    info = PngImagePlugin.PngInfo()
+    info.add_text(RECIPE_KEY + "-grid", json.dumps([json.loads(r.to_json()) for r in cells]))
+    picture.save(path, pnginfo=info)
+    return path
+
+
 def read_recipe(path: str | Path) -> Recipe:
     """The recipe embedded in a studio PNG, WAV/FLAC or text JSON file."""
     path = Path(path)

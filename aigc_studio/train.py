@@ -78,11 +78,11 @@ def save(unet: UNet2DModel, ema: EMAModel, out: Path) -> None:
     ema.restore(unet.parameters())
 
 
-def train(out: Path, steps: int, threads: int, seed: int) -> None:
+def train(out: Path, steps: int, threads: int, seed: int, dataset: int = DATASET, evaluate_after: bool = True) -> None:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
-    data, colours, kinds = make_dataset(DATASET, seed)
+    data, colours, kinds = make_dataset(dataset, seed)
     print(f"dataset: {len(data)} renders at {shapes.NATIVE_SIZE}x{shapes.NATIVE_SIZE}")
     unet = build_unet()
     print(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
@@ -113,6 +113,35 @@ def train(out: Path, steps: int, threads: int, seed: int) -> None:
         if (step + 1) % SAVE_EVERY == 0 or step == steps - 1:
             save(unet, ema, out)
     print(f"saved {out} after {time.time() - start:.0f}s")
+    if evaluate_after:
+        print(f"adherence at default settings: {evaluate(load_pipeline(out)):.3f}")
+
+
+def load_pipeline(folder: Path = DEFAULT_OUT):
+    """The shapes pipeline in `folder`, loaded by the image engine as the studio loads it."""
+    from aigc_studio.catalog import local_spec
+    from aigc_studio.engines import image as image_engine
+
+    return image_engine.load(local_spec("shapes", "image", "shapes", folder), "cpu", torch.float32)
+
+
+def evaluate(pipe: ShapesPipeline, per_class: int = 20, guidance: float = 3.0, scheduler: str = "default",
+             steps: int = 30, first_seed: int = 0) -> float:
+    """Colour+shape adherence in [0, 1] over every colour x shape, `per_class` fixed
+    seeds each, scored by the deterministic checker (shapes.check). Runs through
+    the image engine, exactly as the studio does (one batched call per class)."""
+    from aigc_studio.engines import image as image_engine  # the engine, not a copy of its loop
+    from aigc_studio.params import ImageParams
+
+    knobs = ImageParams(steps=steps, guidance=guidance, scheduler=scheduler, width=16, height=16)
+    seeds = list(range(first_seed, first_seed + per_class))
+    hits = total = 0
+    for colour in shapes.COLOUR_NAMES:
+        for kind in shapes.SHAPES:
+            images = image_engine.generate(pipe, [f"a {colour} {kind}"] * per_class, knobs, seeds)
+            hits += sum(shapes.check(image) == shapes.Condition(colour, kind) for image in images)
+            total += per_class
+    return hits / total
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,8 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is fastest on a busy 2-core machine")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--dataset", type=int, default=DATASET, help="number of procedural renders")
+    parser.add_argument("--no-eval", action="store_true", help="skip the adherence check after training")
     args = parser.parse_args(argv)
-    train(args.out, args.steps, args.threads, args.seed)
+    train(args.out, args.steps, args.threads, args.seed, args.dataset, not args.no_eval)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ callbacks work for every model.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -39,10 +41,35 @@ SCHEDULERS = {
 
 # Called after each denoising iteration with (index from 0, total iterations).
 StepCallback = Callable[[int, int], None]
+# Called after each iteration with (index from 0, preview of the first image's predicted result).
+PreviewCallback = Callable[[int, Image.Image], None]
+
+# Linear map from Stable Diffusion's 4 latent channels to RGB: a cheap per-step
+# preview without running the VAE (the factors ComfyUI and A1111 use for SD 1.x/2.x).
+SD_LATENT_RGB = torch.tensor([
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+])
 
 
-def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> DiffusionPipeline:
+@dataclass
+class MemoryOptions:
+    """Speed-for-memory trades for small GPUs, each off by default (diffusers' own switches)."""
+
+    attention_slicing: bool = False  # compute attention in slices: less peak memory, a little slower
+    vae_tiling: bool = False  # decode large images tile by tile
+    cpu_offload: bool = False  # keep each sub-model on the CPU until it runs (accelerators only)
+
+
+class GenerationStopped(Exception):
+    """The Stop button (or a vanished client) ended a generation between two steps."""
+
+
+def load(spec: ModelSpec, device: str, dtype: torch.dtype, memory: MemoryOptions | None = None) -> DiffusionPipeline:
     """Load spec's pipeline onto device in dtype; remembers its own scheduler config."""
+    memory = memory or MemoryOptions()
     if spec.kind == "shapes":
         folder = Path(spec.location)
         unet = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
@@ -54,7 +81,14 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> DiffusionPipeline:
         )
         if getattr(pipe, "safety_checker", None) is None and hasattr(pipe, "requires_safety_checker"):
             pipe.register_to_config(requires_safety_checker=False)
-    pipe.to(device)
+    if memory.cpu_offload and device != "cpu":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if memory.attention_slicing:
+        pipe.enable_attention_slicing()
+    if memory.vae_tiling and hasattr(pipe, "vae"):
+        pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
     pipe.default_scheduler_config = dict(pipe.scheduler.config)
     return pipe
@@ -67,20 +101,46 @@ def set_scheduler(pipe: DiffusionPipeline, name: str) -> None:
     pipe.scheduler = cls.from_config(config)
 
 
+def preview(tensors: dict, size: tuple[int, int]) -> Image.Image | None:
+    """What the first image would look like if denoising stopped now.
+
+    Shapes model: its predicted clean image. SD-style latents: a linear RGB
+    projection. None when neither is available."""
+    clean = tensors.get("pred_original_sample")
+    if clean is not None:
+        rgb = clean[0].float().clamp(-1, 1).permute(1, 2, 0)
+    else:
+        latents = tensors.get("latents")
+        if latents is None or latents.shape[1] != 4:
+            return None
+        rgb = (latents[0].float().permute(1, 2, 0) @ SD_LATENT_RGB.to(latents.device)).clamp(-1, 1)
+    array = ((rgb + 1) * 127.5).round().byte().cpu().numpy()
+    return Image.fromarray(array).resize(size, Image.Resampling.NEAREST)
+
+
 def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, seeds: list[int],
-             on_step: StepCallback | None = None) -> list[Image.Image]:
+             on_step: StepCallback | None = None, on_preview: PreviewCallback | None = None,
+             stop: threading.Event | None = None) -> list[Image.Image]:
     """One image per (prompt, seed) pair, in one batched pipeline call.
 
     Each image has its own torch.Generator, so an image depends only on its own
-    seed and recipe, not on what else is in the batch.
+    seed and recipe, not on what else is in the batch. on_preview receives the
+    denoising trajectory of the first image, one preview per iteration. Setting
+    `stop` raises GenerationStopped after the current step; the pipeline stays usable.
     """
     set_scheduler(pipe, params.scheduler)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     is_shapes = isinstance(pipe, ShapesPipeline)
 
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
+        if stop is not None and stop.is_set():
+            raise GenerationStopped(f"stopped after step {step + 1}")
         if on_step is not None:  # some schedulers (PNDM) run more iterations than steps
             on_step(step, len(pipeline.scheduler.timesteps))
+        if on_preview is not None:
+            picture = preview(tensors, (params.width, params.height))
+            if picture is not None:
+                on_preview(step, picture)
         return tensors
 
     kwargs = dict(

@@ -76,6 +76,7 @@ class ShapesPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input_latents = latents
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             labels = torch.cat([uncond_labels, cond_labels]) if do_cfg else single_labels
@@ -88,6 +89,8 @@ class ShapesPipeline(DiffusionPipeline):
             latents = step.prev_sample
             if callback_on_step_end is not None:
                 predicted = getattr(step, "pred_original_sample", None)
+                if predicted is None:  # DPM-Solver keeps x0 to itself: estimate it in alpha space
+                    predicted = self._estimate_clean(model_input_latents, noise_pred, t)
                 outputs = callback_on_step_end(self, i, t, {"latents": latents, "pred_original_sample": predicted})
                 latents = (outputs or {}).get("latents", latents)
 
@@ -98,3 +101,11 @@ class ShapesPipeline(DiffusionPipeline):
         if output_type == "np":
             return ImagePipelineOutput(images=array)
         return ImagePipelineOutput(images=[Image.fromarray((a * 255).round().astype(np.uint8)) for a in array])
+
+    def _estimate_clean(self, noisy: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
+        """x0 = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t), for schedulers that work in alpha space."""
+        alphas = getattr(self.scheduler, "alphas_cumprod", None)
+        if alphas is None:
+            return None
+        alpha = alphas[int(t)].to(noisy.device, noisy.dtype)
+        return (noisy - (1 - alpha).sqrt() * noise) / alpha.sqrt()

@@ -1,16 +1,26 @@
-"""Image tab: prompt -> image through diffusers, every knob, variants side by side."""
+"""Image tab: prompt -> image through diffusers, every knob, the denoising trajectory,
+variants side by side, an X/Y grid, and recipes restored from studio PNGs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gradio as gr
+from PIL import Image
 
 from aigc_studio import shapes
 from aigc_studio.catalog import UnknownModelError
-from aigc_studio.params import ImageParams
+from aigc_studio.engines.image import GenerationStopped
+from aigc_studio.params import ImageParams, parse_values, sweepable
+from aigc_studio.recipe import read_recipe
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import Sessions, control, make_variants, model_card, user_errors, variant_controls
+from aigc_studio.ui.widgets import (
+    Sessions, control, make_variants, model_card, run_in_worker, user_errors, variant_controls,
+)
 
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
+MODEL_DEFAULT_KNOBS = ("steps", "guidance", "width", "height", "scheduler")
+STRIP_THUMB = 64  # px per step in the trajectory strip
 
 
 def build(studio: Studio, sessions: Sessions) -> None:
@@ -25,60 +35,149 @@ def build(studio: Studio, sessions: Sessions) -> None:
         gr.Markdown(header)
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="image-prompt", placeholder="e.g. a small yellow triangle")
-                generate = gr.Button("Generate", variant="primary", elem_id="image-generate")
-                image = gr.Image(label="Image", type="filepath", format="png", elem_id="image-output", buttons=["download", "fullscreen"])
+                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="image-prompt",
+                                    placeholder="e.g. a small yellow triangle")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="image-generate")
+                    stop = gr.Button("Stop", variant="stop", elem_id="image-stop")
+                image = gr.Image(label="Image (streams the denoising while it runs)", type="filepath", format="png",
+                                 elem_id="image-output", buttons=["download", "fullscreen"])
+                with gr.Accordion("Denoising trajectory", open=True):
+                    strip = gr.Image(label="Predicted image after each step", type="pil", elem_id="image-strip",
+                                     interactive=False)
+                    step_slider = gr.Slider(1, 2, value=1, step=1, label="step", elem_id="image-step")
+                    step_view = gr.Image(label="At this step", type="pil", interactive=False, height=256)
                 recipe = gr.JSON(label="Recipe (embedded in the PNG)", open=False)
             with gr.Column(scale=2):
                 controls = {name: control(ImageParams, name, defaults.get(name)) for name in KNOBS}
                 model = gr.Dropdown(studio.catalog.choices("image"), value=default_id, label="model")
+                upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
+                                 elem_id="image-upload")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
             mode, count, knob_name, values = variant_controls(ImageParams)
-            values.value = "1, 3, 7"
-            knob_name.value = "guidance"
+            values.value, knob_name.value = "1, 3, 7", "guidance"
             compare = gr.Button("Compare", elem_id="image-compare")
-            gallery = gr.Gallery(label="Variants", elem_id="image-gallery", columns=4, object_fit="contain", height="auto")
+            gallery = gr.Gallery(label="Variants", elem_id="image-gallery", columns=4, object_fit="contain",
+                                 height="auto")
             compare_recipes = gr.JSON(label="Recipes", open=False)
+        with gr.Accordion("X/Y grid: one or two knobs over their values", open=False):
+            axes = sweepable(ImageParams)
+            with gr.Row():
+                x_knob = gr.Dropdown(axes, value="steps", label="X knob")
+                x_values = gr.Textbox(value="4, 8, 16, 32", label="X values (1-6, comma-separated)")
+                y_knob = gr.Dropdown(["none", *axes], value="guidance", label="Y knob")
+                y_values = gr.Textbox(value="1, 3, 7", label="Y values")
+            make_grid = gr.Button("Make grid", elem_id="image-grid-button")
+            grid_image = gr.Image(label="Grid", type="filepath", format="png", elem_id="image-grid")
+            grid_gallery = gr.Gallery(label="Cells", columns=6, object_fit="contain", height="auto")
 
-    def image_params(model, values: dict) -> ImageParams:
+    knob_inputs = [controls[name] for name in KNOBS]
+
+    def image_params(model, **values) -> ImageParams:
         return studio.params("image", model, **values)
 
     def generate_image(prompt, negative_prompt, steps, guidance, width, height, seed, scheduler="default",
                        model=None, request: gr.Request = None, progress=gr.Progress()):
-        """One image for prompt; returns the path of a PNG carrying its recipe."""
+        """One image for prompt: streams a preview per denoising step, then the PNG
+        (with its recipe embedded) as the final output."""
         with user_errors():
-            chosen = image_params(model, dict(negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                              width=width, height=height, seed=seed, scheduler=scheduler))
-            on_step = lambda step, total: progress((step + 1, total), desc="denoising")
-            result = studio.images(prompt, [("", chosen)], model, on_step)[0]
-            sessions.keep_recipes(request, [result.recipe])
-            return str(studio.save(result))
+            chosen = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                                  width=width, height=height, seed=seed, scheduler=scheduler)
+            stop_event = sessions.fresh_stop(request, "image")
+            previews: list[Image.Image] = []
+
+            def work(emit):
+                on_step = lambda step, total: progress((step + 1, total), desc="denoising")
+                return studio.images(prompt, [("", chosen)], model, on_step, emit, stop_event)[0]
+
+            try:
+                for kind, value in run_in_worker(work):
+                    if kind == "update":
+                        previews.append(value)
+                        yield value
+                    else:
+                        sessions.keep_recipes(request, [value.recipe])
+                        sessions.keep(request, "trajectory", previews)
+                        yield str(studio.save(value))
+            except GenerationStopped as stopped:
+                gr.Info(f"Stopped ({stopped}).")
 
     def compare_image(prompt, mode, count, knob_name, values, negative_prompt, steps, guidance, width, height, seed,
                       scheduler="default", model=None, request: gr.Request = None, progress=gr.Progress()):
-        """2-4 labelled variants (seeds share one batched call); returns a gallery of PNGs."""
+        """2-4 labelled variants (seed variants share one batched call); a gallery of PNGs."""
         with user_errors():
-            base = image_params(model, dict(negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                            width=width, height=height, seed=seed, scheduler=scheduler))
+            base = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                                width=width, height=height, seed=seed, scheduler=scheduler)
             variants = make_variants(base, mode, count, knob_name, values)
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
             results = studio.images(prompt, variants, model, on_step)
             sessions.keep_recipes(request, [r.recipe for r in results])
             return [(str(studio.save(r)), r.label) for r in results]
 
+    def image_grid(prompt, x_knob, x_values, y_knob, y_values, negative_prompt, steps, guidance, width, height, seed,
+                   scheduler="default", model=None, request: gr.Request = None, progress=gr.Progress()):
+        """An X/Y grid over one or two knobs (seed fixed unless it is an axis).
+        Returns the labelled grid PNG and a gallery of every cell."""
+        with user_errors():
+            base = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                                width=width, height=height, seed=seed, scheduler=scheduler)
+            xs = parse_values(x_values, ImageParams, x_knob, low=1, high=6)
+            use_y = y_knob and y_knob != "none"
+            ys = parse_values(y_values, ImageParams, y_knob, low=1, high=6) if use_y else None
+            on_step = lambda step, total: progress((step + 1, total), desc="denoising")
+            picture, cells = studio.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model, on_step)
+            sessions.keep_recipes(request, [c.recipe for c in cells])
+            return str(studio.save_grid(picture, cells)), [(str(studio.save(c)), c.label) for c in cells]
+
+    def stop_image(request: gr.Request):
+        sessions.stop(request, "image")
+
     def show_recipes(request: gr.Request):
-        return [r.__dict__ for r in sessions.recipes(request)]
+        return [dataclasses.asdict(r) for r in sessions.recipes(request)]
+
+    def show_trajectory(request: gr.Request):
+        previews = sessions.kept(request, "trajectory", [])
+        if not previews:
+            return None, gr.update(maximum=2, value=1), None
+        thumbs = [p.resize((STRIP_THUMB, STRIP_THUMB), Image.Resampling.NEAREST) for p in previews]
+        strip_image = Image.new("RGB", (STRIP_THUMB * len(thumbs), STRIP_THUMB), "white")
+        for i, thumb in enumerate(thumbs):
+            strip_image.paste(thumb, (i * STRIP_THUMB, 0))
+        last = len(previews)
+        return strip_image, gr.update(minimum=1, maximum=max(last, 2), value=last), previews[-1]
+
+    def show_step(step, request: gr.Request):
+        previews = sessions.kept(request, "trajectory", [])
+        return previews[min(int(step), len(previews)) - 1] if previews else None
+
+    def restore_recipe(file):
+        """Every knob (and the prompt and model) from a studio PNG's embedded recipe."""
+        if file is None:
+            return [gr.update()] * (len(KNOBS) + 2)
+        with user_errors():
+            saved = read_recipe(file)
+            if saved.modality != "image":
+                raise ValueError(f"recipe file: holds a {saved.modality} recipe, not an image one")
+            chosen = studio.params("image", saved.model_id, **{k: v for k, v in saved.params.items() if k in KNOBS})
+        gr.Info(f"Restored the recipe of a {saved.model_id} image (seed {chosen.seed}).")
+        return [saved.prompt, saved.model_id] + [getattr(chosen, name) for name in KNOBS]
 
     def use_model_defaults(model_id):
-        chosen = studio.params("image", model_id)
-        return [gr.update(value=getattr(chosen, name)) for name in KNOBS if name not in ("seed", "negative_prompt")]
+        with user_errors():
+            chosen = studio.params("image", model_id)
+        return [getattr(chosen, name) for name in MODEL_DEFAULT_KNOBS]
 
-    knob_inputs = [controls[name] for name in KNOBS]
     run = gr.on([generate.click, prompt.submit], generate_image, inputs=[prompt, *knob_inputs, model],
                 outputs=image, api_name="generate_image")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
+    run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
+    step_slider.release(show_step, step_slider, step_view, api_visibility="private")
+    stop.click(stop_image, None, None, api_visibility="private")
     comparing = compare.click(compare_image, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
                               outputs=gallery, api_name="compare_image")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
-    model.change(use_model_defaults, model,
-                 [controls[name] for name in KNOBS if name not in ("seed", "negative_prompt")], api_visibility="private")
+    make_grid.click(image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, *knob_inputs, model],
+                    outputs=[grid_image, grid_gallery], api_name="image_grid")
+    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs], api_visibility="private")
+    model.input(use_model_defaults, model, [controls[name] for name in MODEL_DEFAULT_KNOBS],
+                api_visibility="private")

@@ -4,10 +4,11 @@ side-by-side controls, and the translation of backend errors into gr.Error."""
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -124,31 +125,61 @@ class Sessions:
 
     def __init__(self):
         self._stops: dict[str, threading.Event] = {}
-        self._recipes: OrderedDict[str, list] = OrderedDict()
+        self._kept: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def key(request: gr.Request | None) -> str:
         return (request.session_hash if request is not None else None) or "api"
 
-    def fresh_stop(self, request: gr.Request | None) -> threading.Event:
+    def fresh_stop(self, request: gr.Request | None, tab: str = "text") -> threading.Event:
+        """A new stop event for this session's generation in `tab`."""
         with self._lock:
-            event = self._stops[self.key(request)] = threading.Event()
+            event = self._stops[f"{self.key(request)}/{tab}"] = threading.Event()
             return event
 
-    def stop(self, request: gr.Request | None) -> None:
+    def stop(self, request: gr.Request | None, tab: str = "text") -> None:
         with self._lock:
-            event = self._stops.get(self.key(request))
+            event = self._stops.get(f"{self.key(request)}/{tab}")
         if event is not None:
             event.set()
 
-    def keep_recipes(self, request: gr.Request | None, recipes: list) -> None:
+    def keep(self, request: gr.Request | None, name: str, value) -> None:
+        """Remember value under name for this session (the oldest sessions are forgotten)."""
         with self._lock:
-            self._recipes[self.key(request)] = recipes
-            self._recipes.move_to_end(self.key(request))
-            while len(self._recipes) > self.MAX_SESSIONS:
-                self._recipes.popitem(last=False)
+            self._kept.setdefault(self.key(request), {})[name] = value
+            self._kept.move_to_end(self.key(request))
+            while len(self._kept) > self.MAX_SESSIONS:
+                self._kept.popitem(last=False)
+
+    def kept(self, request: gr.Request | None, name: str, default=None):
+        with self._lock:
+            return self._kept.get(self.key(request), {}).get(name, default)
+
+    def keep_recipes(self, request: gr.Request | None, recipes: list) -> None:
+        self.keep(request, "recipes", recipes)
 
     def recipes(self, request: gr.Request | None) -> list:
-        with self._lock:
-            return self._recipes.get(self.key(request), [])
+        return self.kept(request, "recipes", [])
+
+
+def run_in_worker(work: Callable[[Callable[[Any], None]], Any]) -> Iterator[tuple[str, Any]]:
+    """Run work(emit) in a thread and yield ("update", item) for every emit, then
+    ("result", its return value). Lets a Gradio generator stream progress
+    (e.g. denoising previews) from a blocking backend call. Errors re-raise here."""
+    events: queue.Queue = queue.Queue()
+
+    def target() -> None:
+        try:
+            events.put(("result", work(lambda item: events.put(("update", item)))))
+        except BaseException as error:  # handed to the caller's thread
+            events.put(("error", error))
+
+    threading.Thread(target=target, daemon=True).start()
+    while True:
+        kind, value = events.get()
+        if kind == "error":
+            raise value
+        yield kind, value
+        if kind == "result":
+            return

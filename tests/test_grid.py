@@ -1,0 +1,63 @@
+"""X/Y grids: cell params, labels, fixed seeds, and the labelled grid image."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from aigc_studio import grid
+from aigc_studio.params import ImageParams, ParamError
+
+
+def test_cells_are_row_major_with_matching_labels():
+    plan = grid.plan(ImageParams(seed=5), "steps", [4, 8, 16], "guidance", [1, 7])
+    assert plan.x_labels == ["steps=4", "steps=8", "steps=16"]
+    assert plan.y_labels == ["guidance=1.0", "guidance=7.0"]
+    assert [label for label, _ in plan.cells] == [
+        "steps=4, guidance=1.0", "steps=8, guidance=1.0", "steps=16, guidance=1.0",
+        "steps=4, guidance=7.0", "steps=8, guidance=7.0", "steps=16, guidance=7.0",
+    ]
+    for label, cell in plan.cells:
+        assert label == f"steps={cell.steps}, guidance={cell.guidance}"
+
+
+def test_seed_is_fixed_across_cells_unless_it_is_an_axis():
+    plan = grid.plan(ImageParams(seed=-1), "steps", [4, 8])
+    seeds = {cell.seed for _, cell in plan.cells}
+    assert len(seeds) == 1 and seeds.pop() >= 0  # a random seed is drawn once for the whole grid
+    by_seed = grid.plan(ImageParams(seed=1), "seed", [1, 2, 3])
+    assert [cell.seed for _, cell in by_seed.cells] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("x, y, field", [
+    ([], None, "x_values"),
+    (list(range(1, 8)), None, "x_values"),
+    ([4], [], "y_values"),
+])
+def test_bad_axes_name_the_field(x, y, field):
+    with pytest.raises(ParamError) as error:
+        grid.plan(ImageParams(), "steps", x, "guidance" if y is not None else None, y)
+    assert field in str(error.value)
+
+
+def test_out_of_range_cell_values_name_the_knob():
+    with pytest.raises(ParamError, match="steps"):
+        grid.plan(ImageParams(), "steps", [4, 500])
+
+
+def test_same_knob_on_both_axes_is_refused():
+    with pytest.raises(ParamError, match="y_knob"):
+        grid.plan(ImageParams(), "steps", [4], "steps", [8])
+
+
+def test_rendered_grid_places_each_cell_under_its_label():
+    plan = grid.plan(ImageParams(), "steps", [4, 8], "guidance", [1, 3])
+    colours = ["red", "green", "blue", "yellow"]
+    cells = [Image.new("RGB", (32, 32), c) for c in colours]
+    picture = grid.render(cells, plan)
+    left = picture.width - 2 * 32
+    assert picture.height == grid.LABEL_HEIGHT + 2 * 32
+    for index, colour in enumerate(colours):
+        row, column = divmod(index, 2)
+        centre = (left + column * 32 + 16, grid.LABEL_HEIGHT + row * 32 + 16)
+        assert picture.getpixel(centre) == Image.new("RGB", (1, 1), colour).getpixel((0, 0))
