@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from PIL import Image
 
+from aigc_studio import grid
 from aigc_studio import params as knobs
 from aigc_studio import recipe as recipes
 from aigc_studio.catalog import Catalog, ModelSpec, resolve_preset
@@ -88,7 +90,9 @@ class Studio:
         if spec.modality == "text":
             loader = lambda: text_engine.load(spec, self.device, self.dtype, self.settings.cache_dir, report)
         elif spec.modality == "image":
-            loader = lambda: image_engine.load(spec, self.device, self.dtype)
+            memory = image_engine.MemoryOptions(self.settings.attention_slicing, self.settings.vae_tiling,
+                                                self.settings.cpu_offload)
+            loader = lambda: image_engine.load(spec, self.device, self.dtype, memory)
         else:
             loader = lambda: audio_engine.load(spec, self.device, self.dtype)
         try:
@@ -156,9 +160,12 @@ class Studio:
 
     # ----- image -----------------------------------------------------------------
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
-               on_step: image_engine.StepCallback | None = None) -> list[Result]:
+               on_step: image_engine.StepCallback | None = None,
+               on_preview: image_engine.PreviewCallback | None = None,
+               stop: threading.Event | None = None) -> list[Result]:
         """One image per labelled variant. Variants that differ only by seed share
-        one batched pipeline call."""
+        one batched pipeline call. on_preview gets the first image's denoising
+        trajectory (one preview per step)."""
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("image", model)
         chosen = [(label, knobs.resolve_seed(knobs.validate(p))) for label, p in variants]
@@ -168,15 +175,26 @@ class Studio:
             shared = chosen[indices[0]][1]
             seeds = [chosen[i][1].seed for i in indices]
             with self._use(spec) as pipe:
-                pictures = image_engine.generate(pipe, [prompt] * len(indices), shared, seeds, on_step)
+                pictures = image_engine.generate(pipe, [prompt] * len(indices), shared, seeds, on_step,
+                                                 on_preview if indices[0] == 0 else None, stop)
             for i, picture in zip(indices, pictures):
                 label, p = chosen[i]
                 results[i] = Result(picture, self._recipe(spec, prompt, p, label, started))
         return results
 
-    def image(self, prompt: str, model: str | None = None, on_step=None, **values: Any) -> Result:
+    def image(self, prompt: str, model: str | None = None, on_step=None, on_preview=None, **values: Any) -> Result:
         """Generate one image; values are ImageParams knobs."""
-        return self.images(prompt, [("", self.params("image", model, **values))], model, on_step)[0]
+        return self.images(prompt, [("", self.params("image", model, **values))], model, on_step, on_preview)[0]
+
+    def image_grid(self, prompt: str, base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None,
+                   y_values: list | None = None, model: str | None = None,
+                   on_step: image_engine.StepCallback | None = None) -> tuple[Image.Image, list[Result]]:
+        """An X/Y grid: one or two knobs over their values, the seed fixed unless it
+        is an axis. Returns the labelled grid image and each cell's Result
+        (row-major). Cells that differ only by seed run as one batched call."""
+        plan = grid.plan(base, x_knob, x_values, y_knob, y_values)
+        cells = self.images(prompt, plan.cells, model, on_step)
+        return grid.render([cell.output for cell in cells], plan), cells
 
     # ----- audio -----------------------------------------------------------------
     def audio(self, prompt: str, model: str | None = None, label: str = "", params: AudioParams | None = None,
@@ -194,6 +212,10 @@ class Studio:
     def save(self, result: Result, audio_format: str = "wav") -> Path:
         """Write a result with its recipe into the output folder (generated name)."""
         return recipes.save(result, self.settings.output_dir, audio_format)
+
+    def save_grid(self, picture: Image.Image, cells: list[Result]) -> Path:
+        """Write an X/Y grid image with every cell's recipe into the output folder."""
+        return recipes.save_grid(picture, [c.recipe for c in cells], self.settings.output_dir)
 
 
 def _indices_by_all_but_seed(chosen: list[ImageParams]) -> list[list[int]]:
