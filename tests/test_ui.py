@@ -82,3 +82,25 @@ def test_audio_tab_speaks(page):
     expect(page.locator("#audio-output audio, #audio-output .waveform-container, #audio-output button[aria-label*='Play' i]").first
            ).to_be_attached(timeout=GENERATION)
     page.screenshot(path=ARTIFACTS / "audio-tab.png", full_page=True)
+
+
+def test_image_trajectory_strip_appears_after_generation(page):
+    open_tab(page, "Image")
+    page.locator("#image-prompt textarea").fill("a green square")
+    page.locator("#image-generate").click()
+    expect(page.locator("#image-strip img")).to_be_visible(timeout=GENERATION)
+    steps = page.locator("#image-step input[type=number]")
+    expect(steps).to_have_value("30", timeout=GENERATION)  # one preview per step: the slider ends at the last
+
+
+def test_uploading_a_studio_png_restores_its_recipe(page, tmp_path):
+    from aigc_studio import Studio
+    from aigc_studio.config import Settings
+
+    studio = Studio(Settings(preset="offline", output_dir=tmp_path))
+    png = studio.save(studio.image("a blue circle", steps=7, guidance=4.5, seed=1234))
+    open_tab(page, "Image")
+    page.locator("#image-upload input[type=file]").set_input_files(str(png))
+    expect(page.locator("#image-prompt textarea")).to_have_value("a blue circle", timeout=60_000)
+    expect(page.locator("#image-seed input")).to_have_value("1234")
+    expect(page.locator("#image-steps input[type=number]")).to_have_value("7")

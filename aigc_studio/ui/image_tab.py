@@ -49,7 +49,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     step_view = gr.Image(label="At this step", type="pil", interactive=False, height=256)
                 recipe = gr.JSON(label="Recipe (embedded in the PNG)", open=False)
             with gr.Column(scale=2):
-                controls = {name: control(ImageParams, name, defaults.get(name)) for name in KNOBS}
+                controls = {name: control(ImageParams, name, defaults.get(name), elem_id=f"image-{name}") for name in KNOBS}
                 model = gr.Dropdown(studio.catalog.choices("image"), value=default_id, label="model")
                 upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
                                  elem_id="image-upload")
@@ -88,7 +88,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
             def work(emit):
                 on_step = lambda step, total: progress((step + 1, total), desc="denoising")
-                return studio.images(prompt, [("", chosen)], model, on_step, emit, stop_event)[0]
+                on_preview = lambda step, picture: emit(picture)
+                return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event)[0]
 
             try:
                 for kind, value in run_in_worker(work):

@@ -41,6 +41,31 @@ class KnobSlider(gr.Slider):
         return super().preprocess(number)
 
 
+class _NamesItsKnob:
+    """Mixin: Gradio's own input checks ("Value: warp is not in the list of
+    choices") get the knob's name in front, so API users know which field."""
+
+    knob_name = "value"
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error as error:
+            raise gr.Error(f"{self.knob_name}: {error.message}") from None
+
+
+class KnobDropdown(_NamesItsKnob, gr.Dropdown):
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "dropdown"
+
+
+class KnobNumber(_NamesItsKnob, gr.Number):
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "number"
+
+
 def control(params_type: type, name: str, value=None, **kwargs) -> gr.components.Component:
     """A slider, checkbox, dropdown or number for one knob, with its range and tooltip."""
     meta = knobs.spec(params_type, name)
@@ -50,12 +75,16 @@ def control(params_type: type, name: str, value=None, **kwargs) -> gr.components
     if isinstance(meta["default"], bool):
         return gr.Checkbox(value=default, label=label, info=info, **kwargs)
     if meta["choices"]:
-        return gr.Dropdown(list(meta["choices"]), value=default, label=label, info=info, **kwargs)
+        dropdown = KnobDropdown(list(meta["choices"]), value=default, label=label, info=info, **kwargs)
+        dropdown.knob_name = name
+        return dropdown
     if isinstance(meta["default"], str):
         return gr.Textbox(value=default, label=label, info=info, **kwargs)
     if name == "seed":
-        return gr.Number(value=default, label=label, info=info, precision=0,
-                         minimum=meta["low"], maximum=meta["high"], **kwargs)
+        number = KnobNumber(value=default, label=label, info=info, precision=0,
+                            minimum=meta["low"], maximum=meta["high"], **kwargs)
+        number.knob_name = name
+        return number
     step = 1 if isinstance(meta["default"], int) else 0.01
     if name in ("width", "height"):
         step = 8

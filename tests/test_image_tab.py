@@ -1,0 +1,77 @@
+"""The Image tab's API on a real server: streamed denoising previews, X/Y grids,
+recipes that reproduce identical pixels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from aigc_studio import shapes
+from aigc_studio.recipe import RECIPE_KEY, read_recipe
+from tests.live_server import running_app
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("image-server")) as url:
+        yield Client(url, verbose=False)
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_generation_streams_one_preview_per_step_then_the_png(client):
+    job = client.submit(prompt="a yellow triangle", steps=6, seed=8, scheduler="ddim", api_name="/generate_image")
+    outputs = list(job)
+    assert len(outputs) == 6 + 1  # a preview per step, then the final PNG
+    final = job.result()
+    assert read_recipe(final).params["steps"] == 6
+    # the last preview is the model's prediction of the final image
+    assert np.abs(pixels(outputs[-2]).astype(int) - pixels(final).astype(int)).mean() < 40
+
+
+def test_the_recipe_in_a_png_reproduces_identical_pixels(client):
+    first = client.predict(prompt="a green circle", steps=12, seed=-1, scheduler="euler_a", api_name="/generate_image")
+    recipe = read_recipe(first)
+    again = client.predict(prompt=recipe.prompt, api_name="/generate_image",
+                           **{k: v for k, v in recipe.params.items()})
+    assert recipe.params["seed"] >= 0
+    assert np.array_equal(pixels(first), pixels(again))
+
+
+def test_grid_cells_match_their_labels(client):
+    grid_path, cells = client.predict(prompt="a blue square", x_knob="guidance", x_values="0, 5", y_knob="seed",
+                                      y_values="1, 2", steps=10, api_name="/image_grid")
+    assert [c["caption"] for c in cells] == ["guidance=0.0, seed=1", "guidance=5.0, seed=1",
+                                             "guidance=0.0, seed=2", "guidance=5.0, seed=2"]
+    for cell in cells:
+        recipe = read_recipe(cell["image"])
+        assert cell["caption"] == f"guidance={recipe.params['guidance']}, seed={recipe.params['seed']}"
+    with Image.open(grid_path) as grid_image:
+        assert len(json.loads(grid_image.text[RECIPE_KEY + "-grid"])) == 4
+        assert grid_image.width >= 2 * 256 and grid_image.height >= 2 * 256
+
+
+def test_grid_with_guidance_five_follows_the_prompt(client):
+    _, cells = client.predict(prompt="a blue square", x_knob="seed", x_values="1, 2, 3, 4", y_knob="none",
+                              y_values="", guidance=5, steps=20, api_name="/image_grid")
+    assert sum(shapes.check(Image.open(c["image"])) == shapes.Condition("blue", "square") for c in cells) >= 3
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(steps=0), "steps"),
+    (dict(guidance=-1), "guidance"),
+    (dict(width=4000), "width"),
+    (dict(height=100), "height"),
+    (dict(scheduler="warp"), "scheduler"),
+])
+def test_bad_knobs_name_the_field(client, kwargs, field):
+    with pytest.raises(Exception) as error:
+        client.predict(prompt="a red circle", api_name="/generate_image", **kwargs)
+    assert field in str(error.value)
