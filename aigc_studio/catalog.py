@@ -29,6 +29,7 @@ class ModelSpec:
     description: str = ""
     revision: str | None = None
     defaults: dict = field(default_factory=dict)  # recommended knobs, applied under user values
+    preview_decoder: str | None = None  # a tiny autoencoder (TAESD) for per-step previews, if any
 
 
 class UnknownModelError(ValueError):
@@ -42,10 +43,21 @@ HUB_MODELS = [
               "Apache-2.0", 3090, "Stronger answers; wants a GPU."),
     ModelSpec("sd-turbo", "image", "diffusers", "hub", "stabilityai/sd-turbo",
               "Stability AI Community License", 2600, "One-to-four-step distilled SD 2.1, 512x512.",
-              defaults={"steps": 2, "guidance": 0.0, "width": 512, "height": 512}),
+              defaults={"steps": 2, "guidance": 0.0, "width": 512, "height": 512}, preview_decoder="madebyollin/taesd"),
+    ModelSpec("sdxl-turbo", "image", "diffusers", "hub", "stabilityai/sdxl-turbo",
+              "Stability AI Community License", 6900, "One-to-four-step distilled SDXL, 512x512; wants a GPU.",
+              defaults={"steps": 1, "guidance": 0.0, "width": 512, "height": 512}, preview_decoder="madebyollin/taesdxl"),
     ModelSpec("stable-diffusion-v1-5", "image", "diffusers", "hub", "stable-diffusion-v1-5/stable-diffusion-v1-5",
               "CreativeML OpenRAIL-M", 2700, "The classic SD 1.5, 512x512.",
-              defaults={"steps": 30, "guidance": 7.5, "width": 512, "height": 512}),
+              defaults={"steps": 30, "guidance": 7.5, "width": 512, "height": 512, "scheduler": "dpm++"},
+              preview_decoder="madebyollin/taesd"),
+    ModelSpec("lcm-dreamshaper-v7", "image", "diffusers", "hub", "SimianLuo/LCM_Dreamshaper_v7",
+              "MIT", 3400, "Latent consistency model: good images in 4 steps.",
+              defaults={"steps": 4, "guidance": 8.0, "width": 512, "height": 512, "scheduler": "lcm"},
+              preview_decoder="madebyollin/taesd"),
+    ModelSpec("flux.1-schnell", "image", "diffusers", "hub", "black-forest-labs/FLUX.1-schnell",
+              "Apache-2.0", 33000, "Four-step FLUX; needs a 24 GB GPU or AIGC_CPU_OFFLOAD=1.",
+              defaults={"steps": 4, "guidance": 0.0, "width": 1024, "height": 1024}),
     ModelSpec("mms-tts-eng", "audio", "vits", "hub", "facebook/mms-tts-eng",
               "CC-BY-NC-4.0", 145, "Meta MMS English text-to-speech (VITS)."),
     ModelSpec("musicgen-small", "audio", "musicgen", "hub", "facebook/musicgen-small",

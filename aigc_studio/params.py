@@ -37,7 +37,43 @@ class TextParams:
     max_new_tokens: int = knob(128, 1, 1024, "Upper bound on the answer length, in tokens.")
     repetition_penalty: float = knob(1.1, 1.0, 2.0, "Divides the score of tokens already used (1 = off).")
     seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
-    greedy: bool = knob(False, help="Always take the likeliest token; ignores temperature, top-k and top-p.")
+    greedy: bool = knob(False, help="Always take the likeliest token; ignores temperature, top-k, top-p, min-p and typical-p.")
+    min_p: float = knob(0.0, 0.0, 1.0, "Drop tokens less likely than min-p times the likeliest token's probability (0 = off).")
+    typical_p: float = knob(1.0, 0.01, 1.0, "Typical sampling: keep the tokens whose surprise is closest to the average, up to this mass (1 = off).")
+    no_repeat_ngram_size: int = knob(0, 0, 10, "Never repeat a run of this many tokens (0 = off).")
+    stop_sequences: str = knob("", help="Comma-separated texts that end the answer (left out of it); write \\n for a newline.")
+    system_prompt: str = knob("", help="Chat mode: instructions the model reads before your prompt (empty = the model's own default).")
+    mode: str = knob("chat", help="chat wraps the prompt in the model's chat template; completion continues the text as written.",
+                     choices=("chat", "completion"))
+
+
+MAX_STOP_SEQUENCES = 4
+
+# Presets set every sampling knob at once (the UI's Precise / Balanced / Creative);
+# Balanced is the defaults. Seed, length, stop sequences, system prompt and mode are left alone.
+TEXT_PRESETS: dict[str, dict[str, Any]] = {
+    "Precise": dict(temperature=0.3, top_k=20, top_p=0.9, min_p=0.0, typical_p=1.0, repetition_penalty=1.15,
+                    no_repeat_ngram_size=0, greedy=False),
+    "Balanced": dict(temperature=0.7, top_k=50, top_p=0.95, min_p=0.0, typical_p=1.0, repetition_penalty=1.1,
+                     no_repeat_ngram_size=0, greedy=False),
+    "Creative": dict(temperature=1.1, top_k=0, top_p=1.0, min_p=0.05, typical_p=1.0, repetition_penalty=1.05,
+                     no_repeat_ngram_size=0, greedy=False),
+}
+
+
+def text_preset(name: str) -> dict[str, Any]:
+    """The knob values of a text preset (Precise, Balanced or Creative)."""
+    if name not in TEXT_PRESETS:
+        raise ParamError("preset", f"must be one of {', '.join(TEXT_PRESETS)}, got {name!r}")
+    return dict(TEXT_PRESETS[name])
+
+
+def stop_sequences(text: str) -> list[str]:
+    """'###, \\n\\n' -> ['###', '\\n\\n']: comma-separated, with \\n and \\t written as backslash escapes."""
+    sequences = [s.strip().replace("\\n", "\n").replace("\\t", "\t") for s in str(text or "").split(",") if s.strip()]
+    if len(sequences) > MAX_STOP_SEQUENCES:
+        raise ParamError("stop_sequences", f"give at most {MAX_STOP_SEQUENCES} comma-separated sequences, got {len(sequences)}")
+    return sequences
 
 
 @dataclass
@@ -49,7 +85,7 @@ class ImageParams:
     height: int = knob(256, 16, 1536, "Output height in pixels (a multiple of 8).")
     seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
     scheduler: str = knob("default", help="The sampler that walks from noise to image.",
-                          choices=("default", "ddpm", "ddim", "dpm++", "euler", "euler_a"))
+                          choices=("default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"))
 
 
 @dataclass
@@ -120,6 +156,8 @@ def validate(params: Params) -> Params:
         for name in ("width", "height"):
             if values[name] % 8:
                 raise ParamError(name, f"must be a multiple of 8 in [16, 1536], got {values[name]}")
+    if isinstance(params, TextParams):
+        stop_sequences(values["stop_sequences"])  # refuses too many, naming the field
     return type(params)(**values)
 
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -46,12 +46,35 @@ class TextUpdate:
     """One step of a streamed text generation.
 
     text: the answer so far; status: a progress note (e.g. while loading);
-    result: set on the last update only.
+    result: set on the last update only; tokens: the generated tokens so far, each
+    with its probability and alternatives (text_engine.Token).
     """
 
     text: str = ""
     status: str = ""
     result: Result | None = None
+    tokens: list = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return text_engine.tokens_per_second(self.tokens)
+
+    @property
+    def mean_logprob(self) -> float:
+        return text_engine.mean_logprob(self.tokens)
+
+
+@dataclass
+class CompareUpdate:
+    """One step of side-by-side text columns streaming together.
+
+    columns: one TextUpdate per variant (each result set on the last update);
+    diverge_at: index of the first token where the columns differ (None while they agree).
+    """
+
+    columns: list[TextUpdate]
+    status: str = ""
+    diverge_at: int | None = None
 
 
 class Studio:
@@ -81,7 +104,11 @@ class Studio:
         the given values (None means 'use the default')."""
         spec = self.model_spec(modality, model)
         given = {k: v for k, v in values.items() if v is not None}
-        return knobs.make(PARAMS_TYPES[modality], **{**spec.defaults, **given})
+        chosen = knobs.make(PARAMS_TYPES[modality], **{**spec.defaults, **given})
+        if modality == "image" and chosen.scheduler == "lcm" and spec.defaults.get("scheduler") != "lcm":
+            raise knobs.ParamError("scheduler", f"lcm needs a consistency-distilled model (e.g. lcm-dreamshaper-v7), "
+                                                f"not {spec.id}")
+        return chosen
 
     def is_loaded(self, modality: str, model: str | None = None) -> bool:
         return self.models.is_loaded(self.model_spec(modality, model).id)
@@ -137,18 +164,10 @@ class Studio:
     def text_stream(self, prompt: str, params: TextParams | None = None, model: str | None = None,
                     stop: threading.Event | None = None, label: str = "") -> Iterator[TextUpdate]:
         """Stream an answer: TextUpdates with the text so far; the last carries the Result."""
-        prompt = knobs.check_prompt(prompt)
-        spec = self.model_spec("text", model)
-        chosen = knobs.resolve_seed(knobs.validate(params or self.params("text", spec.id)))
-        if not self.models.is_loaded(spec.id):
-            yield TextUpdate(status=f"Loading {spec.id} (first use; the embedded model is converted once)...")
-        started = time.perf_counter()
-        text = ""
-        with self._use(spec) as text_model:
-            for piece in text_engine.stream(text_model, prompt, chosen, stop):
-                text += piece
-                yield TextUpdate(text=text)
-        yield TextUpdate(text=text, result=Result(text, self._recipe(spec, prompt, chosen, label, started)))
+        chosen = params or self.params("text", model)
+        for update in self.text_compare_stream(prompt, [(label, chosen)], model, stop):
+            column = update.columns[0]
+            yield TextUpdate(text=column.text, status=update.status, result=column.result, tokens=column.tokens)
 
     def text(self, prompt: str, model: str | None = None, **values: Any) -> Result:
         """Generate an answer at once; values are TextParams knobs."""
@@ -157,6 +176,78 @@ class Studio:
         for update in self.text_stream(prompt, chosen, model):
             pass
         return update.result
+
+    def text_compare_stream(self, prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None,
+                            stop: threading.Event | None = None) -> Iterator[CompareUpdate]:
+        """Stream 1-4 labelled variants of one prompt together, one token per column in turn.
+
+        Variants whose seed is -1 share one drawn seed, so columns differ only by their
+        knobs; each column's text equals a lone generation with its knobs and seed.
+        """
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("text", model)
+        if not 1 <= len(variants) <= 4:
+            raise knobs.ParamError("values", f"give 1 to 4 variants, got {len(variants)}")
+        shared_seed = knobs.resolve_seed(TextParams()).seed
+        chosen = []
+        for label, params in variants:
+            checked = knobs.validate(params)
+            chosen.append((label, checked if checked.seed >= 0 else dataclasses.replace(checked, seed=shared_seed)))
+        stops = [knobs.stop_sequences(p.stop_sequences) for _, p in chosen]
+        if not self.models.is_loaded(spec.id):
+            yield CompareUpdate([TextUpdate() for _ in chosen],
+                                status=f"Loading {spec.id} (first use; the embedded model is converted once)...")
+        started = time.perf_counter()
+        tokens: list[list] = [[] for _ in chosen]
+        raw = [""] * len(chosen)
+
+        def columns(final: bool) -> list[TextUpdate]:
+            return [TextUpdate(text=text_engine.visible_text(raw[i], stops[i], final), tokens=tokens[i])
+                    for i in range(len(chosen))]
+
+        with self._use(spec) as text_model:
+            for i, token in text_engine.stream_many(text_model, prompt, [p for _, p in chosen], stop):
+                tokens[i].append(token)
+                raw[i] += token.text
+                yield CompareUpdate(columns(final=False), diverge_at=_first_divergence(tokens, finished=False))
+        final = columns(final=True)
+        for column, (label, params) in zip(final, chosen):
+            column.result = Result(column.text, self._recipe(spec, prompt, params, label, started))
+        yield CompareUpdate(final, diverge_at=_first_divergence(tokens, finished=True))
+
+    def explain_next_token(self, prompt: str, params: TextParams | None = None, model: str | None = None,
+                           answer: str | list[int] = "", position: int = 0, top_n: int = 10) -> text_engine.Explanation:
+        """The candidates for one token and their probability at each sampling stage.
+
+        position 0 explains the first token after the prompt; k explains the token
+        after the first k tokens of `answer` (text, or the token ids a generation
+        returned); -1 explains the token after the whole answer. The model runs once
+        per context; moving a knob afterwards only re-applies the processors.
+        """
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("text", model)
+        chosen = knobs.validate(params or self.params("text", spec.id))
+        with self._use(spec) as text_model:
+            prompt_ids = text_engine.encode_prompt(text_model, prompt, chosen).reshape(-1).cpu()
+            if isinstance(answer, str):
+                answer_ids = text_model.tokenizer.encode(answer, add_special_tokens=False) if answer else []
+            else:
+                answer_ids = [int(i) for i in answer]
+            if position == -1:
+                position = len(answer_ids)
+            if not 0 <= position <= len(answer_ids):
+                raise knobs.ParamError("position", f"must be -1 or a whole number in [0, {len(answer_ids)}] "
+                                                   f"(tokens in the answer), got {position!r}")
+            context = torch.cat([prompt_ids, torch.tensor(answer_ids[:position], dtype=prompt_ids.dtype)])
+            chosen_id = answer_ids[position] if position < len(answer_ids) else None
+            return text_engine.explain_next_token(text_model, context, chosen, top_n, chosen_id, position)
+
+    def perplexity(self, text: str, model: str | None = None) -> tuple[float, int]:
+        """(perplexity, tokens scored) of text under the text model: lower = more natural to it."""
+        text = knobs.check_prompt(text, "text")
+        spec = self.model_spec("text", model)
+        with self._use(spec) as text_model:
+            return text_engine.perplexity(text_model, text)
 
     # ----- image -----------------------------------------------------------------
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
@@ -216,6 +307,21 @@ class Studio:
     def save_grid(self, picture: Image.Image, cells: list[Result]) -> Path:
         """Write an X/Y grid image with every cell's recipe into the output folder."""
         return recipes.save_grid(picture, [c.recipe for c in cells], self.settings.output_dir)
+
+
+def _first_divergence(columns: list[list], finished: bool) -> int | None:
+    """Index of the first token where the columns' token ids differ. While they stream,
+    only the tokens every column already has are compared; once finished, a column
+    that ended earlier than another diverges where it ended."""
+    if len(columns) < 2:
+        return None
+    common = min(len(c) for c in columns)
+    for index in range(common):
+        if len({c[index].id for c in columns}) > 1:
+            return index
+    if finished and any(len(c) != common for c in columns):
+        return common
+    return None
 
 
 def _indices_by_all_but_seed(chosen: list[ImageParams]) -> list[list[int]]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import logging
+
 import diffusers
 import torch
 from diffusers import (
@@ -23,6 +25,8 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    AutoencoderTiny,
+    LCMScheduler,
     UNet2DModel,
 )
 from PIL import Image
@@ -31,12 +35,15 @@ from aigc_studio.catalog import ModelSpec
 from aigc_studio.engines.shapes_pipeline import ShapesPipeline
 from aigc_studio.params import ImageParams
 
+log = logging.getLogger(__name__)
+
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,
     "dpm++": DPMSolverMultistepScheduler,
     "euler": EulerDiscreteScheduler,
     "euler_a": EulerAncestralDiscreteScheduler,
+    "lcm": LCMScheduler,  # only for consistency-distilled models (Studio checks)
 }
 
 # Called after each denoising iteration with (index from 0, total iterations).
@@ -91,7 +98,20 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, memory: MemoryOptions
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
     pipe.default_scheduler_config = dict(pipe.scheduler.config)
+    pipe.preview_decoder = _load_preview_decoder(spec, device, dtype)
     return pipe
+
+
+def _load_preview_decoder(spec: ModelSpec, device: str, dtype: torch.dtype) -> AutoencoderTiny | None:
+    """TAESD for sharp per-step previews; without it previews use a linear latent projection."""
+    if spec.preview_decoder is None:
+        return None
+    try:
+        decoder = AutoencoderTiny.from_pretrained(spec.preview_decoder, torch_dtype=dtype, use_safetensors=True)
+    except OSError as error:  # offline or missing: previews still work, just blurrier
+        log.warning("no preview decoder %s (%s); using a linear latent preview", spec.preview_decoder, error)
+        return None
+    return decoder.to(device).eval()
 
 
 def set_scheduler(pipe: DiffusionPipeline, name: str) -> None:
@@ -101,16 +121,21 @@ def set_scheduler(pipe: DiffusionPipeline, name: str) -> None:
     pipe.scheduler = cls.from_config(config)
 
 
-def preview(tensors: dict, size: tuple[int, int]) -> Image.Image | None:
+def preview(tensors: dict, size: tuple[int, int], decoder: AutoencoderTiny | None = None) -> Image.Image | None:
     """What the first image would look like if denoising stopped now.
 
-    Shapes model: its predicted clean image. SD-style latents: a linear RGB
-    projection. None when neither is available."""
+    Shapes model: its predicted clean image. SD-style latents: decoded by the
+    tiny autoencoder (TAESD) when there is one, else a linear RGB projection.
+    None when neither is available."""
     clean = tensors.get("pred_original_sample")
+    latents = tensors.get("latents")
     if clean is not None:
         rgb = clean[0].float().clamp(-1, 1).permute(1, 2, 0)
+    elif decoder is not None and latents is not None:
+        with torch.no_grad():
+            decoded = decoder.decode(latents[:1].to(decoder.dtype)).sample[0]
+        rgb = decoded.float().clamp(-1, 1).permute(1, 2, 0)
     else:
-        latents = tensors.get("latents")
         if latents is None or latents.shape[1] != 4:
             return None
         rgb = (latents[0].float().permute(1, 2, 0) @ SD_LATENT_RGB.to(latents.device)).clamp(-1, 1)
@@ -138,7 +163,7 @@ def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, s
         if on_step is not None:  # some schedulers (PNDM) run more iterations than steps
             on_step(step, len(pipeline.scheduler.timesteps))
         if on_preview is not None:
-            picture = preview(tensors, (params.width, params.height))
+            picture = preview(tensors, (params.width, params.height), getattr(pipeline, "preview_decoder", None))
             if picture is not None:
                 on_preview(step, picture)
         return tensors
