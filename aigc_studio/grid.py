@@ -26,7 +26,7 @@ class GridPlan:
 def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None, y_values: list | None = None) -> GridPlan:
     """Every cell's params: base with the x (and y) knob set. The seed stays fixed
     across cells unless seed is an axis. 1-6 values per axis."""
-    base = knobs.resolve_seed(knobs.validate(base))
+    base = dataclasses.replace(knobs.resolve_seed(knobs.validate(base)), batch_size=1)  # one image per cell
     axes = [("x", x_knob, x_values)] + ([("y", y_knob, y_values or [])] if y_knob else [])
     for axis, name, values in axes:
         knobs.spec(ImageParams, name)

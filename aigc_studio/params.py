@@ -84,22 +84,27 @@ class ImageParams:
     width: int = knob(256, 16, 1536, "Output width in pixels (a multiple of 8).")
     height: int = knob(256, 16, 1536, "Output height in pixels (a multiple of 8).")
     seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
+    batch_size: int = knob(1, 1, 8, "Images per Generate: seeds seed, seed+1, ... in one batched call.")
     scheduler: str = knob("default", help="The sampler that walks from noise to image.",
                           choices=("default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"))
 
 
 @dataclass
 class AudioParams:
-    speed: float = knob(1.0, 0.25, 4.0, "Speaking rate: > 1 is faster, < 1 slower.")
+    speed: float = knob(1.0, 0.25, 4.0, "Speaking rate (Piper, MMS-TTS): > 1 is faster, < 1 slower.")
     seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
-    noise_scale: float = knob(0.667, 0.0, 1.5, "Speech: variation in timbre and intonation (0 = flat, deterministic).")
-    noise_w: float = knob(0.8, 0.0, 1.5, "Speech: variation in phoneme durations (rhythm).")
+    noise_scale: float = knob(0.667, 0.0, 1.5, "Speech (Piper, MMS-TTS): variation in timbre and intonation (0 = flat, deterministic).")
+    noise_w: float = knob(0.8, 0.0, 1.5, "Speech (Piper, MMS-TTS): variation in phoneme durations (rhythm).")
     sentence_silence: float = knob(0.2, 0.0, 2.0, "Speech: seconds of silence between sentences.")
     temperature: float = knob(1.0, 0.05, 2.0, "Music: sampling temperature of the audio tokens.")
     top_k: int = knob(250, 0, 2048, "Music: keep only the k likeliest audio tokens (0 = off).")
     top_p: float = knob(1.0, 0.01, 1.0, "Music: nucleus sampling over audio tokens.")
     guidance: float = knob(3.0, 0.0, 10.0, "Music: classifier-free guidance toward the text.")
     duration: float = knob(8.0, 0.5, 30.0, "Music: length in seconds.")
+    semantic_temperature: float = knob(0.7, 0.05, 1.5, "Bark: temperature of the text-to-semantic stage (what is said, and how).")
+    coarse_temperature: float = knob(0.7, 0.05, 1.5, "Bark: temperature of the first two audio codebooks (voice and prosody).")
+    fine_temperature: float = knob(0.5, 0.05, 1.5, "Bark: temperature of the remaining codebooks (detail); exactly 1.0 takes the likeliest codes.")
+    gain_db: float = knob(0.0, -40.0, 40.0, "Gain in dB applied to the finished audio (clipped to full scale); side by side sets it to match loudness.")
 
 
 Params = TypeVar("Params", TextParams, ImageParams, AudioParams)

@@ -254,12 +254,13 @@ class Studio:
                on_step: image_engine.StepCallback | None = None,
                on_preview: image_engine.PreviewCallback | None = None,
                stop: threading.Event | None = None) -> list[Result]:
-        """One image per labelled variant. Variants that differ only by seed share
-        one batched pipeline call. on_preview gets the first image's denoising
+        """One image per labelled variant (batch_size images for a variant with
+        batch_size > 1, at consecutive seeds). Variants that differ only by seed
+        share one batched pipeline call. on_preview gets the first image's denoising
         trajectory (one preview per step)."""
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("image", model)
-        chosen = [(label, knobs.resolve_seed(knobs.validate(p))) for label, p in variants]
+        chosen = _expand_batches([(label, knobs.resolve_seed(knobs.validate(p))) for label, p in variants])
         results: list[Result | None] = [None] * len(chosen)
         for indices in _indices_by_all_but_seed([p for _, p in chosen]):
             started = time.perf_counter()
@@ -322,6 +323,19 @@ def _first_divergence(columns: list[list], finished: bool) -> int | None:
     if finished and any(len(c) != common for c in columns):
         return common
     return None
+
+
+def _expand_batches(chosen: list[tuple[str, ImageParams]]) -> list[tuple[str, ImageParams]]:
+    """A variant with batch_size n becomes n variants at seeds seed .. seed+n-1."""
+    expanded = []
+    for label, p in chosen:
+        if p.batch_size == 1:
+            expanded.append((label, p))
+            continue
+        for k in range(p.batch_size):
+            seed = (p.seed + k) % (knobs.MAX_SEED + 1)
+            expanded.append((f"{label}, seed={seed}" if label else f"seed={seed}", dataclasses.replace(p, seed=seed)))
+    return expanded
 
 
 def _indices_by_all_but_seed(chosen: list[ImageParams]) -> list[list[int]]:

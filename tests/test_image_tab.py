@@ -75,3 +75,13 @@ def test_bad_knobs_name_the_field(client, kwargs, field):
     with pytest.raises(Exception) as error:
         client.predict(prompt="a red circle", api_name="/generate_image", **kwargs)
     assert field in str(error.value)
+
+
+def test_batch_size_makes_consecutive_seeds_and_returns_the_first(client):
+    first = client.predict(prompt="a red square", steps=5, seed=40, batch_size=3, api_name="/generate_image")
+    alone = client.predict(prompt="a red square", steps=5, seed=40, api_name="/generate_image")
+    assert read_recipe(first).params["seed"] == 40
+    # batched convolutions round differently: at most 1/255, never a different picture
+    assert np.abs(pixels(first).astype(int) - pixels(alone).astype(int)).max() <= 1
+    again = client.predict(prompt="a red square", steps=5, seed=40, batch_size=3, api_name="/generate_image")
+    assert np.array_equal(pixels(first), pixels(again))  # the same recipe, batch size included: identical

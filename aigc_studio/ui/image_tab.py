@@ -47,10 +47,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                      interactive=False)
                     step_slider = gr.Slider(1, 2, value=1, step=1, label="step", elem_id="image-step")
                     step_view = gr.Image(label="At this step", type="pil", interactive=False, height=256)
+                batch = gr.Gallery(label="Batch (batch size > 1)", columns=4, object_fit="contain", height="auto",
+                                   visible=False, elem_id="image-batch")
                 recipe = gr.JSON(label="Recipe (embedded in the PNG)", open=False)
             with gr.Column(scale=2):
                 controls = {name: control(ImageParams, name, defaults.get(name), elem_id=f"image-{name}") for name in KNOBS}
                 model = gr.Dropdown(studio.catalog.choices("image"), value=default_id, label="model")
+                batch_size = control(ImageParams, "batch_size", elem_id="image-batch_size")
                 upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
                                  elem_id="image-upload")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
@@ -77,19 +80,20 @@ def build(studio: Studio, sessions: Sessions) -> None:
         return studio.params("image", model, **values)
 
     def generate_image(prompt, negative_prompt, steps, guidance, width, height, seed, scheduler="default",
-                       model=None, request: gr.Request = None, progress=gr.Progress()):
+                       model=None, batch_size=1, request: gr.Request = None, progress=gr.Progress()):
         """One image for prompt: streams a preview per denoising step, then the PNG
-        (with its recipe embedded) as the final output."""
+        (with its recipe embedded) as the final output. With batch_size > 1 the
+        output is the first image; the tab's Batch gallery shows them all."""
         with user_errors():
             chosen = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                  width=width, height=height, seed=seed, scheduler=scheduler)
+                                  width=width, height=height, seed=seed, scheduler=scheduler, batch_size=batch_size)
             stop_event = sessions.fresh_stop(request, "image")
             previews: list[Image.Image] = []
 
             def work(emit):
                 on_step = lambda step, total: progress((step + 1, total), desc="denoising")
                 on_preview = lambda step, picture: emit(picture)
-                return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event)[0]
+                return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event)
 
             try:
                 for kind, value in run_in_worker(work):
@@ -97,9 +101,11 @@ def build(studio: Studio, sessions: Sessions) -> None:
                         previews.append(value)
                         yield value
                     else:
-                        sessions.keep_recipes(request, [value.recipe])
+                        sessions.keep_recipes(request, [r.recipe for r in value])
                         sessions.keep(request, "trajectory", previews)
-                        yield str(studio.save(value))
+                        paths = [str(studio.save(r)) for r in value]
+                        sessions.keep(request, "batch", list(zip(paths, [r.label for r in value])))
+                        yield paths[0]
             except GenerationStopped as stopped:
                 gr.Info(f"Stopped ({stopped}).")
 
@@ -147,6 +153,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
         last = len(previews)
         return strip_image, gr.update(minimum=1, maximum=max(last, 2), value=last), previews[-1]
 
+    def show_batch(request: gr.Request):
+        cells = sessions.kept(request, "batch", [])
+        return gr.update(value=cells, visible=len(cells) > 1)
+
     def show_step(step, request: gr.Request):
         previews = sessions.kept(request, "trajectory", [])
         return previews[min(int(step), len(previews)) - 1] if previews else None
@@ -168,8 +178,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
             chosen = studio.params("image", model_id)
         return [getattr(chosen, name) for name in MODEL_DEFAULT_KNOBS]
 
-    run = gr.on([generate.click, prompt.submit], generate_image, inputs=[prompt, *knob_inputs, model],
+    run = gr.on([generate.click, prompt.submit], generate_image, inputs=[prompt, *knob_inputs, model, batch_size],
                 outputs=image, api_name="generate_image")
+    run.then(show_batch, outputs=batch, api_visibility="private")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
     run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
