@@ -21,7 +21,7 @@ MODALITIES = ("text", "image", "audio")
 class ModelSpec:
     id: str
     modality: str  # text | image | audio
-    kind: str  # causal-lm | diffusers | shapes | piper | vits | musicgen
+    kind: str  # causal-lm | diffusers | shapes | piper | vits | musicgen | bark
     source: str  # hub | embedded | local
     location: str  # hub repo id, or a folder / file path
     license: str
@@ -62,6 +62,8 @@ HUB_MODELS = [
               "CC-BY-NC-4.0", 145, "Meta MMS English text-to-speech (VITS)."),
     ModelSpec("musicgen-small", "audio", "musicgen", "hub", "facebook/musicgen-small",
               "CC-BY-NC-4.0", 2360, "Text-to-music, 32 kHz mono.", defaults={"duration": 8.0}),
+    ModelSpec("bark-small", "audio", "bark", "hub", "suno/bark-small",
+              "MIT", 1600, "Suno Bark (small): expressive speech, 24 kHz; the seed picks the voice. Slow on CPU."),
 ]
 
 EMBEDDED_MODELS = [

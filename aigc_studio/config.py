@@ -66,6 +66,12 @@ class Settings:
             raise ValueError(f"device: must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype: must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.queue_size < 1:
+            raise ValueError(f"queue_size (AIGC_QUEUE_SIZE): must be at least 1, got {self.queue_size}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency (AIGC_CONCURRENCY): must be at least 1, got {self.concurrency}")
+        if not self.memory_budget_gb > 0:
+            raise ValueError(f"memory_budget_gb (AIGC_MEMORY_BUDGET_GB): must be above 0, got {self.memory_budget_gb}")
 
 
 def _number(env, variable: str, name: str, default, kind: type):

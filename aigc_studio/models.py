@@ -2,7 +2,16 @@
 
 Engines say *how* to load a model (a loader function); the manager decides
 *when*: on first use, once even when two requests race for it, evicting the
-least recently used models when the budget would be exceeded.
+least recently used models when the budget would be exceeded. Loads run one at
+a time: transformers, diffusers and accelerate patch process-wide state while
+they build a model (the default dtype, torch.linspace, Module.register_parameter
+for meta-device init), so two loads in two threads corrupt each other (measured:
+a VITS built beside a diffusers pipeline came out on the meta device).
+
+It never holds two copies of one model: a model being unloaded stays listed (and
+is handed out) until its running generation ends, so nobody loads it again
+meanwhile. Running out of memory while loading unloads the idle models and tries
+once more; every failed load frees what it allocated.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,6 +27,10 @@ from typing import Any, Callable
 import torch
 
 log = logging.getLogger(__name__)
+
+# What an allocation raises when memory runs out: MemoryError on the CPU,
+# torch.OutOfMemoryError (a RuntimeError) on CUDA and MPS.
+OUT_OF_MEMORY = (MemoryError, torch.OutOfMemoryError)
 
 
 def pick_device(preference: str = "auto") -> str:
@@ -72,30 +86,53 @@ class ModelManager:
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()  # guards _models; never held while loading or generating
+        self._load_lock = threading.Lock()  # one load at a time (see the module docstring)
         self.load_count: dict[str, int] = {}
 
-    def get(self, model_id: str, loader: Callable[[], Any], size_of: Callable[[Any], int] = module_bytes) -> LoadedModel:
-        """The loaded model for model_id, calling loader() once on first use."""
+    def get(self, model_id: str, loader: Callable[[], Any], size_of: Callable[[Any], int] = module_bytes,
+            expected_bytes: int = 0) -> LoadedModel:
+        """The loaded model for model_id, calling loader() once on first use.
+
+        expected_bytes (0 = unknown): the model's size, so that least recently used
+        models are evicted *before* loading it rather than after (a lower peak).
+        """
         with self._lock:
             if model_id in self._models:
                 self._models.move_to_end(model_id)
                 return self._models[model_id]
-            load_lock = self._loading.setdefault(model_id, threading.Lock())
-        with load_lock:  # a second request for the same model waits here, then finds it loaded
+        with self._load_lock:  # a second request for the same model waits here, then finds it loaded
             with self._lock:
                 if model_id in self._models:
                     self._models.move_to_end(model_id)
                     return self._models[model_id]
+                if expected_bytes:
+                    self._evict_over_budget(keep=None, incoming=expected_bytes)
             log.info("loading %s", model_id)
-            value = loader()
+            value = self._call_loader(model_id, loader)
             loaded = LoadedModel(model_id, value, size_of(value))
             with self._lock:
                 self.load_count[model_id] = self.load_count.get(model_id, 0) + 1
                 self._models[model_id] = loaded
                 self._evict_over_budget(keep=model_id)
             return loaded
+
+    def _call_loader(self, model_id: str, loader: Callable[[], Any]) -> Any:
+        """loader(); out of memory, unload the idle models and try once more. A failed
+        load leaves nothing behind: the half-built tensors its frames hold are freed."""
+        for attempt in (1, 2):
+            try:
+                return loader()
+            except OUT_OF_MEMORY as error:
+                traceback.clear_frames(error.__traceback__)
+                if attempt == 2 or not self.unload_idle(keep=model_id):
+                    free_memory()
+                    raise
+                log.warning("out of memory loading %s: unloaded the idle models, trying once more", model_id)
+            except BaseException as error:
+                traceback.clear_frames(error.__traceback__)
+                free_memory()
+                raise
 
     def is_loaded(self, model_id: str) -> bool:
         with self._lock:
@@ -107,15 +144,29 @@ class ModelManager:
             return list(self._models)
 
     def unload(self, model_id: str) -> bool:
-        """Drop a model and free its memory; True if it was loaded."""
+        """Drop a model and free its memory; True if it was loaded.
+
+        Waits for a running generation to finish; until then the model stays listed,
+        so a request arriving meanwhile uses it instead of loading a second copy."""
         with self._lock:
-            loaded = self._models.pop(model_id, None)
+            loaded = self._models.get(model_id)
         if loaded is None:
             return False
-        with loaded.lock:  # wait for a running generation to finish
+        with loaded.lock:
+            with self._lock:
+                if self._models.get(model_id) is loaded:
+                    del self._models[model_id]
             loaded.value = None
-        _free_memory()
+        free_memory()
         return True
+
+    def unload_idle(self, keep: str | None = None) -> list[str]:
+        """Unload every model that is not generating right now, except keep; returns their ids."""
+        with self._lock:
+            dropped = [model_id for model_id in list(self._models) if model_id != keep and self._drop_if_idle(model_id)]
+        if dropped:
+            free_memory()
+        return dropped
 
     def unload_all(self) -> None:
         for model_id in self.loaded():
@@ -125,25 +176,37 @@ class ModelManager:
         with self._lock:
             return sum(m.nbytes for m in self._models.values())
 
-    def _evict_over_budget(self, keep: str) -> None:
-        # Called with self._lock held; the model just loaded is never evicted.
-        # A model that is generating right now (its lock is held) is never pulled away.
+    def _evict_over_budget(self, keep: str | None, incoming: int = 0) -> None:
+        # Called with self._lock held: evict least recently used models until the
+        # loaded ones (plus `incoming` bytes about to load) fit the budget. The model
+        # just loaded (keep) is never evicted, nor one that is generating right now.
         for victim_id in [i for i in self._models if i != keep]:
-            if sum(m.nbytes for m in self._models.values()) <= self.budget_bytes:
+            if sum(m.nbytes for m in self._models.values()) + incoming <= self.budget_bytes:
                 break
-            victim = self._models[victim_id]
-            if not victim.lock.acquire(blocking=False):
-                continue
-            try:
-                del self._models[victim_id]
-                log.info("evicting %s (%.0f MB) to stay under budget", victim_id, victim.nbytes / 2**20)
-                victim.value = None
-            finally:
-                victim.lock.release()
-        _free_memory()
+            nbytes = self._models[victim_id].nbytes
+            if self._drop_if_idle(victim_id):
+                log.info("evicting %s (%.0f MB) to stay under budget", victim_id, nbytes / 2**20)
+        free_memory()
+
+    def _drop_if_idle(self, model_id: str) -> bool:
+        # Called with self._lock held; a model whose lock is taken is generating: keep it.
+        victim = self._models[model_id]
+        if not victim.lock.acquire(blocking=False):
+            return False
+        try:
+            del self._models[model_id]
+            victim.value = None
+        finally:
+            victim.lock.release()
+        return True
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Collect garbage now and hand cached accelerator memory back (after unloading,
+    or after an out-of-memory error)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+_free_memory = free_memory  # the name older callers use

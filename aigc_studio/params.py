@@ -43,8 +43,8 @@ class TextParams:
     no_repeat_ngram_size: int = knob(0, 0, 10, "Never repeat a run of this many tokens (0 = off).")
     stop_sequences: str = knob("", help="Comma-separated texts that end the answer (left out of it); write \\n for a newline.")
     system_prompt: str = knob("", help="Chat mode: instructions the model reads before your prompt (empty = the model's own default).")
-    mode: str = knob("chat", help="chat wraps the prompt in the model's chat template; completion continues the text as written.",
-                     choices=("chat", "completion"))
+    prompt_mode: str = knob("chat", help="chat wraps the prompt in the model's chat template; completion continues the text as written.",
+                            choices=("chat", "completion"))
 
 
 MAX_STOP_SEQUENCES = 4
@@ -136,7 +136,7 @@ def _coerce(name: str, value: Any, kind: type, meta: dict) -> Any:
     low, high = meta["low"], meta["high"]
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
         raise ParamError(name, f"must be a number in [{low}, {high}], got {value!r}") from None
     if isinstance(value, bool) or not math.isfinite(number) or not low <= number <= high:
         raise ParamError(name, f"must be a number in [{low}, {high}], got {value!r}")

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
+import traceback
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from aigc_studio.config import Settings
 from aigc_studio.engines import audio as audio_engine
 from aigc_studio.engines import image as image_engine
 from aigc_studio.engines import text as text_engine
-from aigc_studio.models import LoadedModel, ModelManager, pick_device, pick_dtype
+from aigc_studio.models import OUT_OF_MEMORY, LoadedModel, ModelManager, free_memory, pick_device, pick_dtype
 from aigc_studio.params import AudioParams, ImageParams, TextParams
 from aigc_studio.recipe import Recipe, Result
 
@@ -39,6 +40,11 @@ PARAMS_TYPES = {"text": TextParams, "image": ImageParams, "audio": AudioParams}
 
 class ModelLoadError(ValueError):
     """A model could not be loaded (no network for a Hub model, missing files)."""
+
+
+class ModelMemoryError(MemoryError):
+    """Memory ran out while loading or running a model. By the time it is raised the
+    failed step's memory is freed and the studio can serve the next request."""
 
 
 @dataclass
@@ -123,10 +129,16 @@ class Studio:
         else:
             loader = lambda: audio_engine.load(spec, self.device, self.dtype)
         try:
-            return self.models.get(spec.id, loader)
+            return self.models.get(spec.id, loader, expected_bytes=spec.size_mb * 2**20)
+        except OUT_OF_MEMORY:  # the manager has freed the half-loaded model and tried again without idle models
+            raise ModelMemoryError(f"Out of memory while loading {spec.id} on {self.device}: close other programs, "
+                                   f"pick a smaller model, or lower AIGC_MEMORY_BUDGET_GB. "
+                                   f"The studio is still running.") from None
         except (OSError, EnvironmentError) as error:
             where = "the Hugging Face Hub (is the network up?)" if spec.source == "hub" else spec.location
-            raise ModelLoadError(f"model: could not load {spec.id} from {where}: {error}") from error
+            hint = " (the studio loads safetensors weights only, never pickle .bin/.pt/.ckpt files)" \
+                if ".safetensors" in str(error) else ""
+            raise ModelLoadError(f"model: could not load {spec.id} from {where}: {error}{hint}") from error
 
     @contextmanager
     def _use(self, spec: ModelSpec) -> Iterator[Any]:
@@ -136,15 +148,28 @@ class Studio:
         Text and audio engines seed torch's process-wide RNG (generate() takes no
         generator), so they also hold one studio-wide lock: two of them at once
         would draw from each other's seeds. Images use per-request generators.
+
+        Out of memory during the generation: the step's tensors are freed, idle
+        models are unloaded, this one stays loaded, and ModelMemoryError says so.
         """
         rng_lock = self._global_rng_lock if spec.modality != "image" else nullcontext()
         with rng_lock:
-            while True:
-                loaded = self._load(spec)
-                with loaded.lock:
-                    if loaded.value is not None:
-                        yield loaded.value
-                        return
+            try:
+                while True:
+                    loaded = self._load(spec)
+                    with loaded.lock:
+                        if loaded.value is not None:
+                            yield loaded.value
+                            return
+            except OUT_OF_MEMORY as error:
+                if isinstance(error, ModelMemoryError):
+                    raise
+                traceback.clear_frames(error.__traceback__)  # the failed step's activations become garbage
+        self.models.unload_idle(keep=spec.id)
+        free_memory()
+        raise ModelMemoryError(f"Out of memory while generating with {spec.id} on {self.device}: try a smaller "
+                               f"size, fewer steps, variants or tokens, or a smaller model. "
+                               f"The studio is still running.") from None
 
     def load(self, modality: str, model: str | None = None) -> None:
         """Load a model now instead of on first use (e.g. to warm a demo)."""

@@ -1,4 +1,5 @@
-"""Tokens/s through Studio (streaming) vs a direct model.generate, same model and settings.
+"""Tokens/s through Studio (streaming, every token with its probability and alternatives)
+vs a direct model.generate, same model and settings.
 
 Rounds alternate between the two so machine noise hits both alike.
 Last line: ratio=<studio/raw> (1.0 = no overhead).
@@ -42,9 +43,10 @@ def main() -> None:
                                         pad_token_id=loaded.tokenizer.pad_token_id, **generation_kwargs(params))
         return out.shape[1] - input_ids.shape[1]
 
-    def through_studio() -> None:
-        for _ in studio.text_stream(PROMPT, params):
+    def through_studio() -> int:
+        for update in studio.text_stream(PROMPT, params):
             pass
+        return len(update.tokens)
 
     raw()  # warm-up both paths
     through_studio()
@@ -54,8 +56,9 @@ def main() -> None:
         tokens = raw()
         raw_rates.append(tokens / (time.perf_counter() - start))
         start = time.perf_counter()
-        through_studio()  # greedy: the same tokens as raw()
-        studio_rates.append(tokens / (time.perf_counter() - start))
+        streamed = through_studio()
+        studio_rates.append(streamed / (time.perf_counter() - start))
+        assert streamed == tokens, f"greedy: studio streamed {streamed} tokens, raw made {tokens}"
         print(f"round {round_index}: raw {raw_rates[-1]:.1f} tok/s, studio {studio_rates[-1]:.1f} tok/s ({tokens} tokens)")
     raw_median, studio_median = statistics.median(raw_rates), statistics.median(studio_rates)
     print(f"model={studio.model_spec('text').id} device={studio.device} dtype={studio.dtype} threads={args.threads}")

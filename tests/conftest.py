@@ -291,3 +291,84 @@ def studio(tmp_path_factory, tiny_catalog):
         return Studio(Settings(**values), catalog=tiny_catalog())
 
     return make
+
+
+# ----- audio: a tiny Bark (hand-written BERT vocabulary, three tiny GPT-2 stages, tiny EnCodec) --
+
+BARK_ID = "tiny-bark"
+BARK_SAMPLE_RATE = 1600
+
+
+def build_bark(folder: Path) -> Path:
+    """A tiny random Bark. Its token ids are shrunk to fit the tiny vocabularies; in
+    transformers 5.23 BarkModel.generate reads its three stage configs as dicts from a
+    plain GenerationConfig (what from_pretrained gives for the Hub's bark-small)."""
+    from transformers import (
+        BarkCoarseConfig,
+        BarkConfig,
+        BarkFineConfig,
+        BarkModel,
+        BarkProcessor,
+        BarkSemanticConfig,
+        BertTokenizer,
+        EncodecConfig,
+        GenerationConfig,
+    )
+    from transformers.models.encodec.modeling_encodec import EncodecEuclideanCodebook
+
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = list("abcdefghijklmnopqrstuvwxyz,.!?'")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters]]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True)
+    semantic_vocab, codebook_size, coarse_books, fine_books = 20, 16, 2, 4
+    text_offset = semantic_vocab + 8
+    text_pad = text_offset + len(vocab)
+    semantic_infer = text_pad + 4
+    codec = EncodecConfig(
+        sampling_rate=BARK_SAMPLE_RATE, audio_channels=1, hidden_size=8, num_filters=4, num_residual_layers=1,
+        upsampling_ratios=(8, 4), codebook_size=codebook_size, target_bandwidths=[2.4], num_lstm_layers=1,
+        kernel_size=3, last_kernel_size=3, residual_kernel_size=3,
+    )
+    assert codec.num_quantizers >= fine_books, "EnCodec must have a quantizer per fine codebook"
+    # Wide initial weights: peaked, input-dependent logits, so each stage's knob shows in the audio.
+    stage = dict(block_size=1024, num_layers=1, num_heads=2, hidden_size=16, initializer_range=0.5)
+    coarse_vocab = semantic_vocab + coarse_books * codebook_size + 8
+    config = BarkConfig(
+        semantic_config=BarkSemanticConfig(input_vocab_size=semantic_infer + 1, output_vocab_size=semantic_vocab + 8,
+                                           **stage).to_dict(),
+        coarse_acoustics_config=BarkCoarseConfig(input_vocab_size=coarse_vocab, output_vocab_size=coarse_vocab,
+                                                 **stage).to_dict(),
+        fine_acoustics_config=BarkFineConfig(input_vocab_size=codebook_size + 8, output_vocab_size=codebook_size + 8,
+                                             n_codes_total=fine_books, n_codes_given=coarse_books, **stage).to_dict(),
+        codec_config=codec.to_dict(),
+    )
+    torch.manual_seed(0)
+    model = BarkModel(config)
+    with torch.no_grad():  # random codebooks, as for MusicGen above
+        for module in model.codec_model.modules():
+            if isinstance(module, EncodecEuclideanCodebook):
+                module.embed.normal_()
+                module.embed_avg.copy_(module.embed)
+    model.generation_config = GenerationConfig(
+        semantic_config=dict(
+            eos_token_id=semantic_vocab, semantic_pad_token=semantic_vocab, semantic_vocab_size=semantic_vocab,
+            text_encoding_offset=text_offset, text_pad_token=text_pad, semantic_infer_token=semantic_infer,
+            max_new_tokens=24, max_input_semantic_length=256, semantic_rate_hz=25,
+        ),
+        coarse_acoustics_config=dict(
+            coarse_semantic_pad_token=semantic_vocab + coarse_books * codebook_size,
+            coarse_infer_token=semantic_vocab + coarse_books * codebook_size + 2, coarse_rate_hz=codec.frame_rate,
+            n_coarse_codebooks=coarse_books, max_coarse_input_length=256, max_coarse_history=630, sliding_window_len=60,
+        ),
+        fine_acoustics_config=dict(n_fine_codebooks=fine_books, max_fine_history_length=512, max_fine_input_length=1024),
+        sample_rate=BARK_SAMPLE_RATE, codebook_size=codebook_size,
+    )
+    model.save_pretrained(folder, safe_serialization=True)
+    BarkProcessor(tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bark_path(models_dir) -> Path:
+    return build_bark(models_dir / "bark")

@@ -106,3 +106,98 @@ def test_bad_input_names_the_field_and_server_keeps_serving(client, endpoint, kw
     assert field in str(error.value)
     assert "Traceback" not in str(error.value)
     assert client.predict(prompt="Say yes.", max_new_tokens=2, seed=0, api_name="/generate_text")
+
+
+def test_generate_audio_writes_flac_carrying_its_recipe(client):
+    path = client.predict(prompt="Keep this one.", seed=2, gain_db=-3.0, file_format="flac", api_name="/generate_audio")
+    assert path.endswith(".flac") and soundfile.info(path).format == "FLAC"
+    recipe = read_recipe(path)
+    assert (recipe.params["seed"], recipe.params["gain_db"], recipe.model_id) == (2, -3.0, "piper-joe-medium")
+
+
+def test_compare_audio_players_are_loudness_matched_and_reproducible(client):
+    from aigc_studio.audio_views import loudness_db
+
+    players = client.predict(prompt="Listen to the difference.", mode="Sweep one knob", count=2,
+                             knob_name="noise_scale", values="0.1, 1.4", seed=4, api_name="/compare_audio")
+    paths = [p for p in players if p]
+    levels = []
+    for path in paths:
+        samples, rate = soundfile.read(path)
+        levels.append(loudness_db(samples, rate))
+    assert len(paths) == 2 and max(levels) - min(levels) < 0.2
+    recipes = [read_recipe(p) for p in paths]
+    assert [r.params["noise_scale"] for r in recipes] == [0.1, 1.4]
+    # The gain each player got is in its recipe, so the recipe makes the same file again.
+    again = client.predict(prompt=recipes[1].prompt, api_name="/generate_audio", **recipes[1].params)
+    assert np.array_equal(soundfile.read(again, dtype="int16")[0], soundfile.read(paths[1], dtype="int16")[0])
+
+
+def test_uploading_a_studio_file_restores_its_knobs(client):
+    from gradio_client import handle_file
+
+    from aigc_studio.ui.audio_tab import KNOBS
+
+    path = client.predict(prompt="Restore me.", speed=1.3, seed=5, sentence_silence=0.5, file_format="flac",
+                          api_name="/generate_audio")
+    restored = client.predict(handle_file(path), api_name="/restore_audio_recipe")
+    prompt, model, *knob_values, file_format = restored
+    values = dict(zip(KNOBS, knob_values))
+    assert (prompt, model, file_format) == ("Restore me.", "piper-joe-medium", "flac")
+    assert (values["speed"], values["seed"], values["sentence_silence"]) == (1.3, 5, 0.5)
+
+
+@pytest.mark.parametrize("content, message", [(b"not audio at all", "could not be read"), (None, "carries no studio recipe")])
+def test_uploading_a_malformed_audio_file_names_the_problem(client, tmp_path, content, message):
+    from gradio_client import handle_file
+
+    path = tmp_path / "upload.wav"
+    if content is None:
+        soundfile.write(path, np.zeros(800, dtype=np.float32), 8000)  # a valid WAV without a recipe
+    else:
+        path.write_bytes(content)
+    with pytest.raises(Exception) as error:
+        client.predict(handle_file(str(path)), api_name="/restore_audio_recipe")
+    assert "recipe file" in str(error.value) and message in str(error.value)
+    assert "Traceback" not in str(error.value)
+
+
+# ----- text: explainer, perplexity, presets side by side, newer knobs ----------------------------
+
+def test_explain_next_token_gives_every_sampling_stage(client):
+    explanation = client.predict(prompt="What is the capital of France?", top_k=5, top_n=8, api_name="/explain_next_token")
+    stages = {s["name"]: s for s in explanation["stages"]}
+    assert list(stages) == ["raw", "penalties", "temperature", "top-k", "top-p", "min-p", "typical-p"]
+    assert len(explanation["candidates"]) == 8 and explanation["position"] == 0
+    assert stages["raw"]["kept_tokens"] > 10_000 and stages["top-k"]["kept_tokens"] == 5
+    last = stages["typical-p"]
+    assert sum(p for p, kept in zip(last["probs"], last["kept"]) if kept) == pytest.approx(1.0, abs=1e-4)
+    assert not any(stages["top-k"]["kept"][5:])  # the sixth likeliest and below are cut
+    with pytest.raises(Exception) as error:
+        client.predict(prompt="Hi", answer="Hello there", position=99, api_name="/explain_next_token")
+    assert "position" in str(error.value)
+
+
+def test_perplexity_of_natural_text_is_lower_than_shuffled(client):
+    natural = "The cat sat on the mat and looked out of the window at the rain falling on the garden."
+    shuffled = "window sat garden the on rain mat The the looked falling of cat at out the on and the."
+    low = client.predict(text=natural, api_name="/perplexity")
+    high = client.predict(text=shuffled, api_name="/perplexity")
+    assert 1.0 < low < high
+
+
+def test_compare_text_presets_side_by_side_share_one_seed(client):
+    columns = client.predict(prompt="Describe the sea.", mode="Presets side by side", max_new_tokens=6, seed=5,
+                             min_p=0.02, api_name="/compare_text")
+    assert len(columns) == 4 and all(columns[:3]) and columns[3] == ""
+
+
+def test_generate_text_newer_knobs_and_positional_calls(client):
+    answer = client.predict(prompt="The capital of France is", prompt_mode="completion", greedy=True,
+                            stop_sequences=".", max_new_tokens=8, api_name="/generate_text")
+    assert answer.strip() == "Paris"  # completion mode continues the text; the stop sequence is left out
+    pirate = client.predict(prompt="Who are you?", system_prompt="You are a pirate. Always answer like a pirate.",
+                            greedy=True, max_new_tokens=12, api_name="/generate_text")
+    assert "Aye" in pirate or "Captain" in pirate
+    positional = client.predict("Say yes.", 0.7, 50, 0.95, 4, 1.1, 0, True, api_name="/generate_text")
+    assert positional == client.predict(prompt="Say yes.", max_new_tokens=4, greedy=True, api_name="/generate_text")

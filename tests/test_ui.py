@@ -104,3 +104,44 @@ def test_uploading_a_studio_png_restores_its_recipe(page, tmp_path):
     expect(page.locator("#image-prompt textarea")).to_have_value("a blue circle", timeout=60_000)
     expect(page.locator("#image-seed input")).to_have_value("1234")
     expect(page.locator("#image-steps input[type=number]")).to_have_value("7")
+
+
+def test_text_tab_shows_the_error_for_a_too_long_prompt(page):
+    open_tab(page, "Text")
+    page.locator("#text-prompt textarea").fill("x" * 4001)
+    page.locator("#text-generate").click()
+    expect(page.get_by_text("prompt: must be at most 4000 characters, got 4001").last).to_be_visible(timeout=GENERATION)
+    page.screenshot(path=ARTIFACTS / "text-error.png", full_page=True)
+
+
+def test_audio_tab_shows_the_error_for_an_empty_text(page):
+    open_tab(page, "Audio")
+    page.locator("#audio-prompt textarea").fill("   ")
+    page.locator("#audio-generate").click()
+    expect(page.get_by_text("prompt: must not be empty").last).to_be_visible(timeout=GENERATION)
+
+
+def test_stop_ends_a_text_generation_and_generate_works_again(page):
+    open_tab(page, "Text")
+    page.get_by_label("greedy").uncheck()
+    page.locator("#text-prompt textarea").fill("Write a long story about a dragon who learns to sing.")
+    page.locator("#text-generate").click()
+    answer = page.locator("#text-answer textarea")
+    expect(answer).to_have_value(re.compile(r"^(?!Loading)\S"), timeout=GENERATION)  # the story has begun
+    page.locator("#text-stop").click()
+    stopped = answer.input_value()
+    for _ in range(120):  # poll until the last token in flight has landed: two reads a second apart agree
+        page.wait_for_timeout(1000)
+        now = answer.input_value()
+        if now == stopped:
+            break
+        stopped = now
+    page.wait_for_timeout(3000)
+    assert answer.input_value() == stopped, "the answer kept growing after Stop"
+    assert 0 < len(stopped.split()) < 60, stopped  # 128 tokens (the default) would be ~100 words
+    page.screenshot(path=ARTIFACTS / "text-stopped.png", full_page=True)
+
+    page.get_by_label("greedy").check()
+    page.locator("#text-prompt textarea").fill("What is the capital of France?")
+    page.locator("#text-generate").click()
+    expect(answer).to_have_value(re.compile("Paris"), timeout=GENERATION)

@@ -1,24 +1,40 @@
-"""Audio engine: speech (Piper offline, VITS/MMS-TTS from the Hub) and music (MusicGen).
+"""Audio engine: speech (Piper offline; MMS-TTS/VITS and Bark from the Hub) and music (MusicGen).
 
 Every function returns (sample_rate in Hz, mono float32 samples in [-1, 1]).
+Speech is made one sentence at a time and joined with `sentence_silence` seconds
+of silence: Piper splits by itself; for the transformers voices the text is split
+here (Bark reads at most 256 tokens, and VITS loses its way on long inputs).
+The `gain_db` knob is applied last, to every model's output.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import torch
-from transformers import AutoProcessor, AutoTokenizer, MusicgenForConditionalGeneration, VitsModel
+from transformers import (
+    AutoProcessor,
+    AutoTokenizer,
+    BarkModel,
+    BarkProcessor,
+    MusicgenForConditionalGeneration,
+    VitsModel,
+)
 
+from aigc_studio.audio_views import apply_gain
 from aigc_studio.catalog import ModelSpec
 from aigc_studio.params import AudioParams
 
 Audio = tuple[int, np.ndarray]
+
+MAX_SENTENCE_CHARS = 200  # longer sentences are cut at a comma or space (Bark: ~256 BERT tokens)
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\s*\n\s*")
 
 
 @dataclass
@@ -51,7 +67,7 @@ def _piper_files(package: str) -> tuple[Path, Path]:
 
 
 def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> PiperModel | HubAudioModel:
-    """Load a Piper voice (embedded) or a transformers VITS / MusicGen model."""
+    """Load a Piper voice (embedded) or a transformers VITS / Bark / MusicGen model."""
     if spec.kind == "piper":
         onnx_file, config_file = _piper_files(spec.location)
         return PiperModel(onnx_file.read_bytes(), json.loads(config_file.read_text()))
@@ -59,6 +75,10 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> PiperModel | HubAu
     if spec.kind == "vits":
         model = VitsModel.from_pretrained(spec.location, use_safetensors=True, dtype=dtype, **common)
         processor = AutoTokenizer.from_pretrained(spec.location, **common)
+    elif spec.kind == "bark":
+        model = BarkModel.from_pretrained(spec.location, use_safetensors=True, dtype=dtype, **common)
+        # No speaker presets: the seed picks the voice (the presets would be more downloads).
+        processor = BarkProcessor.from_pretrained(spec.location, speaker_embeddings_dict_path=None, **common)
     elif spec.kind == "musicgen":
         model = MusicgenForConditionalGeneration.from_pretrained(spec.location, use_safetensors=True, dtype=dtype, **common)
         processor = AutoProcessor.from_pretrained(spec.location, **common)
@@ -68,12 +88,49 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> PiperModel | HubAu
 
 
 def generate(loaded: PiperModel | HubAudioModel, text: str, params: AudioParams) -> Audio:
-    """Speech or music for text (params.seed must be >= 0)."""
+    """Speech or music for text (params.seed must be >= 0), then params.gain_db."""
     if isinstance(loaded, PiperModel):
-        return _piper(loaded, text, params)
-    if isinstance(loaded.model, VitsModel):
-        return _vits(loaded, text, params)
-    return _musicgen(loaded, text, params)
+        rate, samples = _piper(loaded, text, params)
+    elif isinstance(loaded.model, VitsModel):
+        rate, samples = _vits(loaded, text, params)
+    elif isinstance(loaded.model, BarkModel):
+        rate, samples = _bark(loaded, text, params)
+    else:
+        rate, samples = _musicgen(loaded, text, params)
+    return rate, apply_gain(samples, params.gain_db)
+
+
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+    """The sentences of text: split after . ! ? ; and at line breaks. A sentence
+    longer than max_chars is cut at its last comma (else space) before the limit."""
+    sentences = []
+    for sentence in _SENTENCE_END.split(text):
+        sentence = sentence.strip()
+        while len(sentence) > max_chars:
+            head = sentence[:max_chars]
+            cut = head.rfind(",") + 1  # keep the comma with the first part
+            if cut <= 0:
+                cut = head.rfind(" ")
+            if cut <= 0:
+                cut = max_chars
+            sentences.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if sentence:
+            sentences.append(sentence)
+    return sentences
+
+
+def join_sentences(pieces: list[np.ndarray], rate: int, silence_s: float) -> np.ndarray:
+    """Concatenate per-sentence audio with silence_s seconds of silence between them."""
+    if not pieces:
+        raise ValueError("prompt: nothing speakable in the text")
+    silence = np.zeros(int(silence_s * rate), dtype=np.float32)
+    joined: list[np.ndarray] = []
+    for piece in pieces:
+        if joined:
+            joined.append(silence)
+        joined.append(np.asarray(piece, dtype=np.float32))
+    return np.concatenate(joined)
 
 
 def _piper(voice_model: PiperModel, text: str, params: AudioParams) -> Audio:
@@ -88,16 +145,9 @@ def _piper(voice_model: PiperModel, text: str, params: AudioParams) -> Audio:
     config = SynthesisConfig(
         length_scale=1.0 / params.speed, noise_scale=params.noise_scale, noise_w_scale=params.noise_w
     )
+    pieces = [chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=config)]  # one per sentence
     rate = voice.config.sample_rate
-    silence = np.zeros(int(params.sentence_silence * rate), dtype=np.float32)
-    pieces: list[np.ndarray] = []
-    for chunk in voice.synthesize(text, syn_config=config):  # one chunk per sentence
-        if pieces:
-            pieces.append(silence)
-        pieces.append(chunk.audio_float_array)
-    if not pieces:
-        raise ValueError("prompt: nothing speakable in the text")
-    return rate, np.concatenate(pieces)
+    return rate, join_sentences(pieces, rate, params.sentence_silence)
 
 
 def _vits(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
@@ -105,11 +155,37 @@ def _vits(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
     model.speaking_rate = params.speed
     model.noise_scale = params.noise_scale
     model.noise_scale_duration = params.noise_w
-    inputs = loaded.processor(text, return_tensors="pt").to(loaded.device)
+    rate = model.config.sampling_rate
+    torch.manual_seed(params.seed)  # once: the sentences draw one after another from this seed
+    pieces = []
+    for sentence in split_sentences(text):
+        inputs = loaded.processor(sentence, return_tensors="pt").to(loaded.device)
+        if inputs["input_ids"].shape[-1] == 0:
+            continue  # nothing the tokenizer can read (e.g. only symbols)
+        with torch.inference_mode():
+            pieces.append(model(**inputs).waveform[0].float().cpu().numpy())
+    return rate, np.clip(join_sentences(pieces, rate, params.sentence_silence), -1.0, 1.0)
+
+
+def _bark(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
+    """Bark's three stages each sample with their own temperature: semantic (text ->
+    semantic tokens), coarse (-> the first two EnCodec codebooks), fine (-> the rest)."""
+    model = loaded.model
+    rate = model.generation_config.sample_rate
     torch.manual_seed(params.seed)
-    with torch.inference_mode():
-        waveform = model(**inputs).waveform[0]
-    return model.config.sampling_rate, waveform.float().cpu().numpy()
+    pieces = []
+    for sentence in split_sentences(text):
+        inputs = loaded.processor(sentence).to(loaded.device)
+        with torch.inference_mode():
+            audio = model.generate(
+                **inputs,
+                do_sample=True,
+                semantic_temperature=params.semantic_temperature,
+                coarse_temperature=params.coarse_temperature,
+                fine_temperature=params.fine_temperature,
+            )
+        pieces.append(audio[0].float().cpu().numpy())
+    return rate, np.clip(join_sentences(pieces, rate, params.sentence_silence), -1.0, 1.0)
 
 
 def _musicgen(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gradio as gr
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from aigc_studio.studio import Studio
 from aigc_studio.ui import audio_tab, image_tab, text_tab
@@ -11,6 +15,10 @@ from aigc_studio.ui.widgets import Sessions
 CSS = """
 #header h1 { margin-bottom: 0; }
 """
+# Uploads are studio PNG/WAV/FLAC files carrying a recipe (a few MB at most);
+# anything bigger is refused by Gradio with HTTP 413 before it reaches a handler.
+MAX_UPLOAD = "20mb"
+RETRY_AFTER_S = 5  # what a refused client is told to wait (the Retry-After header)
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
@@ -25,9 +33,37 @@ def build_demo(studio: Studio) -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, studio: Studio, **kwargs) -> None:
-    """Queue with the configured limits and serve; GRADIO_SERVER_NAME/PORT apply."""
+def busy_message(queue_size: int) -> str:
+    return (f"busy: the studio is serving others and {queue_size} requests are already waiting; "
+            f"please try again in a few seconds.")
+
+
+def busy_handler(queue_size: int):
+    """Gradio refuses a request when its queue is full with HTTP 503 and "Queue is full.
+    Max size is N and size is N."; this says it for people (and adds Retry-After).
+    The page shows its own "This application is currently busy. Please try again.";
+    gradio_client raises QueueError("Queue is full! Please try again.")."""
+
+    async def handle(request: Request, error: HTTPException):
+        if error.status_code == 503 and str(error.detail).startswith("Queue is full"):
+            return JSONResponse({"detail": busy_message(queue_size)}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        return await http_exception_handler(request, error)
+
+    return handle
+
+
+def launch(demo: gr.Blocks, studio: Studio, **kwargs):
+    """Queue with the configured limits and serve; GRADIO_SERVER_NAME/PORT apply.
+
+    At most settings.queue_size requests wait (AIGC_QUEUE_SIZE; one more is refused
+    at once with a "busy, try again" message) and each event runs at most
+    settings.concurrency generations at a time (AIGC_CONCURRENCY). Uploads above
+    MAX_UPLOAD are refused; only files under the output folder are served.
+    Returns what gr.Blocks.launch returns (with prevent_thread_lock=True, it does not block).
+    """
     settings = studio.settings
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
-    demo.launch(theme=gr.themes.Soft(), css=CSS, max_file_size="20mb",
-                allowed_paths=[str(settings.output_dir.resolve())], footer_links=["api", "gradio"], **kwargs)
+    app_kwargs = {"exception_handlers": {HTTPException: busy_handler(settings.queue_size)}}
+    return demo.launch(theme=gr.themes.Soft(), css=CSS, max_file_size=MAX_UPLOAD, app_kwargs=app_kwargs,
+                       allowed_paths=[str(settings.output_dir.resolve())], footer_links=["api", "gradio"], **kwargs)

@@ -1,88 +1,200 @@
-"""Audio tab: text -> speech (or music on the hub preset), knobs, variants side by side."""
+"""Audio tab: text -> speech (Piper, MMS-TTS, Bark) or music (MusicGen, hub preset),
+every knob, loudness-matched variants side by side with waveform and spectrogram,
+WAV or FLAC files carrying their recipe, and recipes restored from those files."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gradio as gr
 
+from aigc_studio import audio_views
 from aigc_studio.params import AudioParams
+from aigc_studio.recipe import read_recipe
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
-    Sessions, column_updates, control, make_variants, model_card, user_errors, variant_controls, variant_labels,
+    SWEEP, KnobDropdown, Sessions, column_updates, control, make_variants, model_card, model_dropdown, user_errors,
+    variant_controls, variant_labels,
 )
 
 SPEECH_KNOBS = ("speed", "seed", "noise_scale", "noise_w", "sentence_silence")
 MUSIC_KNOBS = ("temperature", "top_k", "top_p", "guidance", "duration")
+BARK_KNOBS = ("semantic_temperature", "coarse_temperature", "fine_temperature")
+# The API order: the knobs shipped first, then `model`, then the knobs added later.
+FIRST_KNOBS, LATER_KNOBS = SPEECH_KNOBS + MUSIC_KNOBS, BARK_KNOBS + ("gain_db",)
+KNOBS = FIRST_KNOBS + LATER_KNOBS
+FILE_FORMATS = ("wav", "flac")
 MAX_PLAYERS = 4
+OFFLINE_NOTE = (
+    "**Music and sound effects need the hub preset.** This studio runs offline, so only the embedded Piper "
+    "voice is available here; `musicgen-small` (music), `bark-small` and `mms-tts-eng` download from the "
+    "Hugging Face Hub on first use. To use them, restart on a machine with network with "
+    "`AIGC_PRESET=hub make run` (or `python -m aigc_studio --preset hub serve`) and pick the model in the list."
+)
 
 
 def build(studio: Studio, sessions: Sessions) -> None:
     spec = studio.model_spec("audio")
     with gr.Tab("Audio", id="audio"):
-        gr.Markdown(model_card(spec))
+        card = gr.Markdown(model_card(spec))
         if studio.preset == "offline":
-            gr.Markdown("Music (MusicGen) needs the hub preset: start with `AIGC_PRESET=hub make run` on a machine with network.")
+            gr.Markdown(OFFLINE_NOTE, elem_id="audio-offline-note")
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Text", lines=3, elem_id="audio-prompt", placeholder="Type what the voice should say.")
+                prompt = gr.Textbox(label="Text", lines=3, elem_id="audio-prompt",
+                                    placeholder="What the voice should say (or, for MusicGen, the music to make).")
                 generate = gr.Button("Generate", variant="primary", elem_id="audio-generate")
-                audio = gr.Audio(label="Audio", type="filepath", format="wav", elem_id="audio-output")
-                recipe = gr.JSON(label="Recipe (embedded in the WAV)", open=False)
+                # format=None: files pass through as written (FLAC stays FLAC, the recipe stays in it).
+                audio = gr.Audio(label="Audio", type="filepath", format=None, elem_id="audio-output")
+                view = gr.Image(label="Waveform and spectrogram", type="pil", interactive=False, show_label=False,
+                                elem_id="audio-view")
+                recipe = gr.JSON(label="Recipe (embedded in the WAV/FLAC)", open=False)
             with gr.Column(scale=2):
-                controls = {name: control(AudioParams, name) for name in SPEECH_KNOBS}
-                with gr.Accordion("Music knobs (MusicGen)", open=False):
-                    controls.update({name: control(AudioParams, name) for name in MUSIC_KNOBS})
-                model = gr.Dropdown(studio.catalog.choices("audio"), value=spec.id, label="model")
-        with gr.Accordion("Side by side: 2-4 variants of one text", open=False):
+                model = model_dropdown(studio.catalog.choices("audio"), spec.id)
+                controls = {name: control(AudioParams, name, spec.defaults.get(name)) for name in SPEECH_KNOBS}
+                with gr.Accordion("Bark knobs (bark-small, hub)", open=False):
+                    controls.update({name: control(AudioParams, name) for name in BARK_KNOBS})
+                with gr.Accordion("Music knobs (MusicGen, hub)", open=False):
+                    if studio.preset == "offline":
+                        gr.Markdown("Music needs the hub preset: `AIGC_PRESET=hub make run` on a machine with network.")
+                    controls.update({name: control(AudioParams, name, spec.defaults.get(name)) for name in MUSIC_KNOBS})
+                with gr.Accordion("Output", open=True):
+                    controls["gain_db"] = control(AudioParams, "gain_db", label="gain (dB)")
+                    file_format = KnobDropdown(list(FILE_FORMATS), value="wav", label="file format",
+                                               info="FLAC is lossless and smaller; both carry the recipe.")
+                    file_format.knob_name = "file_format"
+                upload = gr.File(label="Load a studio WAV/FLAC to restore its recipe", file_types=[".wav", ".flac"],
+                                 elem_id="audio-upload")
+        with gr.Accordion("Side by side: 2-4 variants of one text, loudness-matched", open=False):
+            gr.Markdown("Each variant is played at the same loudness (gated RMS), so louder never sounds better "
+                        "by itself; the gain used is in each label and recipe (`gain_db`).")
             mode, count, knob_name, values = variant_controls(AudioParams)
             knob_name.value, values.value = "speed", "0.8, 1.0, 1.4"
             compare = gr.Button("Compare", elem_id="audio-compare")
+            players, views = [], []
             with gr.Row():
-                players = [gr.Audio(label=f"Variant {i + 1}", type="filepath", format="wav") for i in range(MAX_PLAYERS)]
+                for i in range(MAX_PLAYERS):
+                    with gr.Column(min_width=240):
+                        players.append(gr.Audio(label=f"Variant {i + 1}", type="filepath", format=None,
+                                                elem_id=f"audio-variant-{i + 1}"))
+                        views.append(gr.Image(label=f"Variant {i + 1}", type="pil", interactive=False, show_label=False,
+                                              elem_id=f"audio-variant-view-{i + 1}"))
             compare_recipes = gr.JSON(label="Recipes", open=False)
 
-    knob_names = SPEECH_KNOBS + MUSIC_KNOBS
+    def values_of(knob_values) -> dict:
+        return dict(zip(KNOBS, knob_values))
 
     def generate_audio(prompt, speed, seed, noise_scale=None, noise_w=None, sentence_silence=None, temperature=None,
-                       top_k=None, top_p=None, guidance=None, duration=None, model=None, request: gr.Request = None):
-        """Speech (or music) for prompt; returns the path of a WAV carrying its recipe."""
+                       top_k=None, top_p=None, guidance=None, duration=None, model=None, semantic_temperature=None,
+                       coarse_temperature=None, fine_temperature=None, gain_db=None, file_format="wav",
+                       request: gr.Request = None):
+        """Speech (or music) for prompt; returns the path of a WAV or FLAC carrying its recipe."""
         values = dict(speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w, sentence_silence=sentence_silence,
-                      temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, duration=duration)
+                      temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, duration=duration,
+                      semantic_temperature=semantic_temperature, coarse_temperature=coarse_temperature,
+                      fine_temperature=fine_temperature, gain_db=gain_db)
         with user_errors():
+            chosen_format = check_format(file_format)
             result = studio.audio(prompt, model, **values)
+            path = str(studio.save(result, chosen_format))
             sessions.keep_recipes(request, [result.recipe])
-            return str(studio.save(result))
+            sessions.keep(request, "audio_files", [path])
+            return path
 
     def compare_audio(prompt, mode, count, knob_name, values, speed, seed, noise_scale, noise_w, sentence_silence,
-                      temperature, top_k, top_p, guidance, duration, model=None, request: gr.Request = None):
-        """2-4 labelled variants as WAV players."""
+                      temperature, top_k, top_p, guidance, duration, model=None, semantic_temperature=None,
+                      coarse_temperature=None, fine_temperature=None, gain_db=None, file_format="wav",
+                      request: gr.Request = None):
+        """2-4 labelled variants as players, played at one loudness (unless the gain
+        itself is swept); each file's recipe records the gain it got."""
         with user_errors():
+            chosen_format = check_format(file_format)
             base = studio.params("audio", model, speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w,
                                  sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 guidance=guidance, duration=duration)
+                                 guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
+                                 coarse_temperature=coarse_temperature, fine_temperature=fine_temperature,
+                                 gain_db=gain_db)
             variants = make_variants(base, mode, count, knob_name, values)
             results = [studio.audio(prompt, model, label=label, params=p) for label, p in variants]
+            if not (mode == SWEEP and knob_name == "gain_db"):
+                results = audio_views.match_loudness(results)
+            paths = [str(studio.save(r, chosen_format)) for r in results]
             sessions.keep_recipes(request, [r.recipe for r in results])
-            paths = [str(studio.save(r)) for r in results]
+            sessions.keep(request, "audio_files", paths)
             return paths + [None] * (MAX_PLAYERS - len(paths))
 
     def label_players(mode, count, knob_name, values, *knob_values):
         with user_errors():
-            base = studio.params("audio", None, **dict(zip(knob_names, knob_values)))
-            return column_updates(variant_labels(base, mode, count, knob_name, values), MAX_PLAYERS, clear=True)
+            base = studio.params("audio", None, **values_of(knob_values))
+            labels = variant_labels(base, mode, count, knob_name, values)
+        shown = [gr.update(value=None, visible=True)] * len(labels)
+        return column_updates(labels, MAX_PLAYERS, clear=True) + shown + [gr.update(value=None, visible=False)] * (
+            MAX_PLAYERS - len(labels))
 
     def label_from_recipes(request: gr.Request):
-        return column_updates([r.label for r in sessions.recipes(request)], MAX_PLAYERS, clear=False)
+        return column_updates([player_label(r) for r in sessions.recipes(request)], MAX_PLAYERS, clear=False)
 
     def show_recipes(request: gr.Request):
-        return [r.__dict__ for r in sessions.recipes(request)]
+        return [dataclasses.asdict(r) for r in sessions.recipes(request)]
 
-    knob_inputs = [controls[name] for name in knob_names]
-    run = gr.on([generate.click, prompt.submit], generate_audio, inputs=[prompt, *knob_inputs, model],
+    def show_view(request: gr.Request):
+        files, kept = sessions.kept(request, "audio_files", []), sessions.recipes(request)
+        return audio_views.file_view(files[0], player_label(kept[0])) if files and kept else None
+
+    def show_views(request: gr.Request):
+        files, kept = sessions.kept(request, "audio_files", []), sessions.recipes(request)
+        pictures = [audio_views.file_view(path, player_label(r)) for path, r in zip(files, kept)]
+        return [gr.update(value=p, visible=True) for p in pictures] + [gr.update(value=None, visible=False)] * (
+            MAX_PLAYERS - len(pictures))
+
+    def restore_recipe(file):
+        """Prompt, model, every knob and the file format from a studio WAV/FLAC's recipe."""
+        if file is None:
+            return [gr.update()] * (len(KNOBS) + 3)
+        with user_errors():
+            saved = read_recipe(file)
+            if saved.modality != "audio":
+                raise ValueError(f"recipe file: holds a {saved.modality} recipe, not an audio one")
+            chosen = studio.params("audio", saved.model_id, **{k: v for k, v in saved.params.items() if k in KNOBS})
+        gr.Info(f"Restored the recipe of a {saved.model_id} recording (seed {chosen.seed}).")
+        restored_format = "flac" if str(file).lower().endswith(".flac") else "wav"
+        return [saved.prompt, saved.model_id, *[getattr(chosen, name) for name in KNOBS], restored_format]
+
+    def use_model(model_id):
+        """The model's card, and its recommended knobs (others keep their values)."""
+        with user_errors():
+            chosen_spec = studio.model_spec("audio", model_id)
+        return [model_card(chosen_spec)] + [chosen_spec.defaults.get(name, gr.update()) for name in KNOBS]
+
+    first_inputs = [controls[name] for name in FIRST_KNOBS]
+    later_inputs = [controls[name] for name in LATER_KNOBS] + [file_format]
+    knob_inputs = [controls[name] for name in KNOBS]
+    run = gr.on([generate.click, prompt.submit], generate_audio, inputs=[prompt, *first_inputs, model, *later_inputs],
                 outputs=audio, api_name="generate_audio")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
-    labelled = compare.click(label_players, inputs=[mode, count, knob_name, values, *knob_inputs], outputs=players,
-                             api_visibility="private")
-    comparing = labelled.success(compare_audio, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
-                              outputs=players, api_name="compare_audio")
+    run.then(show_view, outputs=view, api_visibility="private")
+    labelled = compare.click(label_players, inputs=[mode, count, knob_name, values, *knob_inputs],
+                             outputs=players + views, api_visibility="private")
+    comparing = labelled.success(compare_audio,
+                                 inputs=[prompt, mode, count, knob_name, values, *first_inputs, model, *later_inputs],
+                                 outputs=players, api_name="compare_audio")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
     comparing.then(label_from_recipes, outputs=players, api_visibility="private")
+    comparing.then(show_views, outputs=views, api_visibility="private")
+    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, file_format], api_name="restore_audio_recipe")
+    model.input(use_model, model, [card, *knob_inputs], api_visibility="private")
+
+
+def check_format(file_format) -> str:
+    """'wav' or 'flac' (any case); anything else is refused naming the field."""
+    chosen = str(file_format or "wav").lower()
+    if chosen not in FILE_FORMATS:
+        raise ValueError(f"file_format: must be one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
+    return chosen
+
+
+def player_label(recipe) -> str:
+    """A variant's label with the gain it was played at, e.g. 'speed=1.4 · gain +2.1 dB'."""
+    gain = float(recipe.params.get("gain_db", 0.0))
+    label = recipe.label or f"seed={recipe.params.get('seed')}"
+    return f"{label} · gain {gain:+.1f} dB"

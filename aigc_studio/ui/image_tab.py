@@ -15,7 +15,7 @@ from aigc_studio.params import ImageParams, parse_values, sweepable
 from aigc_studio.recipe import read_recipe
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
-    Sessions, control, make_variants, model_card, run_in_worker, user_errors, variant_controls,
+    Sessions, control, make_variants, model_card, model_dropdown, run_in_worker, user_errors, variant_controls,
 )
 
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
@@ -52,7 +52,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 recipe = gr.JSON(label="Recipe (embedded in the PNG)", open=False)
             with gr.Column(scale=2):
                 controls = {name: control(ImageParams, name, defaults.get(name), elem_id=f"image-{name}") for name in KNOBS}
-                model = gr.Dropdown(studio.catalog.choices("image"), value=default_id, label="model")
+                model = model_dropdown(studio.catalog.choices("image"), default_id)
                 batch_size = control(ImageParams, "batch_size", elem_id="image-batch_size")
                 upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
                                  elem_id="image-upload")
@@ -96,7 +96,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event)
 
             try:
-                for kind, value in run_in_worker(work):
+                for kind, value in run_in_worker(work, stop_event):
                     if kind == "update":
                         previews.append(value)
                         yield value

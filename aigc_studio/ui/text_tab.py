@@ -1,18 +1,134 @@
-"""Text tab: prompt -> streamed answer, every sampling knob, variants side by side."""
+"""Text tab: prompt -> streamed answer coloured by probability, every sampling knob
+(with Precise / Balanced / Creative presets), a next-token explainer, 2-4 variants
+streamed side by side, and the perplexity of a pasted text."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import math
+
 import gradio as gr
 
-from aigc_studio.params import TextParams
+from aigc_studio import params as knobs
+from aigc_studio.params import TEXT_PRESETS, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
-    Sessions, column_updates, control, make_variants, model_card, user_errors, variant_controls, variant_labels,
+    SEEDS, SWEEP, Sessions, column_updates, control, make_variants, model_card, model_dropdown, user_errors,
+    variant_labels,
 )
 
 MAX_COLUMNS = 4
+PRESETS = "Presets side by side"  # a third variants mode: Precise, Balanced, Creative with one seed
+# /generate_text's original keywords, in order; the newer knobs follow `model` (NEW_KNOB_NAMES).
 KNOB_NAMES = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed", "greedy")
+NEW_KNOB_NAMES = ("min_p", "typical_p", "no_repeat_ngram_size", "stop_sequences", "system_prompt", "prompt_mode")
+EXPLAIN_KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
+                      "no_repeat_ngram_size", "greedy", "system_prompt", "prompt_mode")
+PRESET_KNOB_NAMES = tuple(TEXT_PRESETS["Balanced"])
 
+# Token colours by the model's probability of the token: confident tokens pale, surprising ones strong.
+PROBABILITY_BINS = ((0.9, "p ≥ 0.9"), (0.5, "p 0.5–0.9"), (0.1, "p 0.1–0.5"), (0.0, "p < 0.1"))
+DIVERGES = "first difference"
+COLOR_MAP = {"p ≥ 0.9": "#d1fae5", "p 0.5–0.9": "#fef3c7", "p 0.1–0.5": "#fed7aa", "p < 0.1": "#fca5a5",
+             DIVERGES: "#818cf8"}
+
+
+# ----- pure helpers: studio objects -> what the components show (tested without a browser) -----
+
+def token_dicts(tokens: list) -> list[dict]:
+    """Generated tokens (text_engine.Token) as plain data for a gr.State."""
+    return [{"id": t.id, "text": t.text, "p": t.probability, "logprob": t.logprob, "special": t.special,
+             "alternatives": [[text, p] for text, p in t.alternatives]} for t in tokens]
+
+
+def probability_label(p: float) -> str:
+    return next(label for low, label in PROBABILITY_BINS if p >= low)
+
+
+def shown(text: str) -> str:
+    """A token's text with its spaces and line breaks visible."""
+    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+
+
+def highlighted(tokens: list[dict], diverge_at: int | None = None) -> list[tuple[str, str]]:
+    """(text, category) per token for gr.HighlightedText: its probability bin, or
+    DIVERGES for the first token where side-by-side columns differ."""
+    out = []
+    for index, token in enumerate(tokens):
+        text = token["text"] or ("⟨end⟩" if token["special"] else "")
+        out.append((text, DIVERGES if index == diverge_at else probability_label(token["p"])))
+    return out
+
+
+def alternatives_markdown(tokens: list[dict], index: int) -> str:
+    token = tokens[index]
+    rows = "\n".join(f"| `{shown(text)}` | {100 * p:.1f}% |" for text, p in token["alternatives"])
+    return (f"**Token {index}: `{shown(token['text'] or '⟨end⟩')}`** — probability {100 * token['p']:.1f}% "
+            f"under the model\n\n| likeliest here | probability |\n|---|---|\n{rows}")
+
+
+def column_label(label: str, tokens: list[dict], tokens_per_s: float) -> str:
+    mean = sum(t["logprob"] for t in tokens) / len(tokens) if tokens else 0.0
+    return f"{label} · {len(tokens)} tokens · {tokens_per_s:.1f} tok/s · mean log-prob {mean:.2f}"
+
+
+def _bar(p: float, kept: bool) -> str:
+    color = "#6366f1" if kept else "#d1d5db"
+    width = max(0.0, min(100.0, 100 * p))
+    cell = (f'<div style="background:{color};height:0.7em;width:{width:.1f}%;min-width:1px;border-radius:2px"></div>'
+            f'<span style="font-size:0.8em">{100 * p:.1f}%</span>')
+    if not kept:
+        cell = f'<div style="opacity:0.45;text-decoration:line-through">{cell}</div><span style="font-size:0.75em">cut</span>'
+    return f'<td style="min-width:6em;padding:2px 6px">{cell}</td>'
+
+
+def chart_html(explanation: dict | None) -> str:
+    """The explainer as a table: one row per candidate token, one column per sampling
+    stage, a bar for its probability there; cut tokens are struck through, and each
+    stage says how many tokens and how much probability it keeps."""
+    if not explanation:
+        return ""
+    stages = explanation["stages"]
+    header = "".join(
+        f'<th style="padding:2px 6px;text-align:left;{"opacity:0.5" if "off" in s["setting"] else ""}">'
+        f'{html.escape(s["name"])}<br><span style="font-weight:normal;font-size:0.8em">{html.escape(s["setting"])}</span></th>'
+        for s in stages)
+    rows = []
+    for row, (token_id, text) in enumerate(zip(explanation["candidate_ids"], explanation["candidates"])):
+        mark = " ★" if token_id == explanation["chosen_id"] else ""
+        cells = "".join(_bar(s["probs"][row], s["kept"][row]) for s in stages)
+        rows.append(f'<tr><td style="padding:2px 6px"><code>{html.escape(shown(text))}</code>{mark}</td>{cells}</tr>')
+    kept = "".join(f'<td style="padding:2px 6px;font-size:0.8em">{s["kept_tokens"]} tokens<br>'
+                   f'mass kept {100 * s["mass_kept"]:.1f}%</td>' for s in stages)
+    chosen = " · ★ = the token generated here" if explanation["chosen_id"] is not None else ""
+    return (f'<div style="overflow-x:auto"><p>Next token after …<code>{html.escape(explanation["context"])}</code> '
+            f'(answer token {explanation["position"]}){chosen}</p>'
+            f'<table style="border-collapse:collapse"><tr><th style="text-align:left">token</th>{header}</tr>'
+            f'{"".join(rows)}<tr><td style="font-size:0.8em">kept</td>{kept}</tr></table></div>')
+
+
+def whole_number(name: str, value, default: int) -> int:
+    """An API or Number value as an int (None = default); the studio checks the range."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise knobs.ParamError(name, f"must be a whole number, got {value!r}")
+    return int(number)
+
+
+def text_variants(base: TextParams, mode: str, count: int, knob_name: str, values: str) -> list[tuple[str, TextParams]]:
+    """Labelled variants: seeds, one knob swept, or the three presets over base."""
+    if mode == PRESETS:
+        return [(name, knobs.validate(dataclasses.replace(base, **knobs.text_preset(name)))) for name in TEXT_PRESETS]
+    return make_variants(base, mode, count, knob_name, values)
+
+
+# ----- the tab --------------------------------------------------------------------------------
 
 def build(studio: Studio, sessions: Sessions) -> None:
     spec = studio.model_spec("text")
@@ -20,67 +136,175 @@ def build(studio: Studio, sessions: Sessions) -> None:
         gr.Markdown(model_card(spec))
         with gr.Row():
             with gr.Column(scale=3):
+                with gr.Row():
+                    prompt_mode = control(TextParams, "prompt_mode", scale=1)
+                    system_prompt = control(TextParams, "system_prompt", scale=3, lines=1)
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="text-prompt", placeholder="Ask anything, e.g. Write a haiku about rain.")
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
                     stop = gr.Button("Stop", variant="stop", elem_id="text-stop")
-                answer = gr.Textbox(label="Answer", lines=10, buttons=["copy"], elem_id="text-answer")
+                answer = gr.Textbox("", label="Answer", lines=8, buttons=["copy"], elem_id="text-answer")
+                coloured = gr.HighlightedText(label="Answer tokens, coloured by the model's probability (select one to see its alternatives)",
+                                              color_map=COLOR_MAP, show_legend=True, show_inline_category=False,
+                                              elem_id="text-tokens")
+                alternatives = gr.Markdown(elem_id="text-alternatives")
                 recipe = gr.JSON(label="Recipe (model, knobs, seed, versions)", open=False)
             with gr.Column(scale=2):
+                preset = gr.Radio(list(TEXT_PRESETS), value="Balanced", label="Preset",
+                                  info="Sets the sampling knobs at once: Precise (focused), Balanced (the defaults), Creative (varied).")
                 temperature = control(TextParams, "temperature")
                 top_k = control(TextParams, "top_k")
                 top_p = control(TextParams, "top_p")
-                max_new_tokens = control(TextParams, "max_new_tokens")
+                min_p = control(TextParams, "min_p")
+                typical_p = control(TextParams, "typical_p")
                 repetition_penalty = control(TextParams, "repetition_penalty")
+                no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size")
+                max_new_tokens = control(TextParams, "max_new_tokens")
+                stop_sequences = control(TextParams, "stop_sequences")
                 seed = control(TextParams, "seed")
                 greedy = control(TextParams, "greedy")
-                model = gr.Dropdown(studio.catalog.choices("text"), value=spec.id, label="model")
-        with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
-            mode, count, knob_name, values = variant_controls(TextParams)
+                model = model_dropdown(studio.catalog.choices("text"), spec.id)
+        with gr.Accordion("Why this token? The next-token distribution at each sampling stage", open=True):
+            gr.Markdown("The model runs once per position; moving a knob re-applies the sampling steps to the cached "
+                        "result. Select a token of the answer to explain that position.")
+            with gr.Row():
+                position = gr.Number(value=0, precision=0, minimum=-1, label="answer token",
+                                     info="0 = the first token after the prompt; k = after k answer tokens; -1 = after the whole answer.")
+                top_n = gr.Slider(1, 50, value=10, step=1, label="candidates shown")
+                explain = gr.Button("Explain", elem_id="text-explain")
+            chart = gr.HTML(elem_id="text-explainer")
+            with gr.Accordion("Explainer numbers", open=False):
+                explanation = gr.JSON(label="Explainer numbers")
+        with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
+            with gr.Row():
+                mode = gr.Radio([SEEDS, SWEEP, PRESETS], value=SEEDS, label="Variants",
+                                info="What differs between the columns (sweeps and presets share one seed).")
+                count = gr.Slider(2, 4, value=3, step=1, label="How many (seeds)")
+                knob_name = gr.Dropdown(knobs.sweepable(TextParams), value="temperature", label="Knob to sweep")
+                values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)")
             compare = gr.Button("Compare", elem_id="text-compare")
             with gr.Row():
-                columns = [gr.Textbox(label=f"Variant {i + 1}", lines=10, elem_id=f"text-variant-{i}") for i in range(MAX_COLUMNS)]
+                columns = [gr.Textbox(label=f"Variant {i + 1}", lines=8, elem_id=f"text-variant-{i}") for i in range(MAX_COLUMNS)]
+            with gr.Row():
+                column_tokens = [gr.HighlightedText(label=f"Variant {i + 1} tokens", color_map=COLOR_MAP, show_legend=i == 0,
+                                                    show_inline_category=False, elem_id=f"text-variant-tokens-{i}")
+                                 for i in range(MAX_COLUMNS)]
             compare_recipes = gr.JSON(label="Recipes", open=False)
+        with gr.Accordion("Perplexity: how natural a text is to the model", open=False):
+            pasted = gr.Textbox(label="Text", lines=4, elem_id="text-perplexity-input",
+                                placeholder="Paste a passage; the model scores every token given the ones before it.")
+            score = gr.Button("Perplexity", elem_id="text-perplexity")
+            perplexity_out = gr.Number(label="Perplexity (lower = more natural to the model)", elem_id="text-perplexity-value")
+        answer_state = gr.State(None)  # the last answer: {"text", "tokens"} with token ids and probabilities
+        compare_state = gr.State(None)  # the last comparison: {"columns": [tokens...], "diverge_at", "rates"}
 
     knob_inputs = [temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, greedy]
+    new_knob_inputs = [min_p, typical_p, no_repeat_ngram_size, stop_sequences, system_prompt, prompt_mode]
+    explain_knob_inputs = [temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size,
+                           greedy, system_prompt, prompt_mode]
+    preset_outputs = [temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size, greedy]
+
+    def chosen_params(model, values: dict) -> TextParams:
+        return studio.params("text", model, **values)
 
     def generate_text(prompt, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, greedy,
-                      model=None, request: gr.Request = None):
+                      model=None, min_p=None, typical_p=None, no_repeat_ngram_size=None, stop_sequences=None,
+                      system_prompt=None, prompt_mode=None, request: gr.Request = None):
         """Stream an answer to prompt from the text model (default: the preset's)."""
         with user_errors():
-            chosen = studio.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
-                                   max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                                   seed=seed, greedy=greedy)
+            chosen = chosen_params(model, dict(
+                temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
+                repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, min_p=min_p, typical_p=typical_p,
+                no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
+                system_prompt=system_prompt, prompt_mode=prompt_mode))
             for update in studio.text_stream(prompt, chosen, model, stop=sessions.fresh_stop(request)):
+                state = None
                 if update.result is not None:
                     sessions.keep_recipes(request, [update.result.recipe])
-                yield update.text or update.status
+                    state = {"text": update.text, "tokens": token_dicts(update.tokens)}
+                yield update.text or update.status, state
+
+    def explain_next_token(prompt, answer, position, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+                           no_repeat_ngram_size, greedy, system_prompt, prompt_mode, top_n, model=None, answer_state=None):
+        """The top candidates for one token of the answer (position 0 = the first token after the prompt)
+        and their probability raw, after penalties, temperature, top-k, top-p, min-p and typical-p."""
+        with user_errors():
+            chosen = chosen_params(model, dict(
+                temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, greedy=greedy,
+                system_prompt=system_prompt, prompt_mode=prompt_mode))
+            answer = answer or ""
+            if answer_state and answer_state["text"] == answer:  # the generated ids, not a re-tokenisation
+                answer = [t["id"] for t in answer_state["tokens"]]
+            result = studio.explain_next_token(prompt, chosen, model, answer=answer, position=whole_number("position", position, 0),
+                                               top_n=whole_number("top_n", top_n, 10))
+            return dataclasses.asdict(result)
+
+    def explain_when_shown(current, prompt, answer, position, *rest):
+        """Knob moved: update the chart if one is showing (never an error popup while typing)."""
+        if not current or not (prompt or "").strip():
+            return gr.skip()
+        return explain_next_token(prompt, answer, position, *rest)
 
     def compare_text(prompt, mode, count, knob_name, values, temperature, top_k, top_p, max_new_tokens,
-                     repetition_penalty, seed, greedy, model=None, request: gr.Request = None):
-        """Stream 2-4 variants of one prompt, column by column, each labelled with its settings."""
+                     repetition_penalty, seed, greedy, model=None, min_p=None, typical_p=None,
+                     no_repeat_ngram_size=None, stop_sequences=None, system_prompt=None, prompt_mode=None,
+                     request: gr.Request = None):
+        """Stream 2-4 variants of one prompt together, token by token in turn, each labelled with its settings."""
         with user_errors():
-            base = studio.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                                 seed=seed, greedy=greedy)
-            variants = make_variants(base, mode, count, knob_name, values)
+            base = chosen_params(model, dict(
+                temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
+                repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, min_p=min_p, typical_p=typical_p,
+                no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
+                system_prompt=system_prompt, prompt_mode=prompt_mode))
+            variants = text_variants(base, mode, count, knob_name, values)
             texts = [""] * MAX_COLUMNS
-            stop = sessions.fresh_stop(request)
-            kept = []
-            for i, (label, variant) in enumerate(variants):
-                for update in studio.text_stream(prompt, variant, model, stop=stop, label=label):
-                    texts[i] = update.text or update.status
-                    if update.result is not None:
-                        kept.append(update.result.recipe)
-                    yield texts
-                if stop.is_set():
-                    break
-            sessions.keep_recipes(request, kept)
+            for update in studio.text_compare_stream(prompt, variants, model, stop=sessions.fresh_stop(request)):
+                for i, column in enumerate(update.columns):
+                    texts[i] = column.text or update.status
+                state = None
+                if all(column.result is not None for column in update.columns):
+                    sessions.keep_recipes(request, [column.result.recipe for column in update.columns])
+                    state = {"labels": [label for label, _ in variants], "diverge_at": update.diverge_at,
+                             "columns": [token_dicts(c.tokens) for c in update.columns],
+                             "rates": [c.tokens_per_s for c in update.columns]}
+                yield *texts, state
+
+    def perplexity(text, model=None):
+        """Perplexity of text under the text model: exp of the mean negative log-likelihood per token."""
+        with user_errors():
+            value, _ = studio.perplexity(text, model)
+            return round(value, 3)
+
+    def show_tokens(state):
+        return highlighted(state["tokens"]) if state else None
+
+    def select_token(state, evt: gr.SelectData):
+        if not state or evt.index is None:
+            return gr.skip(), gr.skip()
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        return alternatives_markdown(state["tokens"], index), index
+
+    def show_columns(state):
+        if not state:
+            return [gr.update(value=None, visible=False)] * MAX_COLUMNS
+        shown_columns = [gr.update(value=highlighted(tokens, state["diverge_at"]), visible=True,
+                                   label=column_label(label, tokens, rate))
+                         for label, tokens, rate in zip(state["labels"], state["columns"], state["rates"])]
+        return shown_columns + [gr.update(value=None, visible=False)] * (MAX_COLUMNS - len(shown_columns))
+
+    def apply_preset(name):
+        values = knobs.text_preset(name)
+        return [values[n] for n in PRESET_KNOB_NAMES]
 
     def label_columns(mode, count, knob_name, values, *knob_values):
         with user_errors():
-            base = studio.params("text", None, **dict(zip(KNOB_NAMES, knob_values)))
-            return column_updates(variant_labels(base, mode, count, knob_name, values), MAX_COLUMNS, clear=True)
+            base = studio.params("text", None, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values)))
+            if mode == PRESETS:
+                labels = list(TEXT_PRESETS)
+            else:
+                labels = variant_labels(base, mode, count, knob_name, values)
+            return column_updates(labels, MAX_COLUMNS, clear=True)
 
     def label_from_recipes(request: gr.Request):
         return column_updates([r.label for r in sessions.recipes(request)], MAX_COLUMNS, clear=False)
@@ -88,13 +312,33 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def show_recipes(request: gr.Request):
         return [r.__dict__ for r in sessions.recipes(request)]
 
-    run = gr.on([generate.click, prompt.submit], generate_text, inputs=[prompt, *knob_inputs, model],
-                outputs=answer, api_name="generate_text")
+    explain_inputs = [prompt, answer, position, *explain_knob_inputs, top_n, model, answer_state]
+
+    # the public endpoint first: private events reuse the function's name for theirs
+    explain.click(explain_next_token, inputs=explain_inputs, outputs=explanation, api_name="explain_next_token")
+    run = gr.on([generate.click, prompt.submit], generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs],
+                outputs=[answer, answer_state], api_name="generate_text")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
-    labelled = compare.click(label_columns, inputs=[mode, count, knob_name, values, *knob_inputs], outputs=columns,
-                             api_visibility="private")
-    comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
-                              outputs=columns, api_name="compare_text")
+    shown_tokens = run.then(show_tokens, inputs=answer_state, outputs=coloured, api_visibility="private")
+    shown_tokens.then(lambda: 0, outputs=position, api_visibility="private").then(
+        explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
+    coloured.select(select_token, inputs=answer_state, outputs=[alternatives, position], api_visibility="private").then(
+        explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
+
+    gr.on([c.change for c in explain_knob_inputs + [top_n, model]], explain_when_shown,
+          inputs=[explanation, *explain_inputs], outputs=explanation, trigger_mode="always_last",
+          api_visibility="private")
+    explanation.change(chart_html, inputs=explanation, outputs=chart, api_visibility="private")
+    preset.change(apply_preset, inputs=preset, outputs=preset_outputs, api_visibility="private")
+
+    labelled = compare.click(label_columns, inputs=[mode, count, knob_name, values, *knob_inputs, *new_knob_inputs],
+                             outputs=columns, api_visibility="private")
+    comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
+                                                       *new_knob_inputs],
+                                 outputs=[*columns, compare_state], api_name="compare_text")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
     comparing.then(label_from_recipes, outputs=columns, api_visibility="private")
+    comparing.then(show_columns, inputs=compare_state, outputs=column_tokens, api_visibility="private")
+
+    score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_name="perplexity")
     stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private")

@@ -4,8 +4,10 @@ side-by-side controls, and the translation of backend errors into gr.Error."""
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
+import traceback
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -14,11 +16,20 @@ import gradio as gr
 
 from aigc_studio import params as knobs
 from aigc_studio.catalog import ModelSpec, UnknownModelError
+from aigc_studio.models import OUT_OF_MEMORY, free_memory
 from aigc_studio.shapes import UnknownPromptError
+from aigc_studio.studio import ModelMemoryError
 
 log = logging.getLogger(__name__)
 
 SEEDS, SWEEP = "Different seeds", "Sweep one knob"
+MAX_MESSAGE_CHARS = 400  # an error message quotes the bad value; a megabyte of it helps nobody
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class KnobSlider(gr.Slider):
@@ -34,10 +45,11 @@ class KnobSlider(gr.Slider):
     def preprocess(self, payload):
         try:
             number = float(payload)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             number = float("nan")
         if not self.minimum <= number <= self.maximum:  # NaN fails too
-            raise gr.Error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], got {payload!r}")
+            raise gr.Error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], "
+                           f"got {shown(payload)}")
         return super().preprocess(number)
 
 
@@ -51,7 +63,7 @@ class _NamesItsKnob:
         try:
             return super().preprocess(payload)
         except gr.Error as error:
-            raise gr.Error(f"{self.knob_name}: {error.message}") from None
+            raise gr.Error(f"{self.knob_name}: {error.message}"[:MAX_MESSAGE_CHARS]) from None
 
 
 class KnobDropdown(_NamesItsKnob, gr.Dropdown):
@@ -60,10 +72,38 @@ class KnobDropdown(_NamesItsKnob, gr.Dropdown):
         return "dropdown"
 
 
+class KnobRadio(_NamesItsKnob, gr.Radio):
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "radio"
+
+
 class KnobNumber(_NamesItsKnob, gr.Number):
     @classmethod
     def get_block_name(cls) -> str:
         return "number"
+
+    def preprocess(self, payload):
+        # Gradio's Number compares the payload with its bounds as is: text or NaN
+        # would fail deep inside with a TypeError, so check for a finite number first.
+        if payload is not None:
+            try:
+                number = float(payload)
+            except (TypeError, ValueError, OverflowError):
+                number = float("nan")
+            if isinstance(payload, bool) or not math.isfinite(number):
+                raise gr.Error(f"{self.knob_name}: must be a whole number in [{self.minimum}, {self.maximum}], "
+                               f"got {shown(payload)}")
+            payload = number
+        return super().preprocess(payload)
+
+
+def model_dropdown(choices: list[str], value: str | None, **kwargs) -> KnobDropdown:
+    """The model picker: an id outside the catalog (a path, a Hub repo) is refused
+    before any handler runs, with a message naming the `model` field."""
+    dropdown = KnobDropdown(choices, value=value, label="model", **kwargs)
+    dropdown.knob_name = "model"
+    return dropdown
 
 
 def control(params_type: type, name: str, value=None, **kwargs) -> gr.components.Component:
@@ -96,10 +136,13 @@ def control(params_type: type, name: str, value=None, **kwargs) -> gr.components
 def variant_controls(params_type: type) -> tuple[gr.Radio, gr.Slider, gr.Dropdown, gr.Textbox]:
     """Controls for 2-4 variants side by side: seeds, or one knob swept over values."""
     with gr.Row():
-        mode = gr.Radio([SEEDS, SWEEP], value=SEEDS, label="Variants", info="What differs between the columns.")
-        count = gr.Slider(2, 4, value=3, step=1, label="How many (seeds)")
-        knob_name = gr.Dropdown(knobs.sweepable(params_type), value=knobs.sweepable(params_type)[0], label="Knob to sweep")
+        mode = KnobRadio([SEEDS, SWEEP], value=SEEDS, label="Variants", info="What differs between the columns.")
+        count = KnobSlider(2, 4, value=3, step=1, label="How many (seeds)")
+        sweepable = knobs.sweepable(params_type)
+        knob_name = KnobDropdown(sweepable, value=sweepable[0], label="Knob to sweep")
         values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)")
+    # API users see these names in error messages: they are the endpoints' keywords.
+    mode.knob_name, count.knob_name, knob_name.knob_name = "mode", "count", "knob_name"
     return mode, count, knob_name, values
 
 
@@ -138,9 +181,13 @@ def user_errors() -> Iterator[None]:
     except gr.Error:
         raise
     except (knobs.ParamError, UnknownModelError, UnknownPromptError, ValueError, FileNotFoundError) as error:
-        raise gr.Error(str(error)) from None
-    except MemoryError:
-        raise gr.Error("Out of memory: try a smaller size, fewer steps or a smaller model.") from None
+        raise gr.Error(str(error)[:MAX_MESSAGE_CHARS]) from None
+    except OUT_OF_MEMORY as error:  # the Studio's ModelMemoryError says what ran out; a raw one is freed here
+        message = str(error) if isinstance(error, ModelMemoryError) else (
+            "Out of memory: try a smaller size, fewer steps or a smaller model. The studio is still running.")
+        traceback.clear_frames(error.__traceback__)
+        free_memory()
+        raise gr.Error(message) from None
     except Exception as error:  # keep serving: one bad request never kills the demo
         log.exception("generation failed")
         raise gr.Error(f"Generation failed ({type(error).__name__}); the studio is still running, please try again.") from None
@@ -192,10 +239,13 @@ class Sessions:
         return self.kept(request, "recipes", [])
 
 
-def run_in_worker(work: Callable[[Callable[[Any], None]], Any]) -> Iterator[tuple[str, Any]]:
+def run_in_worker(work: Callable[[Callable[[Any], None]], Any],
+                  stop: threading.Event | None = None) -> Iterator[tuple[str, Any]]:
     """Run work(emit) in a thread and yield ("update", item) for every emit, then
     ("result", its return value). Lets a Gradio generator stream progress
-    (e.g. denoising previews) from a blocking backend call. Errors re-raise here."""
+    (e.g. denoising previews) from a blocking backend call. Errors re-raise here.
+    A consumer that goes away early (a cancelled request) sets `stop`, so the work
+    can end at its next check instead of running on for nobody."""
     events: queue.Queue = queue.Queue()
 
     def target() -> None:
@@ -205,10 +255,16 @@ def run_in_worker(work: Callable[[Callable[[Any], None]], Any]) -> Iterator[tupl
             events.put(("error", error))
 
     threading.Thread(target=target, daemon=True).start()
-    while True:
-        kind, value = events.get()
-        if kind == "error":
-            raise value
-        yield kind, value
-        if kind == "result":
-            return
+    finished = False
+    try:
+        while True:
+            kind, value = events.get()
+            finished = kind != "update"
+            if kind == "error":
+                raise value
+            yield kind, value
+            if kind == "result":
+                return
+    finally:
+        if not finished and stop is not None:
+            stop.set()

@@ -34,10 +34,11 @@ class KnobSlider(gr.Slider):
     def preprocess(self, payload):
         try:
             number = float(payload)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             number = float("nan")
         if not self.minimum <= number <= self.maximum:  # NaN fails too
-            raise gr.Error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], got {payload!r}")
+            raise gr.Error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], "
+                           f"got {shown(payload)}")
         return super().preprocess(number)
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
@@ -156,3 +157,50 @@ class Sessions:
     def recipes(self, request: gr.Request | None) -> list:
         with self._lock:
             return self._recipes.get(self.key(request), [])
+class KnobDropdown(_NamesItsKnob, gr.Dropdown):
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "dropdown"
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
+class KnobNumber(_NamesItsKnob, gr.Number):
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "number"
+
+    def preprocess(self, payload):
+        # Gradio's Number compares the payload with its bounds as is: text or NaN
+        # would fail deep inside with a TypeError, so check for a finite number first.
+        if payload is not None:
+            try:
+                number = float(payload)
+            except (TypeError, ValueError, OverflowError):
+                number = float("nan")
+            if isinstance(payload, bool) or not math.isfinite(number):
+                raise gr.Error(f"{self.knob_name}: must be a whole number in [{self.minimum}, {self.maximum}], "
+                               f"got {shown(payload)}")
+            payload = number
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
+class KnobRadio(_NamesItsKnob, gr.Radio):
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "radio"
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    

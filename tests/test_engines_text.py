@@ -1,0 +1,292 @@
+"""Text engine: sampling knobs, columns streamed in turn, the next-token explainer, perplexity.
+
+Correctness tests run on the REAL embedded model (SmolLM2-135M-Instruct through a
+Studio with the offline preset; converted once into the studio cache, ~20 s the
+first time). Plumbing tests run on the tiny random model from conftest. Every
+answer is a few tokens long: the whole suite must stay quick.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+
+import pytest
+import torch
+from transformers import (
+    MinPLogitsWarper,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
+
+from aigc_studio import params as knobs
+from aigc_studio.config import Settings
+from aigc_studio.engines import text as text_engine
+from aigc_studio.params import ParamError, TextParams
+from aigc_studio.studio import Studio
+from tests.conftest import TEXT_ID
+
+PROMPT = "spring rain"  # tiny model
+QUESTION = "Name three colours."  # real model
+PASSAGE = ("The river runs through the old town, past the market and the stone bridge. In the morning the "
+           "fishermen bring their boats to the shore, and children walk along the bank on their way to school.")
+
+
+def loaded(studio: Studio, model_id: str) -> text_engine.TextModel:
+    studio.load("text", model_id)
+    return studio.models.get(model_id, lambda: None).value
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory) -> Studio:
+    """The embedded SmolLM2 on CPU, one thread; the cache folder is the user's (or
+    AIGC_CACHE_DIR), so the GGUF is converted once for every test module."""
+    settings = Settings.from_env()
+    settings.preset, settings.device, settings.dtype, settings.threads = "offline", "cpu", "auto", 1
+    settings.output_dir = tmp_path_factory.mktemp("real-text") / "outputs"
+    studio = Studio(settings)
+    studio.load("text")
+    return studio
+
+
+@pytest.fixture(scope="module")
+def s(studio) -> Studio:
+    return studio()
+
+
+# ===== the real model: knobs do what they say ===================================================
+
+def test_top_k_1_equals_greedy(real):
+    greedy = real.text(QUESTION, greedy=True, max_new_tokens=8, seed=0)
+    for seed, temperature in ((1, 0.7), (2, 1.6)):
+        sampled = real.text(QUESTION, top_k=1, temperature=temperature, seed=seed, max_new_tokens=8)
+        assert sampled.output == greedy.output
+
+
+def apply_in_generate_order(input_ids: torch.Tensor, logits: torch.Tensor, p: TextParams) -> list[torch.Tensor]:
+    """The documented transforms, built here from the knob values with transformers' own
+    classes: penalties, then temperature, top-k, top-p, min-p, typical-p."""
+    steps = [logits]
+    penalised = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(input_ids, logits.clone())
+    steps.append(NoRepeatNGramLogitsProcessor(p.no_repeat_ngram_size)(input_ids, penalised))
+    for warper in (TemperatureLogitsWarper(p.temperature), TopKLogitsWarper(p.top_k), TopPLogitsWarper(p.top_p),
+                   MinPLogitsWarper(p.min_p), TypicalLogitsWarper(p.typical_p)):
+        steps.append(warper(input_ids, steps[-1].clone()))
+    return steps
+
+
+def test_explainer_probabilities_are_softmax_of_the_transformed_logits(real):
+    chosen = real.params("text", temperature=0.8, top_k=20, top_p=0.9, min_p=0.02, typical_p=0.95,
+                         repetition_penalty=1.3, no_repeat_ngram_size=2, max_new_tokens=1, seed=0)
+    explanation = real.explain_next_token(QUESTION, chosen, top_n=12)
+    text_model = loaded(real, real.model_spec("text").id)
+    input_ids = text_engine.encode_prompt(text_model, QUESTION, chosen)
+    with torch.inference_mode():
+        logits = text_model.model(input_ids).logits[:, -1].float()
+        expected = apply_in_generate_order(input_ids, logits, chosen)
+        out = text_model.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), output_scores=True,
+                                        return_dict_in_generate=True, pad_token_id=text_model.tokenizer.pad_token_id,
+                                        **text_engine.generation_kwargs(chosen))
+    index = torch.tensor(explanation.candidate_ids)
+    assert [s.name for s in explanation.stages] == ["raw", "penalties", "temperature", "top-k", "top-p", "min-p", "typical-p"]
+    for stage, scores in zip(explanation.stages, expected):
+        probs = torch.softmax(scores[0], dim=-1)
+        assert torch.allclose(torch.tensor(stage.probs), probs[index], atol=1e-5), stage.name
+        assert stage.kept_tokens == int(torch.isfinite(scores[0]).sum()), stage.name
+    # ... and the last stage is exactly the distribution generate() samples from
+    sampled_from = torch.softmax(out.scores[0][0], dim=-1)
+    assert torch.allclose(torch.tensor(explanation.stages[-1].probs), sampled_from[index], atol=1e-5)
+    assert explanation.stages[-1].kept_tokens == int(torch.isfinite(out.scores[0][0]).sum())
+    assert explanation.stages[3].kept_tokens == 20  # top-k cut to k
+
+
+def test_top_p_keeps_the_smallest_set_with_mass_at_least_p(real):
+    chosen = real.params("text", temperature=1.0, top_k=0, top_p=0.3, repetition_penalty=1.0)
+    stages = {s.name: s for s in real.explain_next_token(QUESTION, chosen, top_n=50).stages}
+    before, top_p = stages["top-k"], stages["top-p"]  # top-k is off: the full distribution
+    kept = [p for p, k in zip(before.probs, top_p.kept) if k]
+    assert 2 <= top_p.kept_tokens == len(kept) < 50
+    assert top_p.kept == [True] * len(kept) + [False] * (len(top_p.kept) - len(kept))  # the likeliest ones
+    assert sum(kept) == pytest.approx(top_p.mass_kept, abs=1e-6)
+    assert sum(kept) >= 0.3 > sum(kept) - min(kept)  # enough mass, and no token to spare
+    assert sum(top_p.probs) == pytest.approx(1.0, abs=1e-5)  # renormalised over the kept tokens
+
+
+def test_same_seed_gives_the_same_text(real):
+    first = real.text(QUESTION, temperature=1.2, seed=7, max_new_tokens=8).output
+    assert real.text(QUESTION, temperature=1.2, seed=7, max_new_tokens=8).output == first
+
+
+def test_mean_output_entropy_rises_with_temperature(real):
+    """Per-token surprisal of what was sampled (-log p under the model), averaged over
+    prompts and seeds: an estimate of the output's entropy."""
+    prompts = ["Tell me about the sea.", "Describe a city at night.", "What do cats like?"]
+    means = []
+    for temperature in (0.3, 1.0, 1.7):
+        tokens = []
+        for i, prompt in enumerate(prompts):
+            chosen = real.params("text", temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                                 max_new_tokens=10, seed=100 + i)
+            tokens += list(real.text_stream(prompt, chosen))[-1].tokens
+        means.append(-text_engine.mean_logprob(tokens))
+    assert means[0] < means[1] < means[2], means
+
+
+def test_perplexity_of_natural_text_is_below_the_same_words_shuffled(real):
+    words = PASSAGE.split()
+    random.Random(0).shuffle(words)
+    natural, scored = real.perplexity(PASSAGE)
+    shuffled, _ = real.perplexity(" ".join(words))
+    assert scored > 30
+    assert 1.0 < natural < shuffled / 3
+
+
+# ===== the tiny model: plumbing =================================================================
+
+def test_columns_stream_in_turn_and_equal_lone_generations(s):
+    variants = [TextParams(temperature=0.5, seed=3, max_new_tokens=6), TextParams(temperature=1.5, seed=3, max_new_tokens=6),
+                TextParams(top_k=1, seed=9, max_new_tokens=6)]
+    order = [column for column, _ in text_engine.stream_many(loaded(s, TEXT_ID), PROMPT, variants)]
+    lengths = [order.count(i) for i in range(3)]
+    both = 3 * min(lengths)
+    assert order[:both] == [0, 1, 2] * min(lengths)  # interleaved, not one column after another
+    updates = list(s.text_compare_stream(PROMPT, [(f"v{i}", p) for i, p in enumerate(variants)]))
+    for column, p in zip(updates[-1].columns, variants):
+        assert column.result.output == s.text(PROMPT, temperature=p.temperature, top_k=p.top_k, seed=p.seed,
+                                              max_new_tokens=6).output
+        assert column.tokens_per_s > 0 and column.mean_logprob < 0
+
+
+def test_compare_shares_one_drawn_seed_and_finds_the_first_difference(s):
+    variants = [("greedy", TextParams(greedy=True, max_new_tokens=8)), ("hot", TextParams(temperature=2.0, top_k=0, max_new_tokens=8))]
+    final = list(s.text_compare_stream(PROMPT, variants))[-1]
+    seeds = {c.result.recipe.params["seed"] for c in final.columns}
+    assert len(seeds) == 1 and seeds.pop() >= 0
+    ids = [[t.id for t in c.tokens] for c in final.columns]
+    d = final.diverge_at
+    assert d is not None and ids[0][:d] == ids[1][:d] and (d == min(map(len, ids)) or ids[0][d] != ids[1][d])
+    same = list(s.text_compare_stream(PROMPT, [("a", TextParams(greedy=True, max_new_tokens=5))] * 2))[-1]
+    assert same.diverge_at is None
+
+
+def test_stop_event_ends_every_column(s):
+    stop = threading.Event()
+    variants = [("a", TextParams(seed=1, max_new_tokens=300)), ("b", TextParams(seed=2, max_new_tokens=300))]
+    seen = 0
+    for update in s.text_compare_stream(PROMPT, variants, stop=stop):
+        seen += 1
+        if seen == 4:
+            stop.set()
+    assert all(len(c.tokens) <= 4 for c in update.columns)
+    assert all(c.result is not None for c in update.columns)
+
+
+def test_stop_sequences_end_the_answer_and_are_left_out(s):
+    full = s.text(PROMPT, greedy=True, max_new_tokens=12, repetition_penalty=1.0).output
+    words = full.split()
+    stop_word = next(w for w in words[2:] if len(w) >= 3 and full.find(w) == full.find(" " + w) + 1)
+    chosen = s.params("text", greedy=True, max_new_tokens=12, repetition_penalty=1.0, stop_sequences=f"zzz, {stop_word}")
+    cut = list(s.text_stream(PROMPT, chosen))[-1]
+    assert cut.text == cut.result.output == full[:full.find(stop_word)]
+    assert stop_word not in cut.text
+    assert len(cut.tokens) == len(full[:full.find(stop_word)].split()) + 1  # generation ended at the stop word
+
+
+def test_visible_text_holds_back_a_possible_stop_sequence():
+    assert text_engine.visible_text("hello wor", ["world"], final=False) == "hello "
+    assert text_engine.visible_text("hello wor", ["world"], final=True) == "hello wor"
+    assert text_engine.visible_text("a ### b ###", ["###", "b"], final=True) == "a "
+    assert text_engine.visible_text("line one\n\nline two", ["\n\n"], final=False) == "line one"
+    assert knobs.stop_sequences(" ###, \\n\\n ,") == ["###", "\n\n"]
+    with pytest.raises(ParamError, match="stop_sequences"):
+        knobs.make(TextParams, stop_sequences="a, b, c, d, e")
+
+
+def test_min_p_1_and_no_repeat_ngrams_act(s):
+    greedy = s.text(PROMPT, greedy=True, max_new_tokens=12, repetition_penalty=1.0)
+    assert s.text(PROMPT, min_p=1.0, temperature=1.8, top_k=0, top_p=1.0, seed=4, max_new_tokens=12,
+                  repetition_penalty=1.0).output == greedy.output  # min-p 1 keeps only the likeliest
+    tokens = list(s.text_stream(PROMPT, s.params("text", greedy=True, max_new_tokens=12, repetition_penalty=1.0,
+                                                 no_repeat_ngram_size=1)))[-1].tokens
+    ids = [t.id for t in tokens]
+    assert len(ids) == len(set(ids))  # a 1-gram may never repeat
+
+
+def test_tokens_carry_probabilities_and_alternatives(s):
+    tokens = list(s.text_stream(PROMPT, s.params("text", seed=5, max_new_tokens=6)))[-1].tokens
+    assert len(tokens) == 6
+    for token in tokens:
+        assert 0.0 < token.probability <= 1.0 and token.seconds > 0
+        assert len(token.alternatives) == text_engine.ALTERNATIVES
+        probs = [p for _, p in token.alternatives]
+        assert probs == sorted(probs, reverse=True) and probs[0] >= token.probability
+
+
+def test_explainer_runs_the_model_once_per_context(s):
+    text_model = loaded(s, TEXT_ID)
+    calls = []
+    handle = text_model.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        first = s.explain_next_token("the quiet town", s.params("text", temperature=0.5))
+        moved = s.explain_next_token("the quiet town", s.params("text", temperature=1.5, top_k=3))
+        assert len(calls) == 1  # moving knobs re-applies the processors only
+        assert first.stages[0].probs == moved.stages[0].probs and first.stages[2].probs != moved.stages[2].probs
+        s.explain_next_token("a red circle", s.params("text"))
+        assert len(calls) == 2
+    finally:
+        handle.remove()
+
+
+def test_explainer_at_each_position_of_a_greedy_answer_keeps_the_generated_token(s):
+    chosen = s.params("text", greedy=True, max_new_tokens=6)
+    final = list(s.text_stream(PROMPT, chosen))[-1]
+    ids = [t.id for t in final.tokens]
+    for position in range(len(ids)):
+        explanation = s.explain_next_token(PROMPT, chosen, answer=ids, position=position, top_n=3)
+        greedy = explanation.stages[-1]
+        assert explanation.chosen_id == ids[position] and greedy.name == "greedy" and greedy.kept_tokens == 1
+        assert greedy.kept[explanation.candidate_ids.index(ids[position])]
+    at_end = s.explain_next_token(PROMPT, chosen, answer=final.text, position=-1)
+    assert at_end.position == len(ids) and at_end.chosen_id is None
+    with pytest.raises(ParamError, match="position"):
+        s.explain_next_token(PROMPT, chosen, answer=ids, position=len(ids) + 1)
+    with pytest.raises(ParamError, match="top_n"):
+        s.explain_next_token(PROMPT, chosen, top_n=0)
+
+
+def test_prompt_modes_and_system_prompt(s):
+    text_model = loaded(s, TEXT_ID)
+    tokenizer = text_model.tokenizer
+    chat = tokenizer.decode(text_engine.encode_prompt(text_model, PROMPT, TextParams(system_prompt="write a poem"))[0])
+    assert chat.startswith("<|system|> write a poem <|end|>") and "<|user|> spring rain" in chat
+    plain = tokenizer.decode(text_engine.encode_prompt(text_model, PROMPT, TextParams(prompt_mode="completion"))[0])
+    assert plain == "spring rain"
+    completion = s.text(PROMPT, prompt_mode="completion", greedy=True, max_new_tokens=4)
+    assert completion.output and completion.recipe.params["prompt_mode"] == "completion"
+
+
+def test_presets_set_every_sampling_knob():
+    names = set(knobs.TEXT_PRESETS["Balanced"])
+    for name in knobs.TEXT_PRESETS:
+        values = knobs.text_preset(name)
+        assert set(values) == names
+        knobs.make(TextParams, **values)  # every preset is within range
+    assert knobs.make(TextParams, **knobs.text_preset("Balanced")) == TextParams()  # Balanced = the defaults
+    assert knobs.text_preset("Precise")["temperature"] < 0.7 < knobs.text_preset("Creative")["temperature"]
+    with pytest.raises(ParamError, match="preset"):
+        knobs.text_preset("Wild")
+
+
+def test_generation_kwargs_turn_off_what_is_off():
+    off = text_engine.generation_kwargs(TextParams(min_p=0.0, typical_p=1.0, repetition_penalty=1.0))
+    assert off["min_p"] is None and off["typical_p"] == 1.0 and list(off["logits_processor"]) == []
+    on = text_engine.generation_kwargs(TextParams(min_p=0.1, no_repeat_ngram_size=3, repetition_penalty=1.2))
+    assert on["min_p"] == 0.1 and on["repetition_penalty"] == 1.0  # the penalties travel as processors
+    assert [type(p).__name__ for p in on["logits_processor"]] == ["RepetitionPenaltyLogitsProcessor",
+                                                                  "NoRepeatNGramLogitsProcessor"]
+    assert math.isclose(text_engine.mean_logprob([]), 0.0)

@@ -1,0 +1,97 @@
+"""Text tab: what the coloured answer, the explainer chart and the variants show, and
+(in a real browser) that knobs, presets and token clicks drive the explainer."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from aigc_studio import params as knobs
+from aigc_studio.params import ParamError, TextParams
+from aigc_studio.ui import text_tab
+from aigc_studio.ui.widgets import SWEEP
+from tests.live_server import running_app
+from tests.test_ui import CHROMIUM, FLAGS, GENERATION
+
+
+def token(text: str, p: float, special: bool = False) -> dict:
+    return {"id": 0, "text": text, "p": p, "logprob": -1.0, "special": special, "alternatives": [[text, p], ["x y", 0.01]]}
+
+
+def test_tokens_are_coloured_by_probability_and_the_first_difference_stands_out():
+    tokens = [token("The", 0.95), token(" sea", 0.6), token(" is", 0.2), token(" loud", 0.01), token("", 0.8, special=True)]
+    assert text_tab.highlighted(tokens) == [("The", "p ≥ 0.9"), (" sea", "p 0.5–0.9"), (" is", "p 0.1–0.5"),
+                                            (" loud", "p < 0.1"), ("⟨end⟩", "p 0.5–0.9")]
+    assert [c for _, c in text_tab.highlighted(tokens, diverge_at=2)][2] == text_tab.DIVERGES
+    assert set(text_tab.COLOR_MAP) == {label for _, label in text_tab.PROBABILITY_BINS} | {text_tab.DIVERGES}
+
+
+def test_alternatives_and_column_label_show_the_numbers():
+    tokens = [token(" sea", 0.6), token(" is", 0.2)]
+    markdown = text_tab.alternatives_markdown(tokens, 0)
+    assert "`␣sea`" in markdown and "60.0%" in markdown and "`x␣y`" in markdown and "1.0%" in markdown
+    assert text_tab.column_label("temperature=0.3", tokens, 12.345) == \
+        "temperature=0.3 · 2 tokens · 12.3 tok/s · mean log-prob -1.00"
+
+
+def test_chart_marks_cut_tokens_the_chosen_one_and_the_mass_kept():
+    stage = lambda name, setting, probs, kept, mass: {"name": name, "setting": setting, "probs": probs, "kept": kept,
+                                                      "kept_tokens": sum(kept), "mass_kept": mass}
+    explanation = {"context": "<b>Hi</b>", "position": 3, "candidate_ids": [7, 8], "candidates": [" Paris", "\n"],
+                   "chosen_id": 8, "stages": [stage("raw", "model", [0.7, 0.2], [True, True], 1.0),
+                                              stage("top-k", "1", [1.0, 0.0], [True, False], 0.7),
+                                              stage("min-p", "off", [1.0, 0.0], [True, False], 1.0)]}
+    html = text_tab.chart_html(explanation)
+    assert "&lt;b&gt;Hi&lt;/b&gt;" in html and "<b>Hi" not in html  # token text is escaped
+    assert "␣Paris" in html and "⏎</code> ★" in html  # the generated token is starred
+    assert html.count("line-through") == 2  # "\n" is cut by top-k and stays cut
+    assert "mass kept 70.0%" in html and "answer token 3" in html
+    assert text_tab.chart_html(None) == ""
+
+
+def test_variants_presets_share_the_base_and_set_their_knobs():
+    base = knobs.make(TextParams, seed=11, max_new_tokens=9, stop_sequences="###")
+    variants = text_tab.text_variants(base, text_tab.PRESETS, 2, "temperature", "")
+    assert [label for label, _ in variants] == list(knobs.TEXT_PRESETS)
+    for (name, params) in variants:
+        assert (params.seed, params.max_new_tokens, params.stop_sequences) == (11, 9, "###")
+        assert params.temperature == knobs.TEXT_PRESETS[name]["temperature"]
+    swept = text_tab.text_variants(base, SWEEP, 2, "min_p", "0, 0.1")
+    assert [p.min_p for _, p in swept] == [0.0, 0.1] and {p.seed for _, p in swept} == {11}
+
+
+@pytest.mark.parametrize("value, expected", [(None, 5), ("", 5), (3, 3), (3.0, 3), ("-1", -1)])
+def test_whole_number_reads_api_values(value, expected):
+    assert text_tab.whole_number("position", value, 5) == expected
+
+
+@pytest.mark.parametrize("value", [2.5, "two", float("nan")])
+def test_whole_number_refuses_the_rest_naming_the_field(value):
+    with pytest.raises(ParamError, match="^position:"):
+        text_tab.whole_number("position", value, 0)
+
+
+def test_browser_explainer_follows_presets_and_selected_tokens(tmp_path):
+    with running_app(tmp_path / "server") as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.locator("#text-prompt textarea").fill("What is the capital of France?")
+        page.locator("#text-explain").click()
+        temperature = page.locator("#text-explainer th").nth(3)
+        expect(temperature).to_contain_text("0.7", timeout=GENERATION)
+        page.get_by_text("Creative", exact=True).click()  # a preset moves several knobs; the chart follows
+        expect(temperature).to_contain_text("1.1", timeout=GENERATION)
+        expect(page.locator("#text-explainer th").nth(4)).to_contain_text("off")  # Creative turns top-k off
+        page.get_by_label("greedy").check()
+        page.locator("#text-generate").click()
+        expect(page.locator("#text-answer textarea")).to_have_value(re.compile("Paris"), timeout=GENERATION)
+        tokens = page.locator("#text-tokens span.token")
+        expect(tokens.nth(3)).to_be_visible(timeout=GENERATION)
+        tokens.nth(3).click()
+        expect(page.locator("#text-alternatives")).to_contain_text("Token 3", timeout=GENERATION)
+        expect(page.locator("#text-explainer")).to_contain_text("answer token 3", timeout=GENERATION)
+        expect(page.locator("#text-explainer")).to_contain_text("★")  # the token generated there
+        browser.close()
