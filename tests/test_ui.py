@@ -26,7 +26,7 @@ def page(tmp_path_factory):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
-        expect(page.get_by_text("preset")).to_be_visible(timeout=60_000)
+        expect(page.locator("#header")).to_contain_text("preset", timeout=60_000)
         yield page
         browser.close()
 

@@ -71,10 +71,10 @@ class ShapesPipeline(DiffusionPipeline):
             latents = torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for g in generator])
         else:
             latents = torch.randn(shape, generator=generator, dtype=torch.float32)
-        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-
+        # set_timesteps first: Euler-type schedulers derive init_noise_sigma from the chosen timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
+        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_input_latents = latents
             model_input = torch.cat([latents] * 2) if do_cfg else latents

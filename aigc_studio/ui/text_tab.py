@@ -14,8 +14,8 @@ from aigc_studio import params as knobs
 from aigc_studio.params import TEXT_PRESETS, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
-    SEEDS, SWEEP, Sessions, column_updates, control, make_variants, model_card, model_dropdown, user_errors,
-    variant_labels,
+    Sessions, column_updates, control, make_variants, model_card, model_dropdown, user_errors,
+    variant_controls, variant_labels,
 )
 
 MAX_COLUMNS = 4
@@ -176,12 +176,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             with gr.Accordion("Explainer numbers", open=False):
                 explanation = gr.JSON(label="Explainer numbers")
         with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
-            with gr.Row():
-                mode = gr.Radio([SEEDS, SWEEP, PRESETS], value=SEEDS, label="Variants",
-                                info="What differs between the columns (sweeps and presets share one seed).")
-                count = gr.Slider(2, 4, value=3, step=1, label="How many (seeds)")
-                knob_name = gr.Dropdown(knobs.sweepable(TextParams), value="temperature", label="Knob to sweep")
-                values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)")
+            mode, count, knob_name, values = variant_controls(
+                TextParams, extra_modes=(PRESETS,), info="What differs between the columns (sweeps and presets share one seed).")
             compare = gr.Button("Compare", elem_id="text-compare")
             with gr.Row():
                 columns = [gr.Textbox(label=f"Variant {i + 1}", lines=8, elem_id=f"text-variant-{i}") for i in range(MAX_COLUMNS)]

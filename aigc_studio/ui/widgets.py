@@ -133,10 +133,11 @@ def control(params_type: type, name: str, value=None, **kwargs) -> gr.components
     return slider
 
 
-def variant_controls(params_type: type) -> tuple[gr.Radio, gr.Slider, gr.Dropdown, gr.Textbox]:
-    """Controls for 2-4 variants side by side: seeds, or one knob swept over values."""
+def variant_controls(params_type: type, extra_modes: tuple[str, ...] = (),
+                     info: str = "What differs between the columns.") -> tuple[gr.Radio, gr.Slider, gr.Dropdown, gr.Textbox]:
+    """Controls for 2-4 variants side by side: seeds, or one knob swept over values (plus extra_modes)."""
     with gr.Row():
-        mode = KnobRadio([SEEDS, SWEEP], value=SEEDS, label="Variants", info="What differs between the columns.")
+        mode = KnobRadio([SEEDS, SWEEP, *extra_modes], value=SEEDS, label="Variants", info=info)
         count = KnobSlider(2, 4, value=3, step=1, label="How many (seeds)")
         sweepable = knobs.sweepable(params_type)
         knob_name = KnobDropdown(sweepable, value=sweepable[0], label="Knob to sweep")
