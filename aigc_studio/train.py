@@ -49,7 +49,9 @@ def build_unet() -> UNet2DModel:
 
 
 def build_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
+    # clip_sample only acts when sampling: clipping each predicted x0 made DDIM's deterministic
+    # steps drift (adherence 0.54 instead of 0.98) and no scheduler needed it
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
 
 
 def make_dataset(size: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
