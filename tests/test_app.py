@@ -99,6 +99,8 @@ def test_compare_audio_sweeps_speed(client):
     ("/generate_image", dict(prompt="a red circle", width=100), "width"),
     ("/generate_image", dict(prompt="a purple hexagon"), "prompt"),
     ("/generate_audio", dict(prompt="hi", speed=0), "speed"),
+    ("/compare_text", dict(prompt="hi", count="abc"), "count"),
+    ("/compare_image", dict(prompt="a red circle", count=9), "count"),
 ])
 def test_bad_input_names_the_field_and_server_keeps_serving(client, endpoint, kwargs, field):
     with pytest.raises(Exception) as error:
