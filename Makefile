@@ -34,6 +34,8 @@ test: dev
 bench: install
 	$(PY) bench/startup.py
 	$(PY) bench/text_overhead.py
+	$(PY) bench/image_overhead.py
+	$(PY) bench/audio_rtf.py
 
 clean:
 	rm -rf $(VENV) outputs test-artifacts .pytest_cache
