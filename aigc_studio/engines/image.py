@@ -79,12 +79,12 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, memory: MemoryOptions
     memory = memory or MemoryOptions()
     if spec.kind == "shapes":
         folder = Path(spec.location)
-        unet = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
+        unet = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, dtype=dtype)
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
         pipe = ShapesPipeline(unet=unet, scheduler=scheduler)
     else:
         pipe = AutoPipelineForText2Image.from_pretrained(
-            spec.location, revision=spec.revision, torch_dtype=dtype, use_safetensors=True
+            spec.location, revision=spec.revision, dtype=dtype, use_safetensors=True
         )
         if getattr(pipe, "safety_checker", None) is None and hasattr(pipe, "requires_safety_checker"):
             pipe.register_to_config(requires_safety_checker=False)
@@ -107,7 +107,7 @@ def _load_preview_decoder(spec: ModelSpec, device: str, dtype: torch.dtype) -> A
     if spec.preview_decoder is None:
         return None
     try:
-        decoder = AutoencoderTiny.from_pretrained(spec.preview_decoder, torch_dtype=dtype, use_safetensors=True)
+        decoder = AutoencoderTiny.from_pretrained(spec.preview_decoder, dtype=dtype, use_safetensors=True)
     except OSError as error:  # offline or missing: previews still work, just blurrier
         log.warning("no preview decoder %s (%s); using a linear latent preview", spec.preview_decoder, error)
         return None
