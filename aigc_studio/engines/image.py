@@ -86,7 +86,7 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, memory: MemoryOptions
         pipe = AutoPipelineForText2Image.from_pretrained(
             spec.location, revision=spec.revision, dtype=dtype, use_safetensors=True
         )
-        if getattr(pipe, "safety_checker", None) is None and hasattr(pipe, "requires_safety_checker"):
+        if getattr(pipe, "safety_checker", None) is None and "requires_safety_checker" in pipe.config:
             pipe.register_to_config(requires_safety_checker=False)
     if memory.cpu_offload and device != "cpu":
         pipe.enable_model_cpu_offload(device=device)
