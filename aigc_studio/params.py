@@ -99,7 +99,7 @@ class AudioParams:
     temperature: float = knob(1.0, 0.05, 2.0, "Music: sampling temperature of the audio tokens.")
     top_k: int = knob(250, 0, 2048, "Music: keep only the k likeliest audio tokens (0 = off).")
     top_p: float = knob(1.0, 0.01, 1.0, "Music: nucleus sampling over audio tokens.")
-    guidance: float = knob(3.0, 0.0, 10.0, "Music: classifier-free guidance toward the text.")
+    guidance: float = knob(3.0, 1.0, 10.0, "Music: classifier-free guidance toward the text (1 = off).")
     duration: float = knob(8.0, 0.5, 30.0, "Music: length in seconds.")
     semantic_temperature: float = knob(0.7, 0.05, 1.5, "Bark: temperature of the text-to-semantic stage (what is said, and how).")
     coarse_temperature: float = knob(0.7, 0.05, 1.5, "Bark: temperature of the first two audio codebooks (voice and prosody).")
@@ -199,11 +199,12 @@ def resolve_seed(params: Params) -> Params:
 def variants(params: Params, knob_name: str, values: list[Any]) -> list[tuple[str, Params]]:
     """Labelled copies of params with one knob swept over values (2-4 of them).
 
-    knob_name "seed" with values [] gives 4 consecutive seeds from params.seed.
+    Seed -1 is drawn once here, so the variants differ only by the swept knob.
     """
     spec(type(params), knob_name)
     if not 2 <= len(values) <= 4:
         raise ParamError("values", f"give 2 to 4 values to compare, got {len(values)}")
+    params = resolve_seed(params)
     out = []
     for value in values:
         varied = validate(dataclasses.replace(params, **{knob_name: value}))

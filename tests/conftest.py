@@ -220,6 +220,10 @@ def build_musicgen(folder: Path) -> Path:
             if isinstance(module, EncodecEuclideanCodebook):
                 module.embed.normal_()
                 module.embed_avg.copy_(module.embed)
+        # Random heads give near-uniform logits (|logit| ~ 0.05): temperature and guidance
+        # would hardly move a sample. Sharpened, every sampling knob visibly matters.
+        for head in model.decoder.lm_heads:
+            head.weight.mul_(100)
     model.save_pretrained(folder, safe_serialization=True)
     feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=MUSICGEN_SAMPLE_RATE)
     MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(folder)

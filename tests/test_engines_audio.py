@@ -243,3 +243,10 @@ def test_musicgen_gain_applies_too(s):
     plain = s.audio("a calm piano", model=MUSICGEN_ID, seed=1).output[1]
     halved = s.audio("a calm piano", model=MUSICGEN_ID, seed=1, gain_db=20 * np.log10(0.5)).output[1]
     np.testing.assert_allclose(halved, plain * 0.5, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("knob, value", [("temperature", 1.8), ("top_k", 1), ("top_p", 0.1), ("guidance", 1.0)])
+def test_each_musicgen_sampling_knob_changes_the_audio(s, knob, value):
+    base = s.audio("a calm piano", model=MUSICGEN_ID, seed=5).output[1]
+    changed = s.audio("a calm piano", model=MUSICGEN_ID, seed=5, **{knob: value}).output[1]
+    assert not np.array_equal(base, changed)

@@ -250,6 +250,14 @@ def test_variants_label_each_value_and_change_only_that_knob():
         assert dataclasses.replace(varied, temperature=base.temperature) == base
 
 
+@pytest.mark.parametrize("params_type, knob_name, values", [
+    (TextParams, "temperature", [0.3, 1.2]), (ImageParams, "guidance", [1, 3, 7]), (AudioParams, "speed", [0.8, 1.2])])
+def test_variants_of_an_unset_seed_share_one_drawn_seed(params_type, knob_name, values):
+    out = knobs.variants(params_type(seed=-1), knob_name, values)
+    seeds = {p.seed for _, p in out}
+    assert len(seeds) == 1 and 0 <= seeds.pop() <= MAX_SEED
+
+
 def test_variants_validate_every_value():
     with pytest.raises(ParamError) as caught:
         knobs.variants(TextParams(), "temperature", [0.5, 9.0])
