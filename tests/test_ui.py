@@ -84,6 +84,20 @@ def test_audio_tab_speaks(page):
     page.screenshot(path=ARTIFACTS / "audio-tab.png", full_page=True)
 
 
+def test_audio_side_by_side_shows_labelled_players_and_their_pictures(page):
+    open_tab(page, "Audio")
+    expect(page.locator("#audio-offline-note")).to_contain_text("AIGC_PRESET=hub")
+    page.locator("#audio-prompt textarea").fill("Hello from the studio.")
+    page.get_by_text("Side by side: 2-4 variants of one text").click()
+    page.locator("#audio-variants-mode").get_by_label("Sweep one knob").check()
+    page.locator("#audio-compare").click()  # the tab's sweep: speed 0.8, 1.0, 1.4
+    for i, speed in enumerate(("0.8", "1.0", "1.4"), start=1):
+        expect(page.locator(f"#audio-variant-view-{i} img")).to_be_visible(timeout=GENERATION)
+        expect(page.locator(f"#audio-variant-{i}")).to_contain_text(f"speed={speed} · gain", timeout=GENERATION)
+    expect(page.locator("#audio-variant-view-4 img")).to_have_count(0)
+    page.screenshot(path=ARTIFACTS / "audio-compare.png", full_page=True)
+
+
 def test_image_trajectory_strip_appears_after_generation(page):
     open_tab(page, "Image")
     page.locator("#image-prompt textarea").fill("a green square")

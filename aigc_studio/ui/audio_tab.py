@@ -69,7 +69,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             gr.Markdown("Each variant is played at the same loudness (gated RMS), so louder never sounds better "
                         "by itself; the gain used is in each label and recipe (`gain_db`).")
             mode, count, knob_name, values = variant_controls(AudioParams)
-            knob_name.value, values.value = "speed", "0.8, 1.0, 1.4"
+            mode.elem_id, knob_name.value, values.value = "audio-variants-mode", "speed", "0.8, 1.0, 1.4"
             compare = gr.Button("Compare", elem_id="audio-compare")
             players, views = [], []
             with gr.Row():

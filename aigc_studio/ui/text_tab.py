@@ -170,7 +170,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             with gr.Row():
                 position = gr.Number(value=0, precision=0, minimum=-1, label="answer token",
                                      info="0 = the first token after the prompt; k = after k answer tokens; -1 = after the whole answer.")
-                top_n = gr.Slider(1, 50, value=10, step=1, label="candidates shown")
+                top_n = gr.Slider(1, 50, value=10, step=1, label="candidates shown",
+                                  info="How many of the likeliest next tokens the chart lists.")
                 explain = gr.Button("Explain", elem_id="text-explain")
             chart = gr.HTML(elem_id="text-explainer")
             with gr.Accordion("Explainer numbers", open=False):

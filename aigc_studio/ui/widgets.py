@@ -101,6 +101,7 @@ class KnobNumber(_NamesItsKnob, gr.Number):
 def model_dropdown(choices: list[str], value: str | None, **kwargs) -> KnobDropdown:
     """The model picker: an id outside the catalog (a path, a Hub repo) is refused
     before any handler runs, with a message naming the `model` field."""
+    kwargs.setdefault("info", "Which model generates: loaded on first use, then kept while memory allows.")
     dropdown = KnobDropdown(choices, value=value, label="model", **kwargs)
     dropdown.knob_name = "model"
     return dropdown
