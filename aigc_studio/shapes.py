@@ -77,9 +77,11 @@ def parse_prompt(prompt: str, allow_empty: bool = False) -> Condition:
         elif shape is None and word in SHAPES:
             shape = word
     if colour is None and shape is None and not allow_empty:
+        # the vocabulary first: UI messages are cut at a few hundred characters, a prompt may be thousands
+        quoted = prompt if len(prompt) <= 60 else prompt[:57] + "..."
         raise UnknownPromptError(
-            f"prompt: the embedded shapes model knows no word in {prompt!r}; "
-            f"use at least one of the {vocabulary_text()}"
+            f"prompt: use at least one of the {vocabulary_text()} "
+            f"(the embedded shapes model knows no word in {quoted!r})"
         )
     return Condition(colour, shape)
 

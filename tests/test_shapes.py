@@ -80,6 +80,13 @@ def test_unknown_prompt_raises_with_the_vocabulary(prompt):
         assert word in message
 
 
+def test_a_long_unknown_prompt_keeps_the_vocabulary_within_a_short_message():
+    message = str(pytest.raises(UnknownPromptError, shapes.parse_prompt, "a purple hexagon " * 200).value)
+    assert len(message) < 400  # the UI's message limit
+    for word in (*COLOUR_NAMES, *SHAPES):
+        assert word in message
+
+
 def test_empty_prompt_allowed_gives_the_null_condition():
     assert shapes.parse_prompt("", allow_empty=True) == NULL_CONDITION
     assert shapes.parse_prompt("a cat", allow_empty=True) == NULL_CONDITION
@@ -174,6 +181,10 @@ def test_pipeline_condition_and_guidance_reach_the_unet(pipe):
     assert not np.array_equal(red, blue)
     # Without guidance the negative prompt is not used; with guidance it is.
     assert np.array_equal(red, np.asarray(run(pipe, "a red circle", guidance_scale=1.0, negative_prompt="blue")[0]))
+    # Guidance 0 is the unconditional model: neither the prompt nor the negative prompt counts.
+    unconditional = np.asarray(run(pipe, "a red circle", guidance_scale=0.0)[0])
+    assert np.array_equal(unconditional, np.asarray(run(pipe, "a blue square", guidance_scale=0.0)[0]))
+    assert np.array_equal(unconditional, np.asarray(run(pipe, "a red circle", guidance_scale=0.0, negative_prompt="blue")[0]))
     guided = np.asarray(run(pipe, "a red circle", guidance_scale=4.0)[0])
     steered = np.asarray(run(pipe, "a red circle", guidance_scale=4.0, negative_prompt="blue")[0])
     assert not np.array_equal(guided, steered)

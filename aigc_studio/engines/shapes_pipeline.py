@@ -44,7 +44,7 @@ class ShapesPipeline(DiffusionPipeline):
         """Denoise from Gaussian noise at the UNet's native size.
 
         guidance_scale: classifier-free guidance weight w in
-        eps = eps_uncond + w * (eps_cond - eps_uncond): 0 ignores the prompt,
+        eps = eps_uncond + w * (eps_cond - eps_uncond): 0 ignores both prompts,
         1 is plain conditional sampling (one pass), > 1 pushes harder toward the
         prompt. A negative prompt replaces the null condition, so guidance
         pushes away from it. height/width are accepted for interface
@@ -63,8 +63,9 @@ class ShapesPipeline(DiffusionPipeline):
         cond_labels = torch.tensor(cond, device=device)
         uncond_labels = torch.tensor(uncond, device=device)
         # w == 1 and w == 0 need one UNet pass (conditional / unconditional); others need both.
+        # Like SD at guidance <= 1, the negative prompt only counts where guidance mixes the two.
         do_cfg = guidance_scale not in (0.0, 1.0)
-        single_labels = uncond_labels if guidance_scale == 0.0 else cond_labels
+        single_labels = torch.full_like(cond_labels, shapes.NULL_CONDITION.label) if guidance_scale == 0.0 else cond_labels
 
         shape = (batch, self.unet.config.in_channels, size, size)
         if isinstance(generator, list):
