@@ -30,6 +30,8 @@ class ModelSpec:
     revision: str | None = None
     defaults: dict = field(default_factory=dict)  # recommended knobs, applied under user values
     preview_decoder: str | None = None  # a tiny autoencoder (TAESD) for per-step previews, if any
+    # schedulers the model can sample with; None: "default" and every noise-prediction one (not lcm)
+    schedulers: tuple[str, ...] | None = None
 
 
 class UnknownModelError(ValueError):
@@ -54,10 +56,12 @@ HUB_MODELS = [
     ModelSpec("lcm-dreamshaper-v7", "image", "diffusers", "hub", "SimianLuo/LCM_Dreamshaper_v7",
               "MIT", 3400, "Latent consistency model: good images in 4 steps.",
               defaults={"steps": 4, "guidance": 8.0, "width": 512, "height": 512, "scheduler": "lcm"},
-              preview_decoder="madebyollin/taesd"),
+              preview_decoder="madebyollin/taesd",
+              schedulers=("default", "lcm", "ddpm", "ddim", "dpm++", "euler", "euler_a")),
     ModelSpec("flux.1-schnell", "image", "diffusers", "hub", "black-forest-labs/FLUX.1-schnell",
               "Apache-2.0", 33000, "Four-step FLUX; needs a 24 GB GPU or AIGC_CPU_OFFLOAD=1.",
-              defaults={"steps": 4, "guidance": 0.0, "width": 1024, "height": 1024}),
+              defaults={"steps": 4, "guidance": 0.0, "width": 1024, "height": 1024},
+              schedulers=("default",)),  # flow matching: the noise-prediction samplers do not apply
     ModelSpec("mms-tts-eng", "audio", "vits", "hub", "facebook/mms-tts-eng",
               "CC-BY-NC-4.0", 145, "Meta MMS English text-to-speech (VITS)."),
     ModelSpec("musicgen-small", "audio", "musicgen", "hub", "facebook/musicgen-small",

@@ -11,6 +11,7 @@ from aigc_studio import params as knobs
 from aigc_studio.params import ImageParams, ParamError
 
 MAX_AXIS_VALUES = 6
+MAX_GRID_MEGAPIXELS = 24  # about 72 MB as RGB: a 6 x 6 grid of 768 x 768 cells
 LABEL_HEIGHT = 28
 
 
@@ -30,6 +31,8 @@ def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = No
     axes = [("x", x_knob, x_values)] + ([("y", y_knob, y_values or [])] if y_knob else [])
     for axis, name, values in axes:
         knobs.spec(ImageParams, name)
+        if name == "batch_size":
+            raise ParamError(f"{axis}_knob", "batch_size cannot be an axis: every cell is one image")
         if not 1 <= len(values) <= MAX_AXIS_VALUES:
             raise ParamError(f"{axis}_values", f"give 1 to {MAX_AXIS_VALUES} values for {name}, got {len(values)}")
     if y_knob == x_knob:
@@ -39,9 +42,13 @@ def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = No
     for y in rows:
         for x in x_values:
             changes = {x_knob: x} | ({y_knob: y} if y_knob else {})
-            cell = knobs.validate(dataclasses.replace(base, **changes))
+            cell = knobs.resolve_seed(knobs.validate(dataclasses.replace(base, **changes)))  # a -1 axis value too
             label = ", ".join(f"{k}={getattr(cell, k)}" for k in changes)
             cells.append((label, cell))
+    megapixels = sum(cell.width * cell.height for _, cell in cells) / 1e6
+    if megapixels > MAX_GRID_MEGAPIXELS:
+        raise ParamError("width/height", f"the grid's {len(cells)} cells make {megapixels:.1f} megapixels, at most "
+                                         f"{MAX_GRID_MEGAPIXELS}: use fewer values or a smaller size")
     x_labels = [f"{x_knob}={getattr(cells[i][1], x_knob)}" for i in range(len(x_values))]
     y_labels = [f"{y_knob}={getattr(cells[r * len(x_values)][1], y_knob)}" for r in range(len(rows))] if y_knob else []
     return GridPlan(x_knob, x_labels, y_knob, y_labels, cells)

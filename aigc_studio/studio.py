@@ -111,9 +111,8 @@ class Studio:
         spec = self.model_spec(modality, model)
         given = {k: v for k, v in values.items() if v is not None}
         chosen = knobs.make(PARAMS_TYPES[modality], **{**spec.defaults, **given})
-        if modality == "image" and chosen.scheduler == "lcm" and spec.defaults.get("scheduler") != "lcm":
-            raise knobs.ParamError("scheduler", f"lcm needs a consistency-distilled model (e.g. lcm-dreamshaper-v7), "
-                                                f"not {spec.id}")
+        if modality == "image":
+            check_scheduler(spec, chosen)
         return chosen
 
     def is_loaded(self, modality: str, model: str | None = None) -> bool:
@@ -285,6 +284,8 @@ class Studio:
         trajectory (one preview per step)."""
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("image", model)
+        for _, p in variants:  # sweeps and grid axes set the scheduler too
+            check_scheduler(spec, p)
         chosen = _expand_batches([(label, knobs.resolve_seed(knobs.validate(p))) for label, p in variants])
         results: list[Result | None] = [None] * len(chosen)
         for indices in _indices_by_all_but_seed([p for _, p in chosen]):
@@ -348,6 +349,15 @@ def _first_divergence(columns: list[list], finished: bool) -> int | None:
     if finished and any(len(c) != common for c in columns):
         return common
     return None
+
+
+def check_scheduler(spec: ModelSpec, params: ImageParams) -> None:
+    """Refuse a scheduler the model cannot sample with, naming the ones it can."""
+    allowed = spec.schedulers or tuple(name for name in knobs.spec(ImageParams, "scheduler")["choices"] if name != "lcm")
+    if params.scheduler not in allowed:
+        hint = " (lcm needs a consistency-distilled model, e.g. lcm-dreamshaper-v7)" if params.scheduler == "lcm" else ""
+        raise knobs.ParamError("scheduler", f"{spec.id} samples with {', '.join(allowed)}; "
+                                            f"got {params.scheduler}{hint}")
 
 
 def _expand_batches(chosen: list[tuple[str, ImageParams]]) -> list[tuple[str, ImageParams]]:

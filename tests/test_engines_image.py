@@ -11,6 +11,7 @@ import pytest
 import torch
 from diffusers import AutoencoderTiny
 
+from aigc_studio import params as knobs
 from aigc_studio.catalog import local_spec
 from aigc_studio.engines import image as image_engine
 from aigc_studio.params import ImageParams, ParamError
@@ -98,10 +99,23 @@ def test_lcm_scheduler_only_for_consistency_models(studio, tiny_sd_path):
     s = studio()
     with pytest.raises(ParamError, match="scheduler"):
         s.params("image", IMAGE_ID, scheduler="lcm")
-    s.catalog.add(local_spec("tiny-lcm", "image", "diffusers", tiny_sd_path,
+    s.catalog.add(local_spec("tiny-lcm", "image", "diffusers", tiny_sd_path, schedulers=("default", "lcm", "ddim"),
                              defaults={"steps": 2, "scheduler": "lcm", "width": SIZE, "height": SIZE}))
     result = s.image("a cat", "tiny-lcm", seed=2)
     assert result.recipe.params["scheduler"] == "lcm" and result.output.size == (SIZE, SIZE)
+
+
+def test_sweeps_and_grids_cannot_smuggle_in_a_scheduler_the_model_lacks(studio, tiny_sd_path):
+    s = studio()
+    base = s.params("image", IMAGE_ID, steps=2, seed=1)
+    with pytest.raises(ParamError, match="^scheduler: .*lcm needs a consistency-distilled model"):
+        s.images("a cat", knobs.variants(base, "scheduler", ["ddim", "lcm"]), IMAGE_ID)
+    with pytest.raises(ParamError, match="^scheduler:"):
+        s.image_grid("a cat", base, "scheduler", ["lcm"], model=IMAGE_ID)
+    s.catalog.add(local_spec("tiny-flow", "image", "diffusers", tiny_sd_path, schedulers=("default",)))
+    with pytest.raises(ParamError) as caught:
+        s.params("image", "tiny-flow", scheduler="euler")
+    assert str(caught.value) == "scheduler: tiny-flow samples with default; got euler"
 
 
 def test_studio_streams_previews_and_stops(studio):

@@ -40,6 +40,26 @@ def test_bad_axes_name_the_field(x, y, field):
     assert field in str(error.value)
 
 
+def test_a_random_seed_on_the_seed_axis_is_drawn_and_labelled():
+    plan = grid.plan(ImageParams(seed=7), "seed", [-1, 3])
+    drawn = plan.cells[0][1].seed
+    assert 0 <= drawn and plan.x_labels == [f"seed={drawn}", "seed=3"] and plan.cells[0][0] == f"seed={drawn}"
+
+
+def test_batch_size_is_not_an_axis():
+    with pytest.raises(ParamError) as error:
+        grid.plan(ImageParams(), "steps", [4], "batch_size", [1, 2])
+    assert str(error.value).startswith("y_knob: batch_size cannot be an axis")
+
+
+def test_the_grid_has_a_pixel_budget():
+    plan = grid.plan(ImageParams(width=768, height=768), "steps", [1, 2, 3, 4, 5, 6], "guidance", [1, 2, 3, 4, 5, 6])
+    assert len(plan.cells) == 36  # 21.2 megapixels: allowed
+    with pytest.raises(ParamError) as error:
+        grid.plan(ImageParams(width=1024, height=1024), "steps", [1, 2, 3, 4, 5, 6], "guidance", [1, 2, 3, 4, 5, 6])
+    assert str(error.value).startswith("width/height: the grid's 36 cells make 37.7 megapixels, at most 24")
+
+
 def test_out_of_range_cell_values_name_the_knob():
     with pytest.raises(ParamError, match="steps"):
         grid.plan(ImageParams(), "steps", [4, 500])

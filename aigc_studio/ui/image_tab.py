@@ -64,7 +64,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  height="auto")
             compare_recipes = gr.JSON(label="Recipes", open=False)
         with gr.Accordion("X/Y grid: one or two knobs over their values", open=False):
-            axes = sweepable(ImageParams)
+            axes = [name for name in sweepable(ImageParams) if name != "batch_size"]  # every cell is one image
             with gr.Row():
                 x_knob = gr.Dropdown(axes, value="steps", label="X knob")
                 x_values = gr.Textbox(value="4, 8, 16, 32", label="X values (1-6, comma-separated)")
