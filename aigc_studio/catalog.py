@@ -128,7 +128,7 @@ class Catalog:
             if model_id is None:
                 raise UnknownModelError(f"model: no offline {modality} model is installed; switch to the hub preset (AIGC_PRESET=hub)")
         spec = self.specs.get(model_id)
-        if spec is None and model_id in self.allowlist:
+        if spec is None and model_id in self.allowed(modality):
             spec = ModelSpec(model_id, modality, _guess_kind(modality), "hub", model_id, "see the model card", 0,
                              "Allowlisted by the operator.")
         if spec is None:
@@ -138,8 +138,23 @@ class Catalog:
             raise UnknownModelError(f"model: {model_id!r} is a {spec.modality} model, not {modality}")
         return spec
 
+    def allowed(self, modality: str) -> list[str]:
+        """The operator's allowlist entries for a modality: 'image:org/repo' for one
+        modality, a bare 'org/repo' for any."""
+        ids = []
+        for entry in self.allowlist:
+            prefix, _, rest = entry.partition(":")
+            if prefix in MODALITIES and rest:
+                if prefix == modality:
+                    ids.append(rest)
+            else:
+                ids.append(entry)
+        return ids
+
     def choices(self, modality: str) -> list[str]:
-        return [s.id for s in self.specs.values() if s.modality == modality]
+        """Ids a model picker offers: the catalog's, then the operator's allowlisted ones."""
+        return [s.id for s in self.specs.values() if s.modality == modality] + [
+            i for i in self.allowed(modality) if i not in self.specs]
 
     def add(self, spec: ModelSpec, default: bool = False) -> None:
         self.specs[spec.id] = spec

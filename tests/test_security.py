@@ -17,12 +17,14 @@ import soundfile
 import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from aigc_studio.catalog import Catalog, UnknownModelError, local_spec
 from aigc_studio.config import Settings
-from aigc_studio.recipe import Recipe, Result, save
+from aigc_studio.recipe import RECIPE_KEY, Recipe, Result, save
 from aigc_studio.studio import ModelLoadError, Studio
 from aigc_studio.ui.app import MAX_UPLOAD
+from tests.conftest import TINY_IMAGE_SIZE
 from tests.live_server import ROOT, running_app
 
 PATH_LIKE_IDS = ["../../etc", "/tmp/x", "..", "~/.ssh", "C:\\models\\x", "gpt2", "HuggingFaceTB/SmolLM2-360M-Instruct",
@@ -31,9 +33,10 @@ GENERATED_NAME = re.compile(r"^(text|image|audio|grid)-\d{6}-[0-9a-f]{8}\.(json|
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_sd_path):
     output_dir = tmp_path_factory.mktemp("security-server")
-    with running_app(output_dir) as url:
+    # the operator allows one more image model: a local folder here, a Hub repo id in real use
+    with running_app(output_dir, AIGC_ALLOWLIST=f"image:{tiny_sd_path}") as url:
         yield url, output_dir, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
@@ -55,6 +58,28 @@ def test_the_allowlist_admits_exactly_the_listed_ids():
     for near_miss in ("org/model/../../etc", "org/model2", "ORG/MODEL", "org", "../org/model"):
         with pytest.raises(UnknownModelError):
             catalog.get(near_miss, "text")
+
+
+def test_allowlist_entries_join_the_pickers_of_their_modality():
+    catalog = Catalog([], {}, allowlist=("image:org/pictures", "org/any", "file:///etc/passwd"))
+    assert catalog.choices("image") == ["org/pictures", "org/any", "file:///etc/passwd"]
+    assert catalog.choices("text") == ["org/any", "file:///etc/passwd"]
+    assert catalog.get("org/pictures", "image").location == "org/pictures"
+    with pytest.raises(UnknownModelError):
+        catalog.get("org/pictures", "text")
+    with pytest.raises(UnknownModelError):
+        catalog.get("image:org/pictures", "image")
+
+
+def test_an_allowlisted_model_generates_over_the_gradio_api(server, tiny_sd_path):
+    _, output_dir, client = server
+    path = client.predict(prompt="a cat", model=str(tiny_sd_path), steps=2, width=TINY_IMAGE_SIZE,
+                          height=TINY_IMAGE_SIZE, seed=1, api_name="/generate_image")
+    picture = Image.open(path)
+    assert picture.size == (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    assert json.loads(picture.text[RECIPE_KEY])["model_id"] == str(tiny_sd_path)
+    with pytest.raises(AppError, match="not in the list of choices"):  # allowed for images only
+        client.predict(prompt="hi", model=str(tiny_sd_path), api_name="/generate_text")
 
 
 def test_the_gradio_api_refuses_unknown_and_path_like_model_ids(server):
