@@ -306,12 +306,14 @@ class Studio:
 
     def image_grid(self, prompt: str, base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None,
                    y_values: list | None = None, model: str | None = None,
-                   on_step: image_engine.StepCallback | None = None) -> tuple[Image.Image, list[Result]]:
+                   on_step: image_engine.StepCallback | None = None,
+                   stop: threading.Event | None = None) -> tuple[Image.Image, list[Result]]:
         """An X/Y grid: one or two knobs over their values, the seed fixed unless it
         is an axis. Returns the labelled grid image and each cell's Result
-        (row-major). Cells that differ only by seed run as one batched call."""
+        (row-major). Cells that differ only by seed run as one batched call.
+        Setting stop ends the grid within one denoising step (GenerationStopped)."""
         plan = grid.plan(base, x_knob, x_values, y_knob, y_values)
-        cells = self.images(prompt, plan.cells, model, on_step)
+        cells = self.images(prompt, plan.cells, model, on_step, stop=stop)
         return grid.render([cell.output for cell in cells], plan), cells
 
     # ----- audio -----------------------------------------------------------------

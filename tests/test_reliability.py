@@ -301,6 +301,25 @@ def test_stop_event_ends_an_image_within_one_step_and_the_next_image_is_unchange
     assert np.array_equal(np.asarray(s.image("a red circle", steps=6, seed=3).output), reference)
 
 
+def test_stop_event_ends_a_grid_within_one_step_and_the_model_stays_usable(studio):
+    s = studio()
+    base = s.params("image", steps=5, seed=3)
+    reference, _ = s.image_grid("a red circle", base, "guidance", [1, 3])
+    stop = threading.Event()
+    seen = []
+
+    def press_stop_at_step_two(step: int, total: int) -> None:
+        seen.append(step)
+        if step == 1:
+            stop.set()
+
+    with pytest.raises(GenerationStopped):
+        s.image_grid("a red circle", base, "guidance", [1, 3], on_step=press_stop_at_step_two, stop=stop)
+    assert seen == [0, 1]  # the first cell's second step was the last: no other cell ran
+    again, _ = s.image_grid("a red circle", base, "guidance", [1, 3])
+    assert np.array_equal(np.asarray(again), np.asarray(reference))
+
+
 def test_stop_event_ends_text_within_one_token_and_the_next_answer_is_unchanged(studio):
     s = studio()
     reference = s.text(PROMPT, seed=4, max_new_tokens=8).output

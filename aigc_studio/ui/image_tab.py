@@ -117,7 +117,11 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                 width=width, height=height, seed=seed, scheduler=scheduler)
             variants = make_variants(base, mode, count, knob_name, values)
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
-            results = studio.images(prompt, variants, model, on_step)
+            try:
+                results = studio.images(prompt, variants, model, on_step, stop=sessions.fresh_stop(request, "image"))
+            except GenerationStopped as stopped:
+                gr.Info(f"Stopped ({stopped}).")
+                return gr.skip()
             sessions.keep_recipes(request, [r.recipe for r in results])
             return [(str(studio.save(r)), r.label) for r in results]
 
@@ -132,7 +136,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
             use_y = y_knob and y_knob != "none"
             ys = parse_values(y_values, ImageParams, y_knob, low=1, high=6) if use_y else None
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
-            picture, cells = studio.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model, on_step)
+            try:
+                picture, cells = studio.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model,
+                                                   on_step, stop=sessions.fresh_stop(request, "image"))
+            except GenerationStopped as stopped:
+                gr.Info(f"Stopped ({stopped}).")
+                return gr.skip(), gr.skip()
             sessions.keep_recipes(request, [c.recipe for c in cells])
             return str(studio.save_grid(picture, cells)), [(str(studio.save(c)), c.label) for c in cells]
 
