@@ -1,7 +1,8 @@
 """Property-based: random, hostile inputs through the real server's Gradio API.
 
 app.py runs as users run it (offline preset, embedded models) and Hypothesis
-throws values at /generate_text, /generate_image and /generate_audio: empty,
+throws values at /generate_text, /generate_image, /generate_audio, /image_grid and
+/compare_image: empty,
 huge and control-character prompts, out-of-range, non-numeric and huge knobs,
 wrong types, unknown and path-like model ids. Every call must end as a proper
 answer or as a user error that names the field; never a traceback, an
@@ -141,6 +142,26 @@ AUDIO_KNOBS = dict(
 )
 
 
+IMAGE_AXES = ["steps", "guidance", "seed", "scheduler", "width", "height"]
+AXIS_VALUES = ["1, 2", "2", "0, 3, 7", "1,2,3,4,5,6", "ddim, euler", "16, 64", "-1, 5", "red, blue"]
+FEW_STEPS = knob(st.integers(1, 2), 1, 150, omit=False)
+GRID_KNOBS = dict(
+    IMAGE_KNOBS, steps=FEW_STEPS,
+    x_knob=(st.sampled_from(IMAGE_AXES), st.one_of(st.sampled_from(["batch_size", "warp", "model", "negative_prompt", ""]), JUNK)),
+    x_values=(st.sampled_from(AXIS_VALUES), st.one_of(st.sampled_from(NASTY_TEXT + ["1,2,3,4,5,6,7", "9999, 1"]), JUNK)),
+    y_knob=(st.sampled_from([OMIT, "none", *IMAGE_AXES]), st.one_of(st.sampled_from(["batch_size", "warp"]), JUNK)),
+    y_values=(st.sampled_from([OMIT, *AXIS_VALUES]), st.one_of(st.sampled_from(NASTY_TEXT), JUNK)),
+)
+COMPARE_IMAGE_KNOBS = dict(
+    IMAGE_KNOBS, steps=FEW_STEPS,
+    mode=choices(["Different seeds", "Sweep one knob"]), count=knob(st.integers(2, 4), 2, 4),
+    knob_name=(st.sampled_from([OMIT, *IMAGE_AXES]), st.one_of(st.sampled_from(["warp", "model", ""]), JUNK)),
+    values=(st.sampled_from([OMIT, *AXIS_VALUES]), st.one_of(st.sampled_from(NASTY_TEXT), JUNK)),
+)
+# messages about the grid as a whole name both of its size fields
+GRID_FIELDS = [*GRID_KNOBS, "width/height"]
+
+
 def call(client: Client, api_name: str, values: dict):
     """predict() with the drawn values (OMIT ones left out): (answer, None) or (None, error)."""
     kwargs = {name: value for name, value in values.items() if value is not OMIT}
@@ -199,6 +220,29 @@ def test_generate_audio_answers_or_names_the_bad_field(client, values):
         assert info.samplerate > 0 and info.frames > 0
     else:
         assert_a_user_error(error, list(AUDIO_KNOBS))
+
+
+@EXAMPLES
+@given(values=requests(GRID_KNOBS))
+def test_image_grid_answers_or_names_the_bad_field(client, values):
+    answer, error = call(client, "/image_grid", values)
+    if error is None:
+        grid_path, cells = answer
+        with Image.open(grid_path) as picture:
+            assert picture.format == "PNG"
+        assert 1 <= len(cells) <= 36
+    else:
+        assert_a_user_error(error, GRID_FIELDS)
+
+
+@EXAMPLES
+@given(values=requests(COMPARE_IMAGE_KNOBS))
+def test_compare_image_answers_or_names_the_bad_field(client, values):
+    answer, error = call(client, "/compare_image", values)
+    if error is None:
+        assert 2 <= len(answer) <= 4
+    else:
+        assert_a_user_error(error, list(COMPARE_IMAGE_KNOBS))
 
 
 def test_the_server_still_serves_after_the_fuzzing(client):

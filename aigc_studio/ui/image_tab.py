@@ -15,7 +15,7 @@ from aigc_studio.params import ImageParams, parse_values, sweepable
 from aigc_studio.recipe import read_recipe
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
-    Sessions, control, make_variants, model_card, model_dropdown, run_in_worker, user_errors, variant_controls,
+    KnobDropdown, Sessions, control, make_variants, model_card, model_dropdown, run_in_worker, user_errors, variant_controls,
 )
 
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
@@ -66,10 +66,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
         with gr.Accordion("X/Y grid: one or two knobs over their values", open=False):
             axes = [name for name in sweepable(ImageParams) if name != "batch_size"]  # every cell is one image
             with gr.Row():
-                x_knob = gr.Dropdown(axes, value="steps", label="X knob")
+                x_knob = KnobDropdown(axes, value="steps", label="X knob", info="The knob that varies across columns.")
                 x_values = gr.Textbox(value="4, 8, 16, 32", label="X values (1-6, comma-separated)")
-                y_knob = gr.Dropdown(["none", *axes], value="guidance", label="Y knob")
+                y_knob = KnobDropdown(["none", *axes], value="guidance", label="Y knob",
+                                      info="The knob that varies down rows (none: one row).")
                 y_values = gr.Textbox(value="1, 3, 7", label="Y values")
+            x_knob.knob_name, y_knob.knob_name = "x_knob", "y_knob"  # API errors name the endpoint's keywords
             make_grid = gr.Button("Make grid", elem_id="image-grid-button")
             grid_image = gr.Image(label="Grid", type="filepath", format="png", elem_id="image-grid")
             grid_gallery = gr.Gallery(label="Cells", columns=6, object_fit="contain", height="auto")
@@ -132,9 +134,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
         with user_errors():
             base = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                 width=width, height=height, seed=seed, scheduler=scheduler)
-            xs = parse_values(x_values, ImageParams, x_knob, low=1, high=6)
+            xs = parse_values(x_values, ImageParams, x_knob, low=1, high=6, field="x_values")
             use_y = y_knob and y_knob != "none"
-            ys = parse_values(y_values, ImageParams, y_knob, low=1, high=6) if use_y else None
+            ys = parse_values(y_values, ImageParams, y_knob, low=1, high=6, field="y_values") if use_y else None
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
             try:
                 picture, cells = studio.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model,
