@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from conftest import IMAGE_ID, MUSICGEN_ID, MUSICGEN_SAMPLE_RATE, SHAPES_ID, TEXT_ID, TINY_IMAGE_SIZE, VITS_ID, VITS_SAMPLE_RATE
 
 from aigc_studio import params as knobs
@@ -200,6 +201,19 @@ def test_generation_kwargs_follow_the_knobs():
     assert (sampled["temperature"], sampled["top_k"], sampled["top_p"], sampled["max_new_tokens"]) == (0.9, None, 0.8, 7)
     greedy = text_engine.generation_kwargs(TextParams(greedy=True, temperature=0.9))
     assert greedy["do_sample"] is False and greedy["temperature"] is None
+
+
+def test_the_threads_setting_reaches_torch(studio):
+    before = torch.get_num_threads()
+    try:
+        studio(threads=2)
+        assert torch.get_num_threads() == 2
+        studio(threads=1)
+        assert torch.get_num_threads() == 1
+        studio(threads=0)  # 0 leaves torch's choice alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_bad_input_is_refused_before_loading(studio):

@@ -113,7 +113,7 @@ def test_uploading_a_studio_png_restores_its_recipe(page, tmp_path):
 
     studio = Studio(Settings(preset="offline", output_dir=tmp_path))
     png = studio.save(studio.image("a blue circle", negative_prompt="red", steps=7, guidance=4.5, seed=1234,
-                                   scheduler="euler"))
+                                   scheduler="euler", batch_size=2))
     open_tab(page, "Image")
     page.locator("#image-upload input[type=file]").set_input_files(str(png))
     expect(page.locator("#image-prompt textarea")).to_have_value("a blue circle", timeout=60_000)
@@ -122,6 +122,7 @@ def test_uploading_a_studio_png_restores_its_recipe(page, tmp_path):
     expect(page.locator("#image-steps input[type=number]")).to_have_value("7")
     expect(page.locator("#image-guidance input[type=number]")).to_have_value("4.5")
     expect(page.locator("#image-scheduler input")).to_have_value("euler")
+    expect(page.locator("#image-batch_size input[type=number]")).to_have_value("2")
 
 
 def test_text_tab_shows_the_error_for_a_too_long_prompt(page):

@@ -175,14 +175,15 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def restore_recipe(file):
         """Every knob (and the prompt and model) from a studio PNG's embedded recipe."""
         if file is None:
-            return [gr.update()] * (len(KNOBS) + 2)
+            return [gr.update()] * (len(KNOBS) + 3)
         with user_errors():
             saved = read_recipe(file)
             if saved.modality != "image":
                 raise ValueError(f"recipe file: holds a {saved.modality} recipe, not an image one")
-            chosen = studio.params("image", saved.model_id, **{k: v for k, v in saved.params.items() if k in KNOBS})
+            restored = (*KNOBS, "batch_size")  # a batch's images reproduce exactly only in a batch of that size
+            chosen = studio.params("image", saved.model_id, **{k: v for k, v in saved.params.items() if k in restored})
         gr.Info(f"Restored the recipe of a {saved.model_id} image (seed {chosen.seed}).")
-        return [saved.prompt, saved.model_id] + [getattr(chosen, name) for name in KNOBS]
+        return [saved.prompt, saved.model_id] + [getattr(chosen, name) for name in restored]
 
     def use_model_defaults(model_id):
         with user_errors():
@@ -201,6 +202,6 @@ def build(studio: Studio, sessions: Sessions) -> None:
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
     make_grid.click(image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, *knob_inputs, model],
                     outputs=[grid_image, grid_gallery], api_name="image_grid")
-    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs], api_visibility="private")
+    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, batch_size], api_visibility="private")
     model.input(use_model_defaults, model, [controls[name] for name in MODEL_DEFAULT_KNOBS],
                 api_visibility="private")
