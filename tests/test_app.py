@@ -51,12 +51,27 @@ def test_generate_text_is_reproducible_by_seed(client):
     assert client.predict(seed=7, **kwargs) == client.predict(seed=7, **kwargs)
 
 
-def test_compare_text_labels_each_column(client):
-    columns = client.predict(prompt="Say a word.", mode="Sweep one knob", count=2, knob_name="temperature",
-                             values="0.2, 0.9", max_new_tokens=8, seed=3, api_name="/compare_text")
+def test_compare_text_gives_each_column_its_text_label_and_numbers(client):
+    *columns, numbers = client.predict(prompt="Say a word.", mode="Sweep one knob", count=2, knob_name="temperature",
+                                       values="0.2, 0.9", max_new_tokens=8, seed=3, api_name="/compare_text")
     assert len(columns) == 4
     assert all(isinstance(c, str) for c in columns)  # plain text for API users, no UI updates
     assert columns[0] and columns[1] and list(columns[2:]) == ["", ""]
+    assert [c["label"] for c in numbers["columns"]] == ["temperature=0.2", "temperature=0.9"]
+    for column in numbers["columns"]:
+        assert 1 <= column["tokens"] <= 8 and column["tokens_per_s"] > 0 and column["mean_logprob"] <= 0
+    first = numbers["first_difference"]
+    assert first is None or 0 <= first <= 8
+
+
+def test_compare_text_streams_the_columns_together(client):
+    job = client.submit(prompt="Count to ten.", mode="Different seeds", count=2, max_new_tokens=12, seed=1,
+                        api_name="/compare_text")
+    updates = [update for update in job]  # every streamed update, then the final one
+    assert len(updates) >= 3
+    growing = [len(update[0]) for update in updates if update[0] and not update[0].startswith("Loading")]
+    assert growing == sorted(growing) and growing[0] < growing[-1]  # column 1 grew token by token
+    assert updates[-1][4] is not None and all(update[4] is None for update in updates[:-1])  # numbers come last
 
 
 def test_generate_image_returns_a_png_with_its_recipe(client):
@@ -189,9 +204,10 @@ def test_perplexity_of_natural_text_is_lower_than_shuffled(client):
 
 
 def test_compare_text_presets_side_by_side_share_one_seed(client):
-    columns = client.predict(prompt="Describe the sea.", mode="Presets side by side", max_new_tokens=6, seed=5,
-                             min_p=0.02, api_name="/compare_text")
+    *columns, numbers = client.predict(prompt="Describe the sea.", mode="Presets side by side", max_new_tokens=6,
+                                       seed=5, min_p=0.02, api_name="/compare_text")
     assert len(columns) == 4 and all(columns[:3]) and columns[3] == ""
+    assert [c["label"] for c in numbers["columns"]] == ["Precise", "Balanced", "Creative"]
 
 
 def test_generate_text_newer_knobs_and_positional_calls(client):

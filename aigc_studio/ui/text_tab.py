@@ -68,9 +68,22 @@ def alternatives_markdown(tokens: list[dict], index: int) -> str:
             f"under the model\n\n| likeliest here | probability |\n|---|---|\n{rows}")
 
 
+def mean_logprob(tokens: list[dict]) -> float:
+    return sum(t["logprob"] for t in tokens) / len(tokens) if tokens else 0.0
+
+
 def column_label(label: str, tokens: list[dict], tokens_per_s: float) -> str:
-    mean = sum(t["logprob"] for t in tokens) / len(tokens) if tokens else 0.0
-    return f"{label} · {len(tokens)} tokens · {tokens_per_s:.1f} tok/s · mean log-prob {mean:.2f}"
+    return f"{label} · {len(tokens)} tokens · {tokens_per_s:.1f} tok/s · mean log-prob {mean_logprob(tokens):.2f}"
+
+
+def column_numbers(state: dict) -> dict:
+    """A finished comparison's figures for API users: per column its label, token
+    count, tokens/s and mean log-probability; and the first token index where the
+    columns differ (null when they agree)."""
+    return {"first_difference": state["diverge_at"],
+            "columns": [{"label": label, "tokens": len(tokens), "tokens_per_s": round(rate, 2),
+                         "mean_logprob": round(mean_logprob(tokens), 4)}
+                        for label, tokens, rate in zip(state["labels"], state["columns"], state["rates"])]}
 
 
 def _bar(p: float, kept: bool) -> str:
@@ -186,6 +199,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 column_tokens = [gr.HighlightedText(label=f"Variant {i + 1} tokens", color_map=COLOR_MAP, show_legend=i == 0,
                                                     show_inline_category=False, elem_id=f"text-variant-tokens-{i}")
                                  for i in range(MAX_COLUMNS)]
+            compare_numbers = gr.JSON(label="Column numbers", open=False, elem_id="text-compare-numbers")
             compare_recipes = gr.JSON(label="Recipes", open=False)
         with gr.Accordion("Perplexity: how natural a text is to the model", open=False):
             pasted = gr.Textbox(label="Text", lines=4, elem_id="text-perplexity-input",
@@ -259,13 +273,14 @@ def build(studio: Studio, sessions: Sessions) -> None:
             for update in studio.text_compare_stream(prompt, variants, model, stop=sessions.fresh_stop(request)):
                 for i, column in enumerate(update.columns):
                     texts[i] = column.text or update.status
-                state = None
+                state = numbers = None
                 if all(column.result is not None for column in update.columns):
                     sessions.keep_recipes(request, [column.result.recipe for column in update.columns])
                     state = {"labels": [label for label, _ in variants], "diverge_at": update.diverge_at,
                              "columns": [token_dicts(c.tokens) for c in update.columns],
                              "rates": [c.tokens_per_s for c in update.columns]}
-                yield *texts, state
+                    numbers = column_numbers(state)
+                yield *texts, state, numbers
 
     def perplexity(text, model=None):
         """Perplexity of text under the text model: exp of the mean negative log-likelihood per token."""
@@ -332,7 +347,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                              outputs=columns, api_visibility="private")
     comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
                                                        *new_knob_inputs],
-                                 outputs=[*columns, compare_state], api_name="compare_text")
+                                 outputs=[*columns, compare_state, compare_numbers], api_name="compare_text")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
     comparing.then(label_from_recipes, outputs=columns, api_visibility="private")
     comparing.then(show_columns, inputs=compare_state, outputs=column_tokens, api_visibility="private")
