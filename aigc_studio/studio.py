@@ -317,6 +317,10 @@ class Studio:
         return grid.render([cell.output for cell in cells], plan), cells
 
     # ----- audio -----------------------------------------------------------------
+    def audio_knobs(self, model: str | None = None) -> tuple[str, ...]:
+        """The audio knobs the model reads (Piper ignores the music knobs, MusicGen the speech ones)."""
+        return audio_engine.knobs_used(self.model_spec("audio", model).kind)
+
     def audio(self, prompt: str, model: str | None = None, label: str = "", params: AudioParams | None = None,
               **values: Any) -> Result:
         """Speak (or compose, for music models) prompt; values are AudioParams knobs."""

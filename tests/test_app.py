@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from PIL import Image
 
 from aigc_studio.recipe import RECIPE_KEY, read_recipe
@@ -130,6 +131,13 @@ def test_generate_audio_writes_flac_carrying_its_recipe(client):
     assert path.endswith(".flac") and soundfile.info(path).format == "FLAC"
     recipe = read_recipe(path)
     assert (recipe.params["seed"], recipe.params["gain_db"], recipe.model_id) == (2, -3.0, "piper-joe-medium")
+
+
+def test_compare_audio_refuses_to_sweep_a_knob_the_voice_ignores(client):
+    with pytest.raises(AppError) as error:
+        client.predict(prompt="Hello.", mode="Sweep one knob", knob_name="temperature", values="0.5, 1.5",
+                       api_name="/compare_audio")
+    assert str(error.value).startswith("knob_name: piper-joe-medium does not use temperature; sweep one of speed,")
 
 
 def test_compare_audio_players_are_loudness_matched_and_reproducible(client):

@@ -4,6 +4,7 @@ MusicGen) over tiny random models: seeds, knobs, sentence splitting, gain."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -151,6 +152,25 @@ def test_piper_same_seed_same_samples(piper):
     assert np.array_equal(audio_engine.generate(piper, SPEECH, make(AudioParams, seed=5))[1], first)
     other = audio_engine.generate(piper, SPEECH, make(AudioParams, seed=6))[1]
     assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+def test_every_knob_is_read_by_some_kind_of_model():
+    read = {name for kind in audio_engine.KNOBS_BY_KIND for name in audio_engine.knobs_used(kind)}
+    assert read == {f.name for f in dataclasses.fields(AudioParams)}
+
+
+def test_piper_ignores_exactly_the_knobs_it_does_not_list(piper):
+    base = make(AudioParams, seed=4)
+    plain = audio_engine.generate(piper, "One. Two.", base)[1]  # the same every time: see the seed test
+    changed = dict(speed=1.5, noise_scale=0.2, noise_w=0.1, sentence_silence=1.0, seed=5, gain_db=-6.0,
+                   temperature=1.7, top_k=3, top_p=0.2, guidance=9.0, duration=2.0, semantic_temperature=1.2,
+                   coarse_temperature=1.2, fine_temperature=1.2)
+    assert set(changed) == {f.name for f in dataclasses.fields(AudioParams)}
+    used = audio_engine.knobs_used("piper")
+    for name, value in changed.items():
+        samples = audio_engine.generate(piper, "One. Two.", dataclasses.replace(base, **{name: value}))[1]
+        same = samples.shape == plain.shape and np.array_equal(samples, plain)
+        assert same != (name in used), name
 
 
 def test_piper_sentence_silence_adds_exactly_that_silence(piper):

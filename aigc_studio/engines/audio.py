@@ -87,6 +87,20 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> PiperModel | HubAu
     return HubAudioModel(model.to(device).eval(), processor, device)
 
 
+# The knobs each kind of model reads besides seed and gain_db (a sweep of any other changes nothing).
+KNOBS_BY_KIND = {
+    "piper": ("speed", "noise_scale", "noise_w", "sentence_silence"),
+    "vits": ("speed", "noise_scale", "noise_w", "sentence_silence"),
+    "bark": ("semantic_temperature", "coarse_temperature", "fine_temperature", "sentence_silence"),
+    "musicgen": ("temperature", "top_k", "top_p", "guidance", "duration"),
+}
+
+
+def knobs_used(kind: str) -> tuple[str, ...]:
+    """The AudioParams a model of this kind reads."""
+    return (*KNOBS_BY_KIND[kind], "seed", "gain_db")
+
+
 def generate(loaded: PiperModel | HubAudioModel, text: str, params: AudioParams) -> Audio:
     """Speech or music for text (params.seed must be >= 0), then params.gain_db."""
     if isinstance(loaded, PiperModel):
