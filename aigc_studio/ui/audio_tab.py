@@ -114,9 +114,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
                                  coarse_temperature=coarse_temperature, fine_temperature=fine_temperature,
                                  gain_db=gain_db)
-            if mode == SWEEP and knob_name not in studio.audio_knobs(model):
+            used = studio.audio_knobs(model)
+            if mode == SWEEP and knob_name not in used:
                 raise ValueError(f"knob_name: {studio.model_spec('audio', model).id} does not use {knob_name}; "
-                                 f"sweep one of {', '.join(studio.audio_knobs(model))}")
+                                 f"sweep one of {', '.join(used)}")
             variants = make_variants(base, mode, count, knob_name, values)
             results = [studio.audio(prompt, model, label=label, params=p) for label, p in variants]
             if not (mode == SWEEP and knob_name == "gain_db"):
