@@ -39,6 +39,7 @@ from tests.conftest import IMAGE_ID, TEXT_ID, VITS_ID
 from tests.live_server import free_port
 
 QUEUE_SIZE, CONCURRENCY = 4, 2
+RUNNING = {Status.PROCESSING, Status.PROGRESS, Status.ITERATING, Status.LOG}  # a job a worker has taken
 WAIT = 300  # seconds; a hang detector on a busy shared machine, never a speed claim
 PROMPT = "write a short poem about spring rain"
 SMALL = {  # tiny knobs per endpoint: each request takes a fraction of a second
@@ -82,11 +83,12 @@ def pixels(path) -> np.ndarray:
         return np.asarray(picture.convert("RGB"))
 
 
-def wait_for(condition, what: str) -> None:
-    """Poll until condition() is true; a hang detector, not a timing assertion."""
+def wait_for(condition, what: str, seen=lambda: None) -> None:
+    """Poll until condition() is true; a hang detector, not a timing assertion.
+    seen() describes the state in the failure message."""
     deadline = time.monotonic() + WAIT
     while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
+        assert time.monotonic() < deadline, f"never happened: {what}; seen: {seen()}"
         time.sleep(0.02)
 
 
@@ -139,13 +141,18 @@ def test_concurrency_limit_and_queue_size_apply(server, client, held_image_model
     release, entered = held_image_model
     _, url = server
     clients = [Client(url, verbose=False, download_files=str(downloads)) for _ in range(CONCURRENCY + QUEUE_SIZE)]
-    jobs = [c.submit(api_name="/generate_image", **SMALL["/generate_image"]) for c in clients]
+    # Gradio's max_size counts waiting jobs only: submitting all at once could fill
+    # the queue before its workers take the first ones. So the running jobs go first.
+    running = [c.submit(api_name="/generate_image", **SMALL["/generate_image"]) for c in clients[:CONCURRENCY]]
     wait_for(lambda: len(entered) >= 1, "an image generation started")
     # A studio-wide model lock lets one generation into the model; the others that
-    # run are waiting for it inside their handler, the rest wait in Gradio's queue.
-    expected = {False: CONCURRENCY, True: QUEUE_SIZE}  # job is waiting in the queue: how many
-    wait_for(lambda: Counter(j.status().code == Status.IN_QUEUE for j in jobs) == expected,
-             f"{CONCURRENCY} running and {QUEUE_SIZE} queued")
+    # run are waiting for it inside their handler.
+    wait_for(lambda: all(j.status().code in RUNNING for j in running),
+             f"{CONCURRENCY} running", lambda: [j.status().code for j in running])
+    waiting = [c.submit(api_name="/generate_image", **SMALL["/generate_image"]) for c in clients[CONCURRENCY:]]
+    wait_for(lambda: all(j.status().code == Status.IN_QUEUE for j in waiting),
+             f"{QUEUE_SIZE} queued", lambda: [j.status().code for j in running + waiting])
+    assert all(j.status().code in RUNNING for j in running) and len(entered) == 1
 
     with pytest.raises(QueueError) as refused:
         client.predict(api_name="/generate_image", **SMALL["/generate_image"])
@@ -160,7 +167,7 @@ def test_concurrency_limit_and_queue_size_apply(server, client, held_image_model
     assert raw.headers["retry-after"] == "5"
 
     release.set()
-    for job in jobs:
+    for job in running + waiting:
         assert pixels(job.result(timeout=WAIT)).shape == (32, 32, 3)
 
 

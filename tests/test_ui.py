@@ -52,6 +52,8 @@ def test_text_tab_streams_an_answer(page):
 
 def test_text_side_by_side_fills_labelled_columns(page):
     open_tab(page, "Text")
+    page.locator("#text-prompt textarea").fill("Write a haiku about rain.")
+    page.get_by_label("greedy").uncheck()  # seeds only matter when sampling
     page.get_by_text("Side by side").first.click()
     page.locator("#text-compare").click()
     for i in range(3):  # default: 3 different seeds

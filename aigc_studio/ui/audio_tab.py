@@ -127,9 +127,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
             sessions.keep(request, "audio_files", paths)
             return paths + [None] * (MAX_PLAYERS - len(paths))
 
-    def label_players(mode, count, knob_name, values, *knob_values):
+    def label_players(mode, count, knob_name, values, model, *knob_values):
         with user_errors():
-            base = studio.params("audio", None, **values_of(knob_values))
+            base = studio.params("audio", model, **values_of(knob_values))
             labels = variant_labels(base, mode, count, knob_name, values)
         shown = [gr.update(value=None, visible=True)] * len(labels)
         return column_updates(labels, MAX_PLAYERS, clear=True) + shown + [gr.update(value=None, visible=False)] * (
@@ -177,7 +177,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 outputs=audio, api_name="generate_audio")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
     run.then(show_view, outputs=view, api_visibility="private")
-    labelled = compare.click(label_players, inputs=[mode, count, knob_name, values, *knob_inputs],
+    labelled = compare.click(label_players, inputs=[mode, count, knob_name, values, model, *knob_inputs],
                              outputs=players + views, api_visibility="private")
     comparing = labelled.success(compare_audio,
                                  inputs=[prompt, mode, count, knob_name, values, *first_inputs, model, *later_inputs],

@@ -309,9 +309,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
         values = knobs.text_preset(name)
         return [values[n] for n in PRESET_KNOB_NAMES]
 
-    def label_columns(mode, count, knob_name, values, *knob_values):
+    def label_columns(mode, count, knob_name, values, model, *knob_values):
         with user_errors():
-            base = studio.params("text", None, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values)))
+            base = studio.params("text", model, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values)))
             if mode == PRESETS:
                 labels = list(TEXT_PRESETS)
             else:
@@ -343,7 +343,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     explanation.change(chart_html, inputs=explanation, outputs=chart, api_visibility="private")
     preset.change(apply_preset, inputs=preset, outputs=preset_outputs, api_visibility="private")
 
-    labelled = compare.click(label_columns, inputs=[mode, count, knob_name, values, *knob_inputs, *new_knob_inputs],
+    labelled = compare.click(label_columns, inputs=[mode, count, knob_name, values, model, *knob_inputs, *new_knob_inputs],
                              outputs=columns, api_visibility="private")
     comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
                                                        *new_knob_inputs],
