@@ -25,6 +25,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError, Status
 from PIL import Image
+from playwright.sync_api import expect, sync_playwright
 
 from aigc_studio.catalog import local_spec
 from aigc_studio.config import Settings
@@ -37,6 +38,7 @@ from aigc_studio.studio import ModelMemoryError
 from aigc_studio.ui.app import build_demo, busy_message, launch
 from tests.conftest import IMAGE_ID, TEXT_ID, VITS_ID
 from tests.live_server import free_port
+from tests.test_ui import CHROMIUM, FLAGS, GENERATION
 
 QUEUE_SIZE, CONCURRENCY = 4, 2
 RUNNING = {Status.PROCESSING, Status.PROGRESS, Status.ITERATING, Status.LOG}  # a job a worker has taken
@@ -169,6 +171,38 @@ def test_concurrency_limit_and_queue_size_apply(server, client, held_image_model
     release.set()
     for job in running + waiting:
         assert pixels(job.result(timeout=WAIT)).shape == (32, 32, 3)
+
+
+def test_stop_in_the_browser_drops_an_image_job_still_waiting_in_the_queue(server, held_image_model, downloads):
+    """Two other users hold the image workers; this user's Generate waits in the
+    queue, and their Stop takes it out, so it never runs. Generate works again after."""
+    release, entered = held_image_model
+    _, url = server
+    others = [Client(url, verbose=False, download_files=str(downloads)).submit(
+        api_name="/generate_image", **SMALL["/generate_image"]) for _ in range(CONCURRENCY)]
+    wait_for(lambda: all(j.status().code in RUNNING for j in others), f"{CONCURRENCY} running",
+             lambda: [j.status().code for j in others])
+    queued = lambda: httpx.get(url + "gradio_api/queue/status").json()["queue_size"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        expect(page.locator("#header")).to_contain_text("preset", timeout=60_000)
+        page.get_by_role("tab", name="Image").click()
+        page.locator("#image-prompt textarea").fill("a red circle")
+        page.locator("#image-generate").click()
+        wait_for(lambda: queued() == 1, "the browser's job waits in the queue", queued)
+        page.locator("#image-stop").click()
+        wait_for(lambda: queued() == 0, "Stop took the job out of the queue", queued)
+
+        release.set()
+        for job in others:
+            assert pixels(job.result(timeout=WAIT)).shape == (32, 32, 3)
+        assert len(entered) == CONCURRENCY, "the stopped job ran anyway"
+        page.locator("#image-generate").click()
+        expect(page.locator("#image-output img")).to_be_visible(timeout=GENERATION)
+        assert len(entered) == CONCURRENCY + 1
+        browser.close()
 
 
 def test_many_sessions_across_every_tab_are_answered_or_refused_never_lost(server, downloads):

@@ -196,12 +196,14 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run.then(show_recipes, outputs=recipe, api_visibility="private")
     run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
-    stop.click(stop_image, None, None, api_visibility="private")
     comparing = compare.click(compare_image, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
                               outputs=gallery, api_name="compare_image")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
-    make_grid.click(image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, *knob_inputs, model],
-                    outputs=[grid_image, grid_gallery], api_name="image_grid")
+    gridding = make_grid.click(image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, *knob_inputs, model],
+                               outputs=[grid_image, grid_gallery], api_name="image_grid")
+    # The stop event ends a running generation at its next step; cancels also drops
+    # one still waiting in the queue, which would otherwise start after Stop.
+    stop.click(stop_image, None, None, cancels=[run, comparing, gridding], api_visibility="private")
     upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, batch_size], api_visibility="private")
     model.input(use_model_defaults, model, [controls[name] for name in MODEL_DEFAULT_KNOBS],
                 api_visibility="private")
