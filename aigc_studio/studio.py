@@ -144,14 +144,17 @@ class Studio:
         """The loaded model, held for one generation (loaded again if it was evicted
         between loading and locking).
 
-        Text and audio engines seed torch's process-wide RNG (generate() takes no
-        generator), so they also hold one studio-wide lock: two of them at once
-        would draw from each other's seeds. Images use per-request generators.
+        Text and transformers audio engines seed torch's process-wide RNG (generate()
+        takes no generator), so they also hold one studio-wide lock: two of them at
+        once would draw from each other's seeds. Images use per-request generators,
+        and Piper seeds onnxruntime under the audio engine's own lock, so neither
+        waits for a text answer.
 
         Out of memory during the generation: the step's tensors are freed, idle
         models are unloaded, this one stays loaded, and ModelMemoryError says so.
         """
-        rng_lock = self._global_rng_lock if spec.modality != "image" else nullcontext()
+        seeds_torch = spec.modality == "text" or (spec.modality == "audio" and audio_engine.seeds_torch(spec.kind))
+        rng_lock = self._global_rng_lock if seeds_torch else nullcontext()
         with rng_lock:
             try:
                 while True:

@@ -13,7 +13,7 @@ import torch
 from conftest import IMAGE_ID, MUSICGEN_ID, MUSICGEN_SAMPLE_RATE, SHAPES_ID, TEXT_ID, TINY_IMAGE_SIZE, VITS_ID, VITS_SAMPLE_RATE
 
 from aigc_studio import params as knobs
-from aigc_studio.catalog import UnknownModelError, local_spec
+from aigc_studio.catalog import EMBEDDED_MODELS, UnknownModelError, local_spec
 from aigc_studio.engines import image as image_engine
 from aigc_studio.engines import text as text_engine
 from aigc_studio.params import ParamError, TextParams
@@ -24,6 +24,7 @@ PROMPT = "write a short poem about spring rain"
 IMAGE_PROMPT = "a red circle"
 SPEECH = "hello world, the rain is here"
 MUSIC = "a calm piano"
+WAIT = 300  # seconds; a hang detector on a busy shared machine, never a speed claim
 # lcm only runs consistency-distilled models: tests/test_engines_image.py covers it
 SCHEDULER_NAMES = ["default", *(name for name in image_engine.SCHEDULERS if name != "lcm")]
 
@@ -483,3 +484,41 @@ def test_concurrent_first_requests_load_once_and_agree(studio):
     assert not errors, errors
     assert fresh.models.load_count == {TEXT_ID: 1}
     assert outputs[0] and outputs.count(outputs[0]) == 3
+
+
+def test_piper_speaks_while_a_text_answer_generates_and_a_torch_seeded_voice_waits(studio):
+    """Piper seeds onnxruntime, not torch, so it need not wait for a text answer that
+    holds the studio's RNG lock; VITS seeds torch, so it waits until the answer ends."""
+    piper = next(spec for spec in EMBEDDED_MODELS if spec.kind == "piper")
+    fresh = studio()
+    fresh.catalog.specs[piper.id] = piper
+    fresh.load("text")
+    release, finished, errors = threading.Event(), [], []
+
+    def hold(*_):
+        release.wait(WAIT)  # returns None: the model's output stays as it was
+
+    def run(name, call):
+        try:
+            call()
+            finished.append(name)
+        except BaseException as error:
+            errors.append(error)
+
+    def start(name, call) -> threading.Thread:
+        thread = threading.Thread(target=run, args=(name, call))
+        thread.start()
+        return thread
+
+    hook = loaded_value(fresh, TEXT_ID).model.register_forward_hook(hold)
+    try:
+        text = start("text", lambda: fresh.text(PROMPT, seed=1))
+        start("piper", lambda: fresh.audio(SPEECH, piper.id, seed=1)).join(WAIT)  # while the answer is held
+        vits = start("vits", lambda: fresh.audio(SPEECH, VITS_ID, seed=1))
+        vits.join(1.0)  # a VITS that did not wait would finish in this second
+        assert finished == ["piper"] and not errors, errors
+    finally:
+        release.set()
+        hook.remove()
+    text.join(WAIT), vits.join(WAIT)
+    assert finished == ["piper", "text", "vits"] and not errors, errors

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from aigc_studio.catalog import ModelSpec
 from aigc_studio.params import AudioParams
 
 Audio = tuple[int, np.ndarray]
+
+# onnxruntime's seed is process-wide and read when a session is created: this lock
+# keeps another Piper request from reseeding between the two.
+_ONNX_SEED_LOCK = threading.Lock()
 
 MAX_SENTENCE_CHARS = 200  # longer sentences are cut at a comma or space (Bark: ~256 BERT tokens)
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\s*\n\s*")
@@ -96,6 +101,12 @@ KNOBS_BY_KIND = {
 }
 
 
+def seeds_torch(kind: str) -> bool:
+    """Whether generating with this kind of model seeds torch's process-wide RNG
+    (transformers' generate takes no generator); Piper seeds onnxruntime instead."""
+    return kind != "piper"
+
+
 def knobs_used(kind: str) -> tuple[str, ...]:
     """The AudioParams a model of this kind reads."""
     return (*KNOBS_BY_KIND[kind], "seed", "gain_db")
@@ -151,10 +162,12 @@ def _piper(voice_model: PiperModel, text: str, params: AudioParams) -> Audio:
     from piper import PiperVoice, SynthesisConfig
     from piper.config import PiperConfig
 
-    onnxruntime.set_seed(params.seed)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())
-    session = onnxruntime.InferenceSession(voice_model.onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    with _ONNX_SEED_LOCK:
+        onnxruntime.set_seed(params.seed)
+        session = onnxruntime.InferenceSession(voice_model.onnx_bytes, sess_options=options,
+                                               providers=["CPUExecutionProvider"])
     voice = PiperVoice(session=session, config=PiperConfig.from_dict(voice_model.config))
     config = SynthesisConfig(
         length_scale=1.0 / params.speed, noise_scale=params.noise_scale, noise_w_scale=params.noise_w
