@@ -38,7 +38,7 @@ from aigc_studio.studio import ModelMemoryError
 from aigc_studio.ui.app import build_demo, busy_message, launch
 from tests.conftest import IMAGE_ID, TEXT_ID, VITS_ID
 from tests.live_server import free_port
-from tests.test_ui import CHROMIUM, FLAGS, GENERATION
+from tests.test_ui import GENERATION, open_studio
 
 QUEUE_SIZE, CONCURRENCY = 4, 2
 RUNNING = {Status.PROCESSING, Status.PROGRESS, Status.ITERATING, Status.LOG}  # a job a worker has taken
@@ -184,10 +184,7 @@ def test_stop_in_the_browser_drops_an_image_job_still_waiting_in_the_queue(serve
              lambda: [j.status().code for j in others])
     queued = lambda: httpx.get(url + "gradio_api/queue/status").json()["queue_size"]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        expect(page.locator("#header")).to_contain_text("preset", timeout=60_000)
+        page = open_studio(playwright, url)
         page.get_by_role("tab", name="Image").click()
         page.locator("#image-prompt textarea").fill("a red circle")
         page.locator("#image-generate").click()
@@ -202,7 +199,6 @@ def test_stop_in_the_browser_drops_an_image_job_still_waiting_in_the_queue(serve
         page.locator("#image-generate").click()
         expect(page.locator("#image-output img")).to_be_visible(timeout=GENERATION)
         assert len(entered) == CONCURRENCY + 1
-        browser.close()
 
 
 def test_many_sessions_across_every_tab_are_answered_or_refused_never_lost(server, downloads):

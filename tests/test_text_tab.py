@@ -13,7 +13,7 @@ from aigc_studio.params import ParamError, TextParams
 from aigc_studio.ui import text_tab
 from aigc_studio.ui.widgets import SWEEP
 from tests.live_server import running_app
-from tests.test_ui import CHROMIUM, FLAGS, GENERATION
+from tests.test_ui import GENERATION, open_studio
 
 
 def token(text: str, p: float, special: bool = False) -> dict:
@@ -75,9 +75,7 @@ def test_whole_number_refuses_the_rest_naming_the_field(value):
 
 def test_browser_explainer_follows_presets_and_selected_tokens(tmp_path):
     with running_app(tmp_path / "server") as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
+        page = open_studio(playwright, url)
         page.locator("#text-prompt textarea").fill("What is the capital of France?")
         page.locator("#text-explain").click()
         temperature = page.locator("#text-explainer th").nth(3)
@@ -94,4 +92,3 @@ def test_browser_explainer_follows_presets_and_selected_tokens(tmp_path):
         expect(page.locator("#text-alternatives")).to_contain_text("Token 3", timeout=GENERATION)
         expect(page.locator("#text-explainer")).to_contain_text("answer token 3", timeout=GENERATION)
         expect(page.locator("#text-explainer")).to_contain_text("★")  # the token generated there
-        browser.close()

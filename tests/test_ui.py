@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, Playwright, expect, sync_playwright
 
 from tests.live_server import ROOT, running_app
 
@@ -19,16 +19,21 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 GENERATION = 240_000  # ms Playwright waits for a generation on a busy 2-core machine (a bound, not a speed claim)
 
 
+def open_studio(playwright: Playwright, url: str) -> Page:
+    """A page of Debian's Chromium on the studio at url, once its header shows
+    (closed with the playwright context)."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    expect(page.locator("#header")).to_contain_text("preset", timeout=60_000)
+    return page
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
     with running_app(tmp_path_factory.mktemp("ui-server")) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        expect(page.locator("#header")).to_contain_text("preset", timeout=60_000)
-        yield page
-        browser.close()
+        yield open_studio(playwright, url)
 
 
 def open_tab(page: Page, name: str) -> None:
