@@ -136,22 +136,29 @@ def held_image_model(server, monkeypatch):
     release.set()
 
 
+def fill_image_workers(url: str, downloads) -> list:
+    """CONCURRENCY image jobs from other clients, returned once workers have taken
+    them all. Under held_image_model one is in the model; the studio's model lock
+    keeps the others waiting inside their handlers."""
+    jobs = [Client(url, verbose=False, download_files=str(downloads)).submit(
+        api_name="/generate_image", **SMALL["/generate_image"]) for _ in range(CONCURRENCY)]
+    wait_for(lambda: all(j.status().code in RUNNING for j in jobs), f"{CONCURRENCY} running",
+             lambda: [j.status().code for j in jobs])
+    return jobs
+
+
 def test_concurrency_limit_and_queue_size_apply(server, client, held_image_model, downloads):
     """CONCURRENCY image requests run at once, QUEUE_SIZE more wait, the next one is
     refused at once with a clear "busy" message; once the model is free every
     accepted request is answered."""
     release, entered = held_image_model
     _, url = server
-    clients = [Client(url, verbose=False, download_files=str(downloads)) for _ in range(CONCURRENCY + QUEUE_SIZE)]
     # Gradio's max_size counts waiting jobs only: submitting all at once could fill
     # the queue before its workers take the first ones. So the running jobs go first.
-    running = [c.submit(api_name="/generate_image", **SMALL["/generate_image"]) for c in clients[:CONCURRENCY]]
+    running = fill_image_workers(url, downloads)
     wait_for(lambda: len(entered) >= 1, "an image generation started")
-    # A studio-wide model lock lets one generation into the model; the others that
-    # run are waiting for it inside their handler.
-    wait_for(lambda: all(j.status().code in RUNNING for j in running),
-             f"{CONCURRENCY} running", lambda: [j.status().code for j in running])
-    waiting = [c.submit(api_name="/generate_image", **SMALL["/generate_image"]) for c in clients[CONCURRENCY:]]
+    waiting = [Client(url, verbose=False, download_files=str(downloads)).submit(
+        api_name="/generate_image", **SMALL["/generate_image"]) for _ in range(QUEUE_SIZE)]
     wait_for(lambda: all(j.status().code == Status.IN_QUEUE for j in waiting),
              f"{QUEUE_SIZE} queued", lambda: [j.status().code for j in running + waiting])
     assert all(j.status().code in RUNNING for j in running) and len(entered) == 1
@@ -178,10 +185,7 @@ def test_stop_in_the_browser_drops_an_image_job_still_waiting_in_the_queue(serve
     queue, and their Stop takes it out, so it never runs. Generate works again after."""
     release, entered = held_image_model
     _, url = server
-    others = [Client(url, verbose=False, download_files=str(downloads)).submit(
-        api_name="/generate_image", **SMALL["/generate_image"]) for _ in range(CONCURRENCY)]
-    wait_for(lambda: all(j.status().code in RUNNING for j in others), f"{CONCURRENCY} running",
-             lambda: [j.status().code for j in others])
+    others = fill_image_workers(url, downloads)
     queued = lambda: httpx.get(url + "gradio_api/queue/status").json()["queue_size"]
     with sync_playwright() as playwright:
         page = open_studio(playwright, url)

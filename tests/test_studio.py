@@ -520,5 +520,6 @@ def test_piper_speaks_while_a_text_answer_generates_and_a_torch_seeded_voice_wai
     finally:
         release.set()
         hook.remove()
-    text.join(WAIT), vits.join(WAIT)
+    text.join(WAIT)
+    vits.join(WAIT)
     assert finished == ["piper", "text", "vits"] and not errors, errors
