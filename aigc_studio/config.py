@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PRESETS = ("auto", "hub", "offline")
+TEXT_RUNTIMES = ("auto", "onnx-int8", "onnx-fp32", "torch")
 
 
 def _default_cache() -> Path:
@@ -33,6 +34,8 @@ class Settings:
     attention_slicing: bool = False  # image models: less GPU memory, a little slower
     vae_tiling: bool = False  # image models: decode big images in tiles
     cpu_offload: bool = False  # image models: sub-models wait on the CPU (CUDA only)
+    # text models: auto = ONNX Runtime int8 for the embedded model on CPU, torch otherwise
+    text_runtime: str = "auto"
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -48,6 +51,7 @@ class Settings:
             settings.cache_dir = Path(env["AIGC_CACHE_DIR"])
         if "AIGC_OUTPUT_DIR" in env:
             settings.output_dir = Path(env["AIGC_OUTPUT_DIR"])
+        settings.text_runtime = env.get("AIGC_TEXT_RUNTIME", settings.text_runtime).strip().lower()
         allow = env.get("AIGC_ALLOWLIST", "")
         settings.allowlist = tuple(x.strip() for x in allow.split(",") if x.strip())
         settings.queue_size = _number(env, "AIGC_QUEUE_SIZE", "queue_size", settings.queue_size, int)
@@ -66,6 +70,9 @@ class Settings:
             raise ValueError(f"device: must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype: must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.text_runtime not in TEXT_RUNTIMES:
+            raise ValueError(f"text_runtime (AIGC_TEXT_RUNTIME): must be one of {', '.join(TEXT_RUNTIMES)}, "
+                             f"got {self.text_runtime!r}")
         if self.queue_size < 1:
             raise ValueError(f"queue_size (AIGC_QUEUE_SIZE): must be at least 1, got {self.queue_size}")
         if self.concurrency < 1:
