@@ -36,6 +36,11 @@ class Settings:
     cpu_offload: bool = False  # image models: sub-models wait on the CPU (CUDA only)
     # text models: auto = ONNX Runtime int8 for the embedded model on CPU, torch otherwise
     text_runtime: str = "auto"
+    # Retention: files unused this long are deleted from the output folder and Gradio's
+    # cache; above the size budget the least recently used go first (a Space's disk is 50 GB).
+    keep_hours: float = 24.0
+    max_output_mb: float = 2000.0  # the output folder (AIGC_OUTPUT_DIR)
+    max_cache_mb: float = 2000.0  # Gradio's cache (GRADIO_TEMP_DIR): every file shown or served
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -56,6 +61,9 @@ class Settings:
         settings.allowlist = tuple(x.strip() for x in allow.split(",") if x.strip())
         settings.queue_size = _number(env, "AIGC_QUEUE_SIZE", "queue_size", settings.queue_size, int)
         settings.concurrency = _number(env, "AIGC_CONCURRENCY", "concurrency", settings.concurrency, int)
+        settings.keep_hours = _number(env, "AIGC_KEEP_HOURS", "keep_hours", settings.keep_hours, float)
+        settings.max_output_mb = _number(env, "AIGC_MAX_OUTPUT_MB", "max_output_mb", settings.max_output_mb, float)
+        settings.max_cache_mb = _number(env, "AIGC_MAX_CACHE_MB", "max_cache_mb", settings.max_cache_mb, float)
         for name in ("attention_slicing", "vae_tiling", "cpu_offload"):
             variable = f"AIGC_{name.upper()}"
             if variable in env:
@@ -77,6 +85,9 @@ class Settings:
             raise ValueError(f"queue_size (AIGC_QUEUE_SIZE): must be at least 1, got {self.queue_size}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency (AIGC_CONCURRENCY): must be at least 1, got {self.concurrency}")
+        for name in ("keep_hours", "max_output_mb", "max_cache_mb"):
+            if not 0 < getattr(self, name) < float("inf"):  # NaN fails too
+                raise ValueError(f"{name} (AIGC_{name.upper()}): must be a number above 0, got {getattr(self, name)}")
         if not self.memory_budget_gb > 0:
             raise ValueError(f"memory_budget_gb (AIGC_MEMORY_BUDGET_GB): must be above 0, got {self.memory_budget_gb}")
 

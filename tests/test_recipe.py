@@ -216,3 +216,106 @@ def test_malformed_recipe_files_give_a_value_error_naming_the_recipe(tmp_path, c
     with pytest.raises(ValueError) as caught:
         read_recipe(path)
     assert "recipe" in str(caught.value).lower(), str(caught.value)
+
+
+# ----- hostile files: size and depth are checked before parsing ----------------------------------------
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_recipe_text_is_refused_naming_the_limit():
+    with pytest.raises(ValueError) as caught:
+        Recipe.from_json(nested(50_000))
+    message = str(caught.value)
+    assert message.startswith("recipe:")
+    assert "50,000 levels" in message and f"limit of {recipes.MAX_RECIPE_DEPTH}" in message
+
+
+def test_oversized_recipe_text_is_refused_naming_the_limit():
+    data = json.loads(make_recipe("image").to_json())
+    data["padding"] = "x" * recipes.MAX_RECIPE_CHARS
+    with pytest.raises(ValueError) as caught:
+        Recipe.from_json(json.dumps(data))
+    assert f"limit of {recipes.MAX_RECIPE_CHARS:,}" in str(caught.value)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    prompt = "[{" * (MAX_PROMPT_CHARS // 2)
+    recipe = make_recipe("image", prompt)
+    assert recipes.json_depth(recipe.to_json()) == 2  # the recipe and its params / versions
+    assert Recipe.from_json(recipe.to_json()) == recipe
+
+
+def test_the_largest_recipe_the_studio_writes_is_within_the_limits():
+    # every text field at its longest, in characters JSON escapes to six each
+    longest = "\u2615" * MAX_PROMPT_CHARS
+    recipe = make_recipe("text", longest)
+    recipe.params.update(negative_prompt=longest, system_prompt=longest, stop_sequences=["\u2615" * 200] * 4)
+    text = recipe.to_json()
+    assert len(text) < recipes.MAX_RECIPE_CHARS
+    assert Recipe.from_json(text) == recipe
+
+
+HOSTILE = {
+    "json-nested-50000": lambda d: (d / "deep.json").write_text(f'{{"{RECIPE_KEY}": {nested(50_000)}}}') and d / "deep.json",
+    "json-recipe-nested": lambda d: (d / "deep2.json").write_text(
+        json.dumps({RECIPE_KEY: {"params": {"a": json.loads(nested(40))}}})) and d / "deep2.json",
+    "png-nested-50000": lambda d: write_png(d / "deep.png", {RECIPE_KEY: nested(50_000)}),
+    "flac-nested-50000": lambda d: write_wav(d / "deep.flac", nested(50_000), "FLAC"),
+    "wav-nested-900": lambda d: write_wav(d / "deep.wav", nested(900)),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_deeply_nested_recipe_files_are_refused_naming_the_depth_limit(tmp_path, case):
+    with pytest.raises(ValueError) as caught:
+        read_recipe(HOSTILE[case](tmp_path))
+    message = str(caught.value)
+    assert message.startswith("recipe"), message
+    assert "levels deep" in message and f"limit of {recipes.MAX_RECIPE_DEPTH}" in message, message
+
+
+def test_oversized_recipe_files_are_refused_before_reading(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"text": "x" * recipes.MAX_RECIPE_FILE_BYTES, RECIPE_KEY: {}}))
+    with pytest.raises(ValueError, match=f"limit of {recipes.MAX_RECIPE_FILE_BYTES:,}"):
+        read_recipe(big)
+    png = write_png(tmp_path / "big.png", {RECIPE_KEY: "x" * (recipes.MAX_RECIPE_CHARS + 1)})
+    with pytest.raises(ValueError, match=f"limit of {recipes.MAX_RECIPE_CHARS:,}"):
+        read_recipe(png)
+    flac = write_wav(tmp_path / "big.flac", "x" * (recipes.MAX_RECIPE_CHARS + 1), "FLAC")
+    with pytest.raises(ValueError, match=f"limit of {recipes.MAX_RECIPE_CHARS:,}"):
+        read_recipe(flac)
+
+
+def cut(path: Path, keep: float) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("modality, audio_format", CASES[:3])
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_studio_files_say_they_are_truncated(tmp_path, modality, audio_format, keep):
+    path = cut(recipes.save(make_result(modality), tmp_path, audio_format), keep)
+    with pytest.raises(ValueError) as caught:
+        read_recipe(path)
+    message = str(caught.value)
+    assert message.startswith("recipe file:") and "truncated" in message, message
+
+
+def test_a_png_with_a_damaged_byte_says_it_is_damaged(tmp_path):
+    path = recipes.save(make_result("image"), tmp_path)
+    data = bytearray(path.read_bytes())
+    data[data.find(b"IDAT") + 10] ^= 0xFF  # the pixel data no longer matches its checksum
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="recipe file: the PNG is damaged"):
+        read_recipe(path)
+
+
+def test_a_file_renamed_to_png_names_its_real_format(tmp_path):
+    path = tmp_path / "photo.png"
+    make_result("image").output.save(path, format="JPEG")
+    with pytest.raises(ValueError, match="not a PNG image .*JPEG"):
+        read_recipe(path)
