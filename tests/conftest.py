@@ -34,6 +34,64 @@ if str(ROOT) not in sys.path:
 from aigc_studio.catalog import Catalog, local_spec  # noqa: E402
 from aigc_studio.config import Settings  # noqa: E402
 from aigc_studio.studio import Studio  # noqa: E402
+from tests.live_server import running_app  # noqa: E402
+
+# ----- tiers: every test item gets exactly one marker (pytest.ini lists them) -------------
+#
+#   unit     in-process, tiny random models or none: `make test-fast` (`pytest -m unit`)
+#   quality  the embedded offline models (SmolLM2, Piper, shapes) measured for quality
+#   server   a real Gradio server (app.py in a subprocess, or launch() in this process)
+#   browser  Chromium driven by Playwright against a server
+#
+# The tier comes from what a test uses, so new tests in any module get one without
+# edits: a fixture (or the test itself) that calls one of SERVER_STARTERS makes a
+# server test, one of BROWSER_DRIVERS a browser test, a fixture in QUALITY_FIXTURES (or
+# a module in QUALITY_MODULES) a quality test. A test that carries a tier marker
+# itself (`@pytest.mark.quality`) keeps it. When several apply the costliest wins.
+
+TIERS = ("unit", "quality", "server", "browser")  # cheapest first
+SERVER_STARTERS = {"running_app", "launch"}
+BROWSER_DRIVERS = {"sync_playwright", "open_studio"}
+QUALITY_FIXTURES = {"real", "piper", "default_adherence"}
+QUALITY_MODULES = {"test_shapes_pipeline.py"}
+
+
+def code_names(function) -> set[str]:
+    """The global and attribute names a function's code (and any code nested in it) uses."""
+    names: set[str] = set()
+    stack = [getattr(function, "__code__", None)]
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return names
+
+
+def tier_of(item) -> str:
+    own = [m.name for m in item.iter_markers() if m.name in TIERS]
+    if own:
+        return max(own, key=TIERS.index)
+    functions = [getattr(item, "function", None)]
+    fixtures = getattr(item, "_fixtureinfo", None)
+    for name, definitions in (fixtures.name2fixturedefs.items() if fixtures else []):
+        functions.append(definitions[-1].func)  # the definition this item gets
+    names = set().union(*(code_names(f) for f in functions if f is not None))
+    if names & BROWSER_DRIVERS:
+        return "browser"
+    if names & SERVER_STARTERS:
+        return "server"
+    if set(item.fixturenames) & QUALITY_FIXTURES or item.path.name in QUALITY_MODULES:
+        return "quality"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = tier_of(item)
+        if not any(item.iter_markers(tier)):
+            item.add_marker(getattr(pytest.mark, tier))
 
 # Model ids of the tiny models in the test catalog.
 TEXT_ID, IMAGE_ID, SHAPES_ID, VITS_ID, MUSICGEN_ID = "tiny-lm", "tiny-sd", "tiny-shapes", "tiny-vits", "tiny-musicgen"
@@ -295,6 +353,27 @@ def studio(tmp_path_factory, tiny_catalog):
         return Studio(Settings(**values), catalog=tiny_catalog())
 
     return make
+
+
+# ----- one app.py server for the session -----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """(URL, output folder) of one app.py, started as users start it (offline preset,
+    embedded models), shared by every test that only calls it: the API, fuzz and
+    browser tests. A test that needs other settings (environment variables) starts
+    its own with tests.live_server.running_app."""
+    output_dir = tmp_path_factory.mktemp("app-server")
+    with running_app(output_dir) as url:
+        yield url, output_dir
+
+
+@pytest.fixture(scope="session")
+def app_client(app_server, tmp_path_factory):
+    """A gradio_client Client of the shared server (files download to a session folder)."""
+    from gradio_client import Client
+
+    return Client(app_server[0], verbose=False, download_files=str(tmp_path_factory.mktemp("app-downloads")))
 
 
 # ----- audio: a tiny Bark (hand-written BERT vocabulary, three tiny GPT-2 stages, tiny EnCodec) --

@@ -1,4 +1,4 @@
-"""A real server: app.py on a free loopback port, every endpoint driven with gradio_client."""
+"""A real server: app.py on a free loopback port (the session's shared one), every endpoint driven with gradio_client."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from aigc_studio.recipe import RECIPE_KEY, read_recipe
-from tests.live_server import running_app
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("server")) as url:
-        yield Client(url, verbose=False)
+def client(app_client) -> Client:
+    """The session's shared app.py server (tests/conftest.py)."""
+    return app_client
 
 
 def test_api_names_and_keywords_are_stable(client):

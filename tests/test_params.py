@@ -13,15 +13,13 @@ from aigc_studio.params import MAX_PROMPT_CHARS, MAX_SEED, AudioParams, ImagePar
 PARAM_TYPES = (TextParams, ImageParams, AudioParams)
 
 
-def ranged_fields():
+def ranged_fields() -> list[tuple]:
     """(params type, field name, low, high, is int) for every knob with a numeric range."""
-    out = []
-    for params_type in PARAM_TYPES:
-        for f in dataclasses.fields(params_type):
-            if f.metadata["low"] is not None:
-                out.append(pytest.param(params_type, f.name, f.metadata["low"], f.metadata["high"], f.type == "int",
-                                        id=f"{params_type.__name__}.{f.name}"))
-    return out
+    return [(params_type, f.name, f.metadata["low"], f.metadata["high"], f.type == "int")
+            for params_type in PARAM_TYPES for f in dataclasses.fields(params_type) if f.metadata["low"] is not None]
+
+
+RANGED = ranged_fields()
 
 
 def assert_names_range(error: ParamError, name: str, low, high) -> None:
@@ -29,6 +27,15 @@ def assert_names_range(error: ParamError, name: str, low, high) -> None:
     assert error.field == name
     assert message.startswith(f"{name}:"), message
     assert str(low) in message and str(high) in message, message
+
+
+def through_make(params_type, name: str, value):
+    return knobs.make(params_type, **{name: value})
+
+
+def through_validate(params_type, name: str, value):
+    """Past make()'s coercion: the value as a dataclass field, checked by validate()."""
+    return knobs.validate(dataclasses.replace(params_type(), **{name: value}))
 
 
 # ----- defaults and ranges ---------------------------------------------------------------
@@ -46,46 +53,46 @@ def test_defaults_are_valid_and_within_their_ranges(params_type):
             assert getattr(default, f.name) in meta["choices"], f.name
 
 
-@pytest.mark.parametrize("params_type, name, low, high, is_int", ranged_fields())
-def test_bounds_are_accepted_and_coerced(params_type, name, low, high, is_int):
-    for value in (low, high):
-        if params_type is ImageParams and name in ("width", "height"):
-            value = value - value % 8
-        checked = knobs.make(params_type, **{name: value})
-        assert getattr(checked, name) == value
-        assert type(getattr(checked, name)) is (int if is_int else float)
+def test_every_ranged_knob_accepts_its_bounds_and_coerces_them_to_its_type():
+    assert len(RANGED) >= 20  # the table sees every ranged knob of the three modalities
+    for params_type, name, low, high, is_int in RANGED:
+        for value in (low, high):
+            if params_type is ImageParams and name in ("width", "height"):
+                value = value - value % 8
+            checked = knobs.make(params_type, **{name: value})
+            assert getattr(checked, name) == value, (params_type.__name__, name, value)
+            assert type(getattr(checked, name)) is (int if is_int else float), (params_type.__name__, name)
 
 
-@pytest.mark.parametrize("params_type, name, low, high, is_int", ranged_fields())
-def test_out_of_range_names_field_and_range(params_type, name, low, high, is_int):
-    for value in (low - 1, high + 1, high * 10 + 7):
-        with pytest.raises(ParamError) as caught:
-            knobs.make(params_type, **{name: value})
-        assert_names_range(caught.value, name, low, high)
+# One rule per row: every ranged knob of every modality gets each bad value, and each
+# refusal must be a ParamError naming the knob and its range. Failures are listed together.
+BAD_NUMBERS = [
+    pytest.param(through_make, lambda low, high: [low - 1, high + 1, high * 10 + 7], id="out-of-range"),
+    pytest.param(through_validate, lambda low, high: [math.nan, math.inf, -math.inf, "nan", "inf"], id="not-finite"),
+    pytest.param(through_validate, lambda low, high: ["hot", "", "1,5", [1], {"x": 1}, object(), None],
+                 id="not-a-number"),
+    pytest.param(through_validate, lambda low, high: [True, False], id="bool-is-not-a-number"),
+]
 
 
-@pytest.mark.parametrize("params_type, name, low, high, is_int", ranged_fields())
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "nan", "inf"])
-def test_non_finite_numbers_are_refused(params_type, name, low, high, is_int, bad):
-    with pytest.raises(ParamError) as caught:
-        knobs.validate(dataclasses.replace(params_type(), **{name: bad}))
-    assert_names_range(caught.value, name, low, high)
-
-
-@pytest.mark.parametrize("params_type, name, low, high, is_int", ranged_fields())
-@pytest.mark.parametrize("bad", ["hot", "", "1,5", [1], {"x": 1}, object(), None])
-def test_non_numeric_values_are_refused(params_type, name, low, high, is_int, bad):
-    with pytest.raises(ParamError) as caught:
-        knobs.validate(dataclasses.replace(params_type(), **{name: bad}))
-    assert_names_range(caught.value, name, low, high)
-
-
-@pytest.mark.parametrize("params_type, name, low, high, is_int", ranged_fields())
-@pytest.mark.parametrize("bad", [True, False])
-def test_bools_are_not_numbers(params_type, name, low, high, is_int, bad):
-    with pytest.raises(ParamError) as caught:
-        knobs.validate(dataclasses.replace(params_type(), **{name: bad}))
-    assert_names_range(caught.value, name, low, high)
+@pytest.mark.parametrize("check, bad_values", BAD_NUMBERS)
+def test_every_ranged_knob_refuses_bad_numbers_naming_itself_and_its_range(check, bad_values):
+    wrong = []
+    for params_type, name, low, high, _ in RANGED:
+        for bad in bad_values(low, high):
+            where = f"{params_type.__name__}.{name}={bad!r}"
+            try:
+                check(params_type, name, bad)
+            except ParamError as error:
+                message = str(error)
+                if not (error.field == name and message.startswith(f"{name}:")
+                        and str(low) in message and str(high) in message):
+                    wrong.append(f"{where}: {message}")
+            except Exception as error:  # noqa: BLE001 - listed as a failure below
+                wrong.append(f"{where}: not a ParamError: {error!r}")
+            else:
+                wrong.append(f"{where}: accepted")
+    assert wrong == []
 
 
 def test_numeric_strings_are_coerced():
@@ -152,14 +159,14 @@ def test_make_treats_none_as_default():
 
 # ----- image sizes and choices -----------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["width", "height"])
-@pytest.mark.parametrize("value", [17, 20, 33, 100, 1530])
-def test_image_size_must_be_a_multiple_of_8(name, value):
-    with pytest.raises(ParamError) as caught:
-        knobs.make(ImageParams, **{name: value})
-    assert caught.value.field == name
-    assert "multiple of 8" in str(caught.value)
-    assert_names_range(caught.value, name, 16, 1536)
+def test_image_sizes_must_be_a_multiple_of_8():
+    for name in ("width", "height"):
+        for value in (17, 20, 33, 100, 1530):
+            with pytest.raises(ParamError) as caught:
+                knobs.make(ImageParams, **{name: value})
+            assert caught.value.field == name
+            assert "multiple of 8" in str(caught.value)
+            assert_names_range(caught.value, name, 16, 1536)
 
 
 @pytest.mark.parametrize("value", [16, 24, 512, 1536])

@@ -1,4 +1,5 @@
-"""A real browser: Playwright drives Debian's Chromium against app.py on loopback.
+"""A real browser: Playwright drives Debian's Chromium against app.py on loopback
+(the session's shared server).
 
 Screenshots of each tab land in test-artifacts/ for a human to look at.
 """
@@ -10,7 +11,7 @@ import re
 import pytest
 from playwright.sync_api import Page, Playwright, expect, sync_playwright
 
-from tests.live_server import ROOT, running_app
+from tests.live_server import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"  # installed by `make test`; never a downloaded browser
@@ -30,10 +31,11 @@ def open_studio(playwright: Playwright, url: str) -> Page:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(app_server):
+    """A Chromium page on the session's shared app.py server (tests/conftest.py)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    with running_app(tmp_path_factory.mktemp("ui-server")) as url, sync_playwright() as playwright:
-        yield open_studio(playwright, url)
+    with sync_playwright() as playwright:
+        yield open_studio(playwright, app_server[0])
 
 
 def open_tab(page: Page, name: str) -> None:
