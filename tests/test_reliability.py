@@ -569,3 +569,44 @@ def test_unloading_a_model_gives_its_memory_back(studio, tiny_lm_path, tmp_path)
     after = rss_bytes()
     assert loaded_rss - after > 0.8 * nbytes, f"unloading gave back {(loaded_rss - after) / 2**20:.0f} MB " \
                                               f"of {nbytes / 2**20:.0f} MB"
+
+
+# ----- disk full: the result still reaches the user, nothing kept is damaged -----------------------
+
+def output_files(s) -> dict:
+    return {p: p.read_bytes() for p in s.settings.output_dir.rglob("*") if p.is_file()}
+
+
+def test_a_full_output_disk_still_answers_with_the_result_and_damages_nothing(server, client, monkeypatch, caplog):
+    from aigc_studio import recipe as recipes
+    from aigc_studio import storage
+    from aigc_studio.recipe import read_recipe
+
+    s, _ = server
+    client.predict(api_name="/generate_image", **SMALL["/generate_image"])  # at least one kept file
+    kept = output_files(s)
+    assert kept
+
+    def full_disk(path, write):
+        def half_then_full(part):
+            part.write_bytes(b"\x89PNG half")
+            raise OSError(28, "No space left on device")  # ENOSPC
+        return storage.write_atomically(path, half_then_full)
+
+    monkeypatch.setattr(recipes, "write_atomically", full_disk)
+    image = client.predict(api_name="/generate_image", prompt="a red circle", steps=2, seed=11)
+    gallery = client.predict(api_name="/compare_image", prompt="a red circle", mode="Different seeds", count=2,
+                             knob_name="guidance", values="1, 3", steps=2, seed=12)
+    grid, cells = client.predict(api_name="/image_grid", prompt="a red circle", x_knob="seed", x_values="1, 2",
+                                 y_knob="none", y_values="", steps=2)
+    assert output_files(s) == kept  # no half-written file beside them, none changed
+    notes = [r.getMessage() for r in caplog.records if "not kept" in r.getMessage()]
+    assert notes and "disk is full" in notes[0]
+    # the user got every result, and the image still carries its recipe
+    assert Image.open(image).size == (s.params("image").width, s.params("image").height)
+    assert read_recipe(image).params["seed"] == 11
+    assert len(gallery) == 2 and all(Image.open(item["image"]).size for item in gallery)
+    assert Image.open(grid).size[0] > 0 and len(cells) == 2
+    monkeypatch.undo()
+    client.predict(api_name="/generate_image", prompt="a red circle", steps=2, seed=13)  # the server still serves
+    assert len(output_files(s)) == len(kept) + 1

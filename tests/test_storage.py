@@ -143,3 +143,33 @@ def test_an_unwritable_output_folder_raises_not_kept(tmp_path):
     blocker.write_text("a file where the folder should be")
     with pytest.raises(NotKept, match="not kept"):
         recipes.save(make_result("image"), blocker)
+
+
+# ----- the real server ----------------------------------------------------------------------------
+
+def new_files(folders: list[Path], before: set[Path]) -> list[Path]:
+    return sorted(p for folder in folders for p in folder.rglob("*") if p.is_file() and p not in before)
+
+
+def all_files(folders: list[Path]) -> set[Path]:
+    return {p for folder in folders for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_30_step_image_request_writes_at_most_5_files_and_still_streams(tmp_path):
+    from gradio_client import Client
+
+    from tests.live_server import running_app
+
+    outputs, cache = tmp_path / "outputs", tmp_path / "gradio"
+    with running_app(outputs, GRADIO_TEMP_DIR=str(cache)) as url:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        client.predict(prompt="a red circle", steps=30, seed=1, api_name="/generate_image")  # loads the model
+        before = all_files([outputs, cache])
+        job = client.submit(prompt="a small blue square", steps=30, seed=2, api_name="/generate_image")
+        updates = list(job)
+        final = job.result()
+        written = new_files([outputs, cache], before)
+    assert len(updates) >= 3, "the denoising no longer streams"
+    assert len(written) <= 5, [p.relative_to(tmp_path).as_posix() for p in written]
+    assert any(p.parent.parent == outputs for p in written)  # the result itself is kept
+    assert Path(final).stat().st_size > 0

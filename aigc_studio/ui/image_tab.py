@@ -4,6 +4,8 @@ variants side by side, an X/Y grid, and recipes restored from studio PNGs."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 
 import gradio as gr
 from PIL import Image
@@ -12,7 +14,8 @@ from aigc_studio import shapes
 from aigc_studio.catalog import UnknownModelError
 from aigc_studio.engines.image import GenerationStopped
 from aigc_studio.params import ImageParams, parse_values, sweepable
-from aigc_studio.recipe import read_recipe
+from aigc_studio import storage
+from aigc_studio.recipe import RECIPE_KEY, Result, read_recipe
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
     KnobDropdown, Sessions, control, make_variants, model_card, model_dropdown, run_in_worker, user_errors, variant_controls,
@@ -21,9 +24,48 @@ from aigc_studio.ui.widgets import (
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
 MODEL_DEFAULT_KNOBS = ("steps", "guidance", "width", "height", "scheduler")
 STRIP_THUMB = 64  # px per step in the trajectory strip
+# Each streamed preview costs a file in Gradio's cache (30 per image before), so a
+# request streams this many, evenly spaced; the trajectory strip still shows every step.
+MAX_PREVIEWS = 3
+
+log = logging.getLogger(__name__)
+
+
+def preview_steps(total: int, limit: int = MAX_PREVIEWS) -> set[int]:
+    """Indices (from 0) of the steps whose previews are streamed: at most `limit`,
+    evenly spaced before the last step (the final image follows it)."""
+    return {total * k // (limit + 1) - 1 for k in range(1, limit + 1)} - {-1}
+
+
+def keep_pictures(save, results: list[Result]) -> list:
+    """Save each result with save(result) and return the paths to show. When the
+    output folder cannot be written (disk full), the pictures themselves are shown,
+    their recipe in their PNG text (Gradio keeps it), with one warning that they were
+    not kept; earlier files are untouched."""
+    try:
+        return [str(save(result)) for result in results]
+    except storage.NotKept as error:
+        log.warning("%s", error)
+        gr.Warning(f"{error}. Download it to keep it.")
+        return [_with_recipe(result) for result in results]
+
+
+def _with_recipe(result: Result) -> Image.Image:
+    picture = result.output.copy()
+    picture.info[RECIPE_KEY] = result.recipe.to_json()
+    return picture
+
+
+def start_pruning(settings) -> None:
+    """Prune the output folder and Gradio's cache by age and size while the server runs."""
+    storage.start_janitor([
+        storage.Budget(settings.output_dir, settings.keep_hours, settings.max_output_mb),
+        storage.Budget(Path(gr.utils.get_upload_folder()), settings.keep_hours, settings.max_cache_mb),
+    ])
 
 
 def build(studio: Studio, sessions: Sessions) -> None:
+    start_pruning(studio.settings)
     try:
         spec = studio.model_spec("image")
         header, default_id, defaults = model_card(spec), spec.id, spec.defaults
@@ -90,24 +132,32 @@ def build(studio: Studio, sessions: Sessions) -> None:
             chosen = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                   width=width, height=height, seed=seed, scheduler=scheduler, batch_size=batch_size)
             stop_event = sessions.fresh_stop(request, "image")
-            previews: list[Image.Image] = []
+            previews: list[Image.Image] = []  # every step, for the strip
+            streamed = preview_steps(chosen.steps)
 
             def work(emit):
-                on_step = lambda step, total: progress((step + 1, total), desc="denoising")
-                on_preview = lambda step, picture: emit(picture)
+                def on_step(step, total):
+                    nonlocal streamed
+                    streamed = preview_steps(total)  # some schedulers run more iterations than steps
+                    progress((step + 1, total), desc="denoising")
+
+                def on_preview(step, picture):
+                    previews.append(picture)
+                    if step in streamed:
+                        emit(picture)
+
                 return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event)
 
             try:
                 for kind, value in run_in_worker(work, stop_event):
                     if kind == "update":
-                        previews.append(value)
                         yield value
                     else:
                         sessions.keep_recipes(request, [r.recipe for r in value])
                         sessions.keep(request, "trajectory", previews)
-                        paths = [str(studio.save(r)) for r in value]
-                        sessions.keep(request, "batch", list(zip(paths, [r.label for r in value])))
-                        yield paths[0]
+                        shown = keep_pictures(studio.save, value)
+                        sessions.keep(request, "batch", list(zip(shown, [r.label for r in value])))
+                        yield shown[0]
             except GenerationStopped as stopped:
                 gr.Info(f"Stopped ({stopped}).")
 
@@ -125,7 +175,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 gr.Info(f"Stopped ({stopped}).")
                 return gr.skip()
             sessions.keep_recipes(request, [r.recipe for r in results])
-            return [(str(studio.save(r)), r.label) for r in results]
+            return list(zip(keep_pictures(studio.save, results), [r.label for r in results]))
 
     def image_grid(prompt, x_knob, x_values, y_knob, y_values, negative_prompt, steps, guidance, width, height, seed,
                    scheduler="default", model=None, request: gr.Request = None, progress=gr.Progress()):
@@ -145,7 +195,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 gr.Info(f"Stopped ({stopped}).")
                 return gr.skip(), gr.skip()
             sessions.keep_recipes(request, [c.recipe for c in cells])
-            return str(studio.save_grid(picture, cells)), [(str(studio.save(c)), c.label) for c in cells]
+            try:
+                grid_shown = str(studio.save_grid(picture, cells))
+            except storage.NotKept as error:
+                log.warning("%s", error)
+                gr.Warning(f"{error}. Download it to keep it.")
+                return picture, [(_with_recipe(c), c.label) for c in cells]
+            return grid_shown, list(zip(keep_pictures(studio.save, cells), [c.label for c in cells]))
 
     def stop_image(request: gr.Request):
         sessions.stop(request, "image")
