@@ -12,6 +12,7 @@ result a user is about to download stays whatever the budgets say.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import tempfile
@@ -179,3 +180,34 @@ def start_janitor(budgets: list[Budget], every_s: float = PRUNE_EVERY_S) -> Jani
         if key not in _janitors:
             _janitors[key] = Janitor(budgets, every_s).start()
         return _janitors[key]
+
+
+MAX_SAFETENSORS_HEADER = 100_000_000  # bytes; the format's own reference reader refuses larger headers
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Refuse a .safetensors file that is truncated or damaged (ValueError naming the
+    file and what is wrong), reading only its header: an interrupted download or
+    conversion leaves a file whose tensors end past the end of the file."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"weights: {path.name} is truncated ({size} bytes, no header)")
+        length = int.from_bytes(prefix, "little")
+        if length > MAX_SAFETENSORS_HEADER:
+            raise ValueError(f"weights: {path.name} is damaged (a {length:,}-byte header, "
+                             f"above the limit of {MAX_SAFETENSORS_HEADER:,})")
+        header = f.read(length)
+    if len(header) < length:
+        raise ValueError(f"weights: {path.name} is truncated (its header needs {length:,} bytes, "
+                         f"{len(header):,} are there)")
+    try:
+        tensors = json.loads(header)
+        end = max((int(t["data_offsets"][1]) for name, t in tensors.items() if name != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise ValueError(f"weights: {path.name} is damaged (unreadable header: {error})") from None
+    if 8 + length + end > size:
+        raise ValueError(f"weights: {path.name} is truncated ({size:,} bytes of {8 + length + end:,}): "
+                         f"delete it so it is downloaded or converted again")

@@ -173,3 +173,38 @@ def test_a_30_step_image_request_writes_at_most_5_files_and_still_streams(tmp_pa
     assert len(written) <= 5, [p.relative_to(tmp_path).as_posix() for p in written]
     assert any(p.parent.parent == outputs for p in written)  # the result itself is kept
     assert Path(final).stat().st_size > 0
+
+
+# ----- damaged weights --------------------------------------------------------------------------------
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.arange(1000, dtype=torch.float32), "b": torch.zeros(10)}, str(path))
+    return path
+
+
+def test_whole_safetensors_pass_the_check(weights):
+    storage.check_safetensors(weights)
+
+
+@pytest.mark.parametrize("keep, problem", [(0.9, "truncated"), (0.02, "truncated"), (0.0005, "no header")])
+def test_truncated_safetensors_say_so(weights, keep, problem):
+    data = weights.read_bytes()
+    weights.write_bytes(data[: max(int(len(data) * keep), 2)])
+    with pytest.raises(ValueError, match=f"weights: model.safetensors .*{problem}"):
+        storage.check_safetensors(weights)
+
+
+def test_safetensors_with_a_damaged_header_say_so(weights):
+    data = bytearray(weights.read_bytes())
+    data[12] = ord("}")  # the JSON header no longer parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="damaged"):
+        storage.check_safetensors(weights)
+    weights.write_bytes((2**62).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="limit of"):
+        storage.check_safetensors(weights)
