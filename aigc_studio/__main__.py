@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import sys
 
+from aigc_studio import logs
 from aigc_studio.config import PRESETS, Settings
 from aigc_studio.params import ParamError
 from aigc_studio.studio import PARAMS_TYPES, Studio
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logs.configure()
     settings = Settings.from_env()
     for name in ("preset", "device", "dtype", "threads"):
         if getattr(args, name) is not None:

@@ -15,22 +15,18 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime
-import torch
-from transformers import (
-    AutoProcessor,
-    AutoTokenizer,
-    BarkModel,
-    BarkProcessor,
-    MusicgenForConditionalGeneration,
-    VitsModel,
-)
 
 from aigc_studio.audio_views import apply_gain
 from aigc_studio.catalog import ModelSpec
 from aigc_studio.params import AudioParams
+
+# torch, transformers, onnxruntime and piper take seconds to import: they load
+# with the first audio model, so the server answers without them.
+if TYPE_CHECKING:
+    import torch
 
 Audio = tuple[int, np.ndarray]
 
@@ -76,6 +72,15 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> PiperModel | HubAu
     if spec.kind == "piper":
         onnx_file, config_file = _piper_files(spec.location)
         return PiperModel(onnx_file.read_bytes(), json.loads(config_file.read_text()))
+    from transformers import (
+        AutoProcessor,
+        AutoTokenizer,
+        BarkModel,
+        BarkProcessor,
+        MusicgenForConditionalGeneration,
+        VitsModel,
+    )
+
     common = dict(revision=spec.revision, trust_remote_code=False)
     if spec.kind == "vits":
         model = VitsModel.from_pretrained(spec.location, use_safetensors=True, dtype=dtype, **common)
@@ -116,7 +121,10 @@ def generate(loaded: PiperModel | HubAudioModel, text: str, params: AudioParams)
     """Speech or music for text (params.seed must be >= 0), then params.gain_db."""
     if isinstance(loaded, PiperModel):
         rate, samples = _piper(loaded, text, params)
-    elif isinstance(loaded.model, VitsModel):
+        return rate, apply_gain(samples, params.gain_db)
+    from transformers import BarkModel, VitsModel
+
+    if isinstance(loaded.model, VitsModel):
         rate, samples = _vits(loaded, text, params)
     elif isinstance(loaded.model, BarkModel):
         rate, samples = _bark(loaded, text, params)
@@ -159,6 +167,8 @@ def join_sentences(pieces: list[np.ndarray], rate: int, silence_s: float) -> np.
 
 
 def _piper(voice_model: PiperModel, text: str, params: AudioParams) -> Audio:
+    import onnxruntime
+    import torch
     from piper import PiperVoice, SynthesisConfig
     from piper.config import PiperConfig
 
@@ -178,6 +188,8 @@ def _piper(voice_model: PiperModel, text: str, params: AudioParams) -> Audio:
 
 
 def _vits(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
+    import torch
+
     model = loaded.model
     model.speaking_rate = params.speed
     model.noise_scale = params.noise_scale
@@ -197,6 +209,8 @@ def _vits(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
 def _bark(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
     """Bark's three stages each sample with their own temperature: semantic (text ->
     semantic tokens), coarse (-> the first two EnCodec codebooks), fine (-> the rest)."""
+    import torch
+
     model = loaded.model
     rate = model.generation_config.sample_rate
     torch.manual_seed(params.seed)
@@ -216,6 +230,8 @@ def _bark(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
 
 
 def _musicgen(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
+    import torch
+
     model = loaded.model
     inputs = loaded.processor(text=[text], padding=True, return_tensors="pt").to(loaded.device)
     frame_rate = model.config.audio_encoder.frame_rate

@@ -8,42 +8,33 @@ callbacks work for every model.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import logging
-
-import diffusers
-import torch
-from diffusers import (
-    AutoPipelineForText2Image,
-    DDIMScheduler,
-    DDPMScheduler,
-    DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    AutoencoderTiny,
-    LCMScheduler,
-    UNet2DModel,
-)
 from PIL import Image
 
 from aigc_studio.catalog import ModelSpec
-from aigc_studio.engines.shapes_pipeline import ShapesPipeline
 from aigc_studio.params import ImageParams
+
+# diffusers and torch take seconds to import: they load with the first image
+# model, so the server answers without them (issue 12).
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AutoencoderTiny, DiffusionPipeline
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = {
-    "ddpm": DDPMScheduler,
-    "ddim": DDIMScheduler,
-    "dpm++": DPMSolverMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-    "euler_a": EulerAncestralDiscreteScheduler,
-    "lcm": LCMScheduler,  # only for consistency-distilled models (Studio checks)
+# diffusers class names, resolved on first use (see __getattr__ for SCHEDULERS).
+SCHEDULER_CLASSES = {
+    "ddpm": "DDPMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "lcm": "LCMScheduler",  # only for consistency-distilled models (Studio checks)
 }
 
 # Called after each denoising iteration with (index from 0, total iterations).
@@ -53,12 +44,21 @@ PreviewCallback = Callable[[int, Image.Image], None]
 
 # Linear map from Stable Diffusion's 4 latent channels to RGB: a cheap per-step
 # preview without running the VAE (the factors ComfyUI and A1111 use for SD 1.x/2.x).
-SD_LATENT_RGB = torch.tensor([
-    [0.3512, 0.2297, 0.3227],
-    [0.3250, 0.4974, 0.2350],
-    [-0.2829, 0.1762, 0.2721],
-    [-0.2120, -0.2616, -0.7177],
-])
+SD_LATENT_RGB = (
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+
+
+def __getattr__(name: str):
+    """SCHEDULERS (name -> diffusers scheduler class) imports diffusers when first asked for."""
+    if name == "SCHEDULERS":
+        import diffusers
+
+        return {key: getattr(diffusers, cls) for key, cls in SCHEDULER_CLASSES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -76,6 +76,10 @@ class GenerationStopped(Exception):
 
 def load(spec: ModelSpec, device: str, dtype: torch.dtype, memory: MemoryOptions | None = None) -> DiffusionPipeline:
     """Load spec's pipeline onto device in dtype; remembers its own scheduler config."""
+    from diffusers import AutoPipelineForText2Image, DDPMScheduler, UNet2DModel
+
+    from aigc_studio.engines.shapes_pipeline import ShapesPipeline
+
     memory = memory or MemoryOptions()
     if spec.kind == "shapes":
         folder = Path(spec.location)
@@ -106,6 +110,8 @@ def _load_preview_decoder(spec: ModelSpec, device: str, dtype: torch.dtype) -> A
     """TAESD for sharp per-step previews; without it previews use a linear latent projection."""
     if spec.preview_decoder is None:
         return None
+    from diffusers import AutoencoderTiny
+
     try:
         decoder = AutoencoderTiny.from_pretrained(spec.preview_decoder, dtype=dtype, use_safetensors=True)
     except OSError as error:  # offline or missing: previews still work, just blurrier
@@ -116,8 +122,10 @@ def _load_preview_decoder(spec: ModelSpec, device: str, dtype: torch.dtype) -> A
 
 def set_scheduler(pipe: DiffusionPipeline, name: str) -> None:
     """Swap the scheduler; 'default' restores the one the model shipped with."""
+    import diffusers
+
     config = pipe.default_scheduler_config
-    cls = getattr(diffusers, config["_class_name"]) if name == "default" else SCHEDULERS[name]
+    cls = getattr(diffusers, config["_class_name"] if name == "default" else SCHEDULER_CLASSES[name])
     pipe.scheduler = cls.from_config(config)
 
 
@@ -127,6 +135,8 @@ def preview(tensors: dict, size: tuple[int, int], decoder: AutoencoderTiny | Non
     Shapes model: its predicted clean image. SD-style latents: decoded by the
     tiny autoencoder (TAESD) when there is one, else a linear RGB projection.
     None when neither is available."""
+    import torch
+
     clean = tensors.get("pred_original_sample")
     latents = tensors.get("latents")
     if clean is not None:
@@ -138,7 +148,7 @@ def preview(tensors: dict, size: tuple[int, int], decoder: AutoencoderTiny | Non
     else:
         if latents is None or latents.shape[1] != 4:
             return None
-        rgb = (latents[0].float().permute(1, 2, 0) @ SD_LATENT_RGB.to(latents.device)).clamp(-1, 1)
+        rgb = (latents[0].float().permute(1, 2, 0) @ torch.tensor(SD_LATENT_RGB, device=latents.device)).clamp(-1, 1)
     array = ((rgb + 1) * 127.5).round().byte().cpu().numpy()
     return Image.fromarray(array).resize(size, Image.Resampling.NEAREST)
 
@@ -153,6 +163,10 @@ def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, s
     denoising trajectory of the first image, one preview per iteration. Setting
     `stop` raises GenerationStopped after the current step; the pipeline stays usable.
     """
+    import torch
+
+    from aigc_studio.engines.shapes_pipeline import ShapesPipeline
+
     set_scheduler(pipe, params.scheduler)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     is_shapes = isinstance(pipe, ShapesPipeline)

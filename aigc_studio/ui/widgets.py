@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from aigc_studio import logs
 from aigc_studio import params as knobs
 from aigc_studio.catalog import ModelSpec, UnknownModelError
 from aigc_studio.models import OUT_OF_MEMORY, free_memory
@@ -48,8 +49,8 @@ class KnobSlider(gr.Slider):
         except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             number = float("nan")
         if not self.minimum <= number <= self.maximum:  # NaN fails too
-            raise gr.Error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], "
-                           f"got {shown(payload)}")
+            raise user_error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], "
+                             f"got {shown(payload)}")
         return super().preprocess(number)
 
 
@@ -63,7 +64,7 @@ class _NamesItsKnob:
         try:
             return super().preprocess(payload)
         except gr.Error as error:
-            raise gr.Error(f"{self.knob_name}: {error.message}"[:MAX_MESSAGE_CHARS]) from None
+            raise user_error(f"{self.knob_name}: {error.message}") from None
 
 
 class KnobDropdown(_NamesItsKnob, gr.Dropdown):
@@ -92,8 +93,8 @@ class KnobNumber(_NamesItsKnob, gr.Number):
             except (TypeError, ValueError, OverflowError):
                 number = float("nan")
             if isinstance(payload, bool) or not math.isfinite(number):
-                raise gr.Error(f"{self.knob_name}: must be a whole number in [{self.minimum}, {self.maximum}], "
-                               f"got {shown(payload)}")
+                raise user_error(f"{self.knob_name}: must be a whole number in [{self.minimum}, {self.maximum}], "
+                                 f"got {shown(payload)}")
             payload = number
         return super().preprocess(payload)
 
@@ -174,25 +175,45 @@ def model_card(spec: ModelSpec) -> str:
     return f"**{spec.id}** ({spec.source}) · license: {spec.license}{size} — {spec.description}"
 
 
+def user_error(message: str) -> gr.Error:
+    """A person's mistake (a bad knob, an unknown model): logged as one line with a
+    request id, no traceback; returns the gr.Error to raise, which repeats the id."""
+    request = logs.new_request_id()
+    log.info("user error (request %s): %s", request, logs.one_line(message[:MAX_MESSAGE_CHARS]))
+    return _shown_error(message, request)
+
+
+def _shown_error(message: str, request: str) -> gr.Error:
+    # The id goes last: messages start with the field, and API users match on that.
+    suffix = f" (request {request})"
+    # print_exception=False: Gradio would print a traceback of the gr.Error itself.
+    return gr.Error(message[: MAX_MESSAGE_CHARS - len(suffix)] + suffix, print_exception=False)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the backend's input errors into gr.Error (a message in the UI and the
-    API); anything else is logged and reported without a traceback."""
+    API) and log each as one line. Anything else is logged with its traceback and
+    reported without one. Log line and message share a request id."""
     try:
         yield
     except gr.Error:
         raise
     except (knobs.ParamError, UnknownModelError, UnknownPromptError, ValueError, FileNotFoundError) as error:
-        raise gr.Error(str(error)[:MAX_MESSAGE_CHARS]) from None
+        raise user_error(str(error)) from None
     except OUT_OF_MEMORY as error:  # the Studio's ModelMemoryError says what ran out; a raw one is freed here
         message = str(error) if isinstance(error, ModelMemoryError) else (
             "Out of memory: try a smaller size, fewer steps or a smaller model. The studio is still running.")
         traceback.clear_frames(error.__traceback__)
         free_memory()
-        raise gr.Error(message) from None
+        request = logs.new_request_id()
+        log.warning("out of memory (request %s): %s", request, logs.one_line(message))
+        raise _shown_error(message, request) from None
     except Exception as error:  # keep serving: one bad request never kills the demo
-        log.exception("generation failed")
-        raise gr.Error(f"Generation failed ({type(error).__name__}); the studio is still running, please try again.") from None
+        request = logs.new_request_id()
+        log.exception("generation failed (request %s)", request)
+        raise _shown_error(f"Generation failed ({type(error).__name__}); the studio is still running, "
+                           f"please try again.", request) from None
 
 
 class Sessions:
