@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 def preview_steps(total: int, limit: int = MAX_PREVIEWS) -> set[int]:
     """Indices (from 0) of the steps whose previews are streamed: at most `limit`,
-    evenly spaced before the last step (the final image follows it)."""
-    return {total * k // (limit + 1) - 1 for k in range(1, limit + 1)} - {-1}
+    evenly spaced, the last step included (30 steps: 9, 19, 29)."""
+    return {total * k // limit - 1 for k in range(1, limit + 1)} - {-1}
 
 
 def keep_pictures(save, results: list[Result]) -> list:
