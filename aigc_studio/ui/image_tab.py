@@ -4,6 +4,7 @@ variants side by side, an X/Y grid, and recipes restored from studio PNGs."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from aigc_studio.ui.widgets import (
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
 MODEL_DEFAULT_KNOBS = ("steps", "guidance", "width", "height", "scheduler")
 STRIP_THUMB = 64  # px per step in the trajectory strip
+VIEW_PX = 256  # the largest side of a kept trajectory step (the step view shows 256 px high)
 # Each streamed preview costs a file in Gradio's cache (30 per image before), so a
 # request streams this many, evenly spaced; the trajectory strip still shows every step.
 MAX_PREVIEWS = 3
@@ -35,6 +37,20 @@ def preview_steps(total: int, limit: int = MAX_PREVIEWS) -> set[int]:
     """Indices (from 0) of the steps whose previews are streamed: at most `limit`,
     evenly spaced, the last step included (30 steps: 9, 19, 29)."""
     return {total * k // limit - 1 for k in range(1, limit + 1)} - {-1}
+
+
+def compact(picture: Image.Image) -> bytes:
+    """A trajectory step as kept per session: at most VIEW_PX on a side, JPEG (~10 KB;
+    a 1024 px step kept raw is 3 MB, times 30 steps, times every session)."""
+    small = picture.convert("RGB")
+    small.thumbnail((VIEW_PX, VIEW_PX))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def expand(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def keep_pictures(save, results: list[Result]) -> list:
@@ -132,7 +148,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             chosen = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                   width=width, height=height, seed=seed, scheduler=scheduler, batch_size=batch_size)
             stop_event = sessions.fresh_stop(request, "image")
-            previews: list[Image.Image] = []  # every step, for the strip
+            previews: list[bytes] = []  # every step, compact, for the strip
             streamed = preview_steps(chosen.steps)
 
             def work(emit):
@@ -142,7 +158,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     progress((step + 1, total), desc="denoising")
 
                 def on_preview(step, picture):
-                    previews.append(picture)
+                    previews.append(compact(picture))
                     if step in streamed:
                         emit(picture)
 
@@ -213,12 +229,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
         previews = sessions.kept(request, "trajectory", [])
         if not previews:
             return None, gr.update(maximum=2, value=1), None
-        thumbs = [p.resize((STRIP_THUMB, STRIP_THUMB), Image.Resampling.NEAREST) for p in previews]
+        thumbs = [expand(p).resize((STRIP_THUMB, STRIP_THUMB), Image.Resampling.NEAREST) for p in previews]
         strip_image = Image.new("RGB", (STRIP_THUMB * len(thumbs), STRIP_THUMB), "white")
         for i, thumb in enumerate(thumbs):
             strip_image.paste(thumb, (i * STRIP_THUMB, 0))
         last = len(previews)
-        return strip_image, gr.update(minimum=1, maximum=max(last, 2), value=last), previews[-1]
+        return strip_image, gr.update(minimum=1, maximum=max(last, 2), value=last), expand(previews[-1])
 
     def show_batch(request: gr.Request):
         cells = sessions.kept(request, "batch", [])
@@ -226,7 +242,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     def show_step(step, request: gr.Request):
         previews = sessions.kept(request, "trajectory", [])
-        return previews[min(int(step), len(previews)) - 1] if previews else None
+        return expand(previews[min(int(step), len(previews)) - 1]) if previews else None
 
     def restore_recipe(file):
         """Every knob (and the prompt and model) from a studio PNG's embedded recipe."""
