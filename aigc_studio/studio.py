@@ -100,7 +100,12 @@ class Studio:
     def describe(self) -> str:
         """One line for the page header: preset, device, dtype."""
         dtype = str(self.dtype).replace("torch.", "")
-        return f"preset **{self.preset}** · device **{self.device}** ({dtype})"
+        line = f"preset **{self.preset}** · device **{self.device}** ({dtype})"
+        text = self.catalog.defaults.get("text")
+        if text:
+            runtime = text_engine.resolve_runtime(self.settings.text_runtime, self.model_spec("text", text), self.device)
+            line += f" · text runtime **{runtime}**"
+        return line
 
     def model_spec(self, modality: str, model: str | None = None) -> ModelSpec:
         return self.catalog.get(model, modality)
@@ -115,12 +120,17 @@ class Studio:
             check_scheduler(spec, chosen)
         return chosen
 
+    def text_preset(self, name: str, model: str | None = None) -> dict[str, Any]:
+        """A text preset's sampling knobs around the model's recommended ones (Balanced = the recommendation)."""
+        return knobs.text_preset(name, self.params("text", model))
+
     def is_loaded(self, modality: str, model: str | None = None) -> bool:
         return self.models.is_loaded(self.model_spec(modality, model).id)
 
     def _load(self, spec: ModelSpec, report: Callable[[str], None] = log.info) -> LoadedModel:
         if spec.modality == "text":
-            loader = lambda: text_engine.load(spec, self.device, self.dtype, self.settings.cache_dir, report)
+            loader = lambda: text_engine.load(spec, self.device, self.dtype, self.settings.cache_dir, report,
+                                              self.settings.text_runtime, self.settings.threads)
         elif spec.modality == "image":
             memory = image_engine.MemoryOptions(self.settings.attention_slicing, self.settings.vae_tiling,
                                                 self.settings.cpu_offload)
@@ -144,16 +154,16 @@ class Studio:
         """The loaded model, held for one generation (loaded again if it was evicted
         between loading and locking).
 
-        Text and transformers audio engines seed torch's process-wide RNG (generate()
+        Transformers audio engines seed torch's process-wide RNG (their generate()
         takes no generator), so they also hold one studio-wide lock: two of them at
-        once would draw from each other's seeds. Images use per-request generators,
-        and Piper seeds onnxruntime under the audio engine's own lock, so neither
-        waits for a text answer.
+        once would draw from each other's seeds. Text columns and images draw from
+        their own generators, and Piper seeds onnxruntime under the audio engine's own
+        lock, so none of them waits for another request.
 
         Out of memory during the generation: the step's tensors are freed, idle
         models are unloaded, this one stays loaded, and ModelMemoryError says so.
         """
-        seeds_torch = spec.modality == "text" or (spec.modality == "audio" and audio_engine.seeds_torch(spec.kind))
+        seeds_torch = spec.modality == "audio" and audio_engine.seeds_torch(spec.kind)
         rng_lock = self._global_rng_lock if seeds_torch else nullcontext()
         with rng_lock:
             try:
@@ -180,11 +190,11 @@ class Studio:
     def unload(self, modality: str, model: str | None = None) -> bool:
         return self.models.unload(self.model_spec(modality, model).id)
 
-    def _recipe(self, spec: ModelSpec, prompt: str, chosen, label: str, started: float) -> Recipe:
+    def _recipe(self, spec: ModelSpec, prompt: str, chosen, label: str, started: float, runtime: str = "") -> Recipe:
         return Recipe(
             modality=spec.modality, model_id=spec.id, revision=spec.revision, prompt=prompt,
             params=dataclasses.asdict(chosen), device=self.device, dtype=str(self.dtype).replace("torch.", ""),
-            label=label, elapsed_s=round(time.perf_counter() - started, 3),
+            label=label, elapsed_s=round(time.perf_counter() - started, 3), runtime=runtime,
         )
 
     # ----- text ------------------------------------------------------------------
@@ -206,7 +216,8 @@ class Studio:
 
     def text_compare_stream(self, prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None,
                             stop: threading.Event | None = None) -> Iterator[CompareUpdate]:
-        """Stream 1-4 labelled variants of one prompt together, one token per column in turn.
+        """Stream 1-4 labelled variants of one prompt together: one batched step gives
+        every column its next token.
 
         Variants whose seed is -1 share one drawn seed, so columns differ only by their
         knobs; each column's text equals a lone generation with its knobs and seed.
@@ -233,13 +244,16 @@ class Studio:
                     for i in range(len(chosen))]
 
         with self._use(spec) as text_model:
-            for i, token in text_engine.stream_many(text_model, prompt, [p for _, p in chosen], stop):
+            runtime = text_model.runtime
+            if text_model.runtime_note:
+                yield CompareUpdate(columns(final=False), status=f"Note: {text_model.runtime_note}")
+            for i, token in text_engine.generate(text_model, prompt, [p for _, p in chosen], stop):
                 tokens[i].append(token)
                 raw[i] += token.text
                 yield CompareUpdate(columns(final=False), diverge_at=_first_divergence(tokens, finished=False))
         final = columns(final=True)
         for column, (label, params) in zip(final, chosen):
-            column.result = Result(column.text, self._recipe(spec, prompt, params, label, started))
+            column.result = Result(column.text, self._recipe(spec, prompt, params, label, started, runtime))
         yield CompareUpdate(final, diverge_at=_first_divergence(tokens, finished=True))
 
     def explain_next_token(self, prompt: str, params: TextParams | None = None, model: str | None = None,
@@ -255,7 +269,7 @@ class Studio:
         spec = self.model_spec("text", model)
         chosen = knobs.validate(params or self.params("text", spec.id))
         with self._use(spec) as text_model:
-            prompt_ids = text_engine.encode_prompt(text_model, prompt, chosen).reshape(-1).cpu()
+            prompt_ids = text_engine.encode_prompt(text_model, prompt, chosen).reshape(-1)
             if isinstance(answer, str):
                 answer_ids = text_model.tokenizer.encode(answer, add_special_tokens=False) if answer else []
             else:

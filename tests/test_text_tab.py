@@ -54,10 +54,10 @@ def test_chart_marks_cut_tokens_the_chosen_one_and_the_mass_kept():
 def test_variants_presets_share_the_base_and_set_their_knobs():
     base = knobs.make(TextParams, seed=11, max_new_tokens=9, stop_sequences="###")
     variants = text_tab.text_variants(base, text_tab.PRESETS, 2, "temperature", "")
-    assert [label for label, _ in variants] == list(knobs.TEXT_PRESETS)
+    assert [label for label, _ in variants] == list(knobs.TEXT_PRESET_NAMES)
     for (name, params) in variants:
         assert (params.seed, params.max_new_tokens, params.stop_sequences) == (11, 9, "###")
-        assert params.temperature == knobs.TEXT_PRESETS[name]["temperature"]
+        assert params.temperature == knobs.text_preset(name)["temperature"]
     swept = text_tab.text_variants(base, SWEEP, 2, "min_p", "0, 0.1")
     assert [p.min_p for _, p in swept] == [0.0, 0.1] and {p.seed for _, p in swept} == {11}
 

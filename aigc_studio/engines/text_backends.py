@@ -1,0 +1,174 @@
+"""Step backends for the text engine: they turn token ids into next-token logits, nothing more.
+
+The decoding loop (engines/text.py) owns sampling, stopping and streaming; a backend
+only runs the network and keeps its KV cache. Every backend gives the same two things:
+
+    backend.decoder()                       a fresh decoding with its own cache:
+        decoder.prefill(ids, rows)          prompt ids (1 x L) -> next-token logits (rows x V); the
+                                            prompt's cache is computed once and shared by `rows` columns
+        decoder.step(tokens)                one new token per row (rows,) -> next-token logits (rows x V)
+    backend.logits(ids)                     ids (1 x L) -> logits at every position (L x V), no cache
+
+Logits come back as float32 CPU tensors. Two backends:
+- TorchBackend: any transformers causal LM (CPU, CUDA, MPS), with transformers' KV cache.
+- OnnxBackend: a model converted once by the onnxruntime-genai model builder, run by a
+  plain ONNX Runtime session (CPU); the KV cache stays in ONNX Runtime's own buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+ONNX_RUNTIMES = {"onnx-int8": "int8", "onnx-fp32": "fp32"}  # runtime name -> builder precision
+CONVERTED_MARKER = "converted.json"  # written last: a folder without it is half-written
+
+
+# ----- transformers ---------------------------------------------------------------------------
+
+class TorchDecoder:
+    def __init__(self, model, device: str):
+        self.model, self.device, self.cache = model, device, None
+
+    def prefill(self, ids: torch.Tensor, rows: int = 1) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self.model(ids.reshape(1, -1).to(self.device), use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        if rows > 1:
+            self.cache.batch_repeat_interleave(rows)
+        return out.logits[:, -1].float().cpu().expand(rows, -1).clone()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self.model(tokens.reshape(-1, 1).to(self.device), past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1].float().cpu()
+
+
+class TorchBackend:
+    """A transformers causal LM; works on every device the studio supports."""
+
+    def __init__(self, model, device: str):
+        self.model, self.device, self.name = model, device, "torch"
+        self.max_length = getattr(model.config, "max_position_embeddings", None) or 2048
+
+    def decoder(self) -> TorchDecoder:
+        return TorchDecoder(self.model, self.device)
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            ids = ids.reshape(1, -1).to(self.device)
+            return self.model(ids, attention_mask=torch.ones_like(ids)).logits[0].float().cpu()
+
+
+# ----- ONNX Runtime ----------------------------------------------------------------------------
+
+class OnnxDecoder:
+    def __init__(self, backend: "OnnxBackend"):
+        self.backend, self.past, self.length = backend, None, 0
+
+    def _run(self, ids: np.ndarray, past: list) -> np.ndarray:
+        import onnxruntime as ort
+
+        backend = self.backend
+        rows = ids.shape[0]
+        feed = {"input_ids": ort.OrtValue.ortvalue_from_numpy(ids),
+                "attention_mask": ort.OrtValue.ortvalue_from_numpy(np.ones((rows, self.length + ids.shape[1]), np.int64))}
+        feed.update(zip(backend.past_names, past))
+        outputs = backend.session.run_with_ort_values(backend.output_names, feed)
+        self.past = outputs[1:]  # present -> past, without copying out of ONNX Runtime
+        self.length += ids.shape[1]
+        return outputs[0].numpy()
+
+    def all_logits(self, ids: torch.Tensor) -> np.ndarray:
+        """Run the prompt from an empty cache: logits at every position (1 x L x V)."""
+        import onnxruntime as ort
+
+        backend = self.backend
+        empty = np.zeros((1, backend.kv_heads, 0, backend.head_size), np.float32)
+        past = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in backend.past_names]
+        return self._run(ids.reshape(1, -1).cpu().numpy().astype(np.int64), past)
+
+    def prefill(self, ids: torch.Tensor, rows: int = 1) -> torch.Tensor:
+        import onnxruntime as ort
+
+        logits = self.all_logits(ids)[:, -1]
+        if rows > 1:  # the prompt ran once; every column starts from a copy of its cache
+            self.past = [ort.OrtValue.ortvalue_from_numpy(np.repeat(p.numpy(), rows, axis=0)) for p in self.past]
+        return torch.from_numpy(np.repeat(logits, rows, axis=0))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        ids = tokens.reshape(-1, 1).cpu().numpy().astype(np.int64)
+        return torch.from_numpy(self._run(ids, self.past)[:, -1].copy())
+
+
+class OnnxBackend:
+    """A model built by the onnxruntime-genai model builder, run with one InferenceSession."""
+
+    def __init__(self, folder: Path, name: str, threads: int = 0):
+        import onnxruntime as ort
+
+        config = json.loads((folder / "genai_config.json").read_text())["model"]
+        decoder = config["decoder"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its warnings are about graph fusions a user cannot act on
+        self.session = ort.InferenceSession(str(folder / decoder["filename"]), options, providers=["CPUExecutionProvider"])
+        self.name = name
+        self.max_length = config["context_length"]
+        self.kv_heads, self.head_size = decoder["num_key_value_heads"], decoder["head_size"]
+        layers = range(decoder["num_hidden_layers"])
+        names = decoder["inputs"], decoder["outputs"]
+        self.past_names = [n for i in layers for n in (names[0]["past_key_names"] % i, names[0]["past_value_names"] % i)]
+        present = [n for i in layers for n in (names[1]["present_key_names"] % i, names[1]["present_value_names"] % i)]
+        self.output_names = [names[1]["logits"], *present]
+
+    def decoder(self) -> OnnxDecoder:
+        return OnnxDecoder(self)
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.decoder().all_logits(ids)[0].copy())
+
+
+def is_converted(folder: Path) -> bool:
+    """A conversion folder is complete only once its marker exists (written last)."""
+    return (folder / CONVERTED_MARKER).is_file()
+
+
+def convert_to_onnx(source: Path, out: Path, runtime: str, report: Callable[[str], None] = print) -> Path:
+    """Build an ONNX model of the safetensors folder `source` into `out`, once.
+
+    Runs the onnxruntime-genai model builder in a child process (it prints a lot and
+    allocates the whole model again; a child keeps both out of the server). The result
+    appears atomically: a half-written folder from a killed conversion is removed and
+    converted again. Raises RuntimeError with the builder's last lines if it fails.
+    """
+    precision = ONNX_RUNTIMES[runtime]
+    partial = out.with_name(out.name + ".partial")
+    for stale in (partial, out):
+        shutil.rmtree(stale, ignore_errors=True)
+    report(f"Converting {source.name} to ONNX {precision} once (about 20-40 s)...")
+    scratch = out.with_name(out.name + ".build-cache")
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(partial),
+               "-p", precision, "-e", "cpu", "-c", str(scratch)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if done.returncode != 0 or not (partial / "genai_config.json").is_file():
+        shutil.rmtree(partial, ignore_errors=True)
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"the ONNX model builder failed (exit {done.returncode}): {tail}")
+    (partial / CONVERTED_MARKER).write_text(json.dumps({"source": str(source), "precision": precision}))
+    partial.rename(out)
+    report(f"Converted to {out}")
+    return out
