@@ -1,10 +1,11 @@
 # Two commands: `make run` (install + launch the studio) and `make test` (install + run every test).
+# While developing: `make test-fast` runs the unit tier only (pytest -m unit; see pytest.ini for the tiers).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install dev browser bench clean
+.PHONY: run test test-fast install dev browser bench clean
 
 $(VENV)/.installed: requirements.txt requirements-offline.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ run: install
 
 test: dev
 	$(PY) -m pytest -q
+
+# The unit tier: no server, no browser, no embedded-model quality runs.
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m unit
 
 bench: install
 	$(PY) bench/startup.py

@@ -9,6 +9,7 @@ streaming, recipes), not quality.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -39,34 +40,44 @@ from tests.live_server import running_app  # noqa: E402
 # ----- tiers: every test item gets exactly one marker (pytest.ini lists them) -------------
 #
 #   unit     in-process, tiny random models or none: `make test-fast` (`pytest -m unit`)
-#   quality  the embedded offline models (SmolLM2, Piper, shapes) measured for quality
+#   slow     in-process but heavy machinery: a model converted to ONNX, a fresh Python
+#            process that imports the app
+#   quality  the embedded offline models' real weights (SmolLM2, Piper, shapes): quality
+#            measurements (perplexity, WER, prompt adherence) and other tests that run them
 #   server   a real Gradio server (app.py in a subprocess, or launch() in this process)
 #   browser  Chromium driven by Playwright against a server
 #
-# The tier comes from what a test uses, so new tests in any module get one without
-# edits: a fixture (or the test itself) that calls one of SERVER_STARTERS makes a
-# server test, one of BROWSER_DRIVERS a browser test, a fixture in QUALITY_FIXTURES (or
-# a module in QUALITY_MODULES) a quality test. A test that carries a tier marker
-# itself (`@pytest.mark.quality`) keeps it. When several apply the costliest wins.
+# The tier comes from what a test uses (its own code and its fixtures' code), so new
+# tests in any module get one without edits; the costliest that applies wins:
+#   browser  uses one of BROWSER_DRIVERS
+#   server   uses one of SERVER_STARTERS
+#   quality  uses one of EMBEDDED_LOADERS, a fixture in QUALITY_FIXTURES, or sits in QUALITY_MODULES
+#   slow     uses one of SLOW_NAMES, names an ONNX runtime ("onnx-int8"), or a fixture in SLOW_FIXTURES
+# A test that carries a tier marker itself (`@pytest.mark.quality`) keeps that one.
 
-TIERS = ("unit", "quality", "server", "browser")  # cheapest first
-SERVER_STARTERS = {"running_app", "launch"}
+TIERS = ("unit", "slow", "quality", "server", "browser")  # cheapest first
 BROWSER_DRIVERS = {"sync_playwright", "open_studio"}
-QUALITY_FIXTURES = {"real", "piper", "default_adherence"}
-QUALITY_MODULES = {"test_shapes_pipeline.py"}
+SERVER_STARTERS = {"running_app", "launch"}
+EMBEDDED_LOADERS = {"EMBEDDED_MODELS", "load_pipeline"}
+QUALITY_FIXTURES = {"real"}  # test_engines_text: a Studio over the embedded SmolLM2
+QUALITY_MODULES = {"test_shapes_pipeline.py"}  # the shipped shapes weights, measured and retrained
+SLOW_NAMES = {"subprocess"}
+SLOW_FIXTURES = {"runtimes", "onnx_lm"}  # test_engines_text: tiny models converted to ONNX
 
 
-def code_names(function) -> set[str]:
-    """The global and attribute names a function's code (and any code nested in it) uses."""
+def code_names(function) -> tuple[set[str], set[str]]:
+    """(names, string constants) that a function's code, and any code nested in it, uses."""
     names: set[str] = set()
+    strings: set[str] = set()
     stack = [getattr(function, "__code__", None)]
     while stack:
         code = stack.pop()
         if code is None:
             continue
         names.update(code.co_names)
+        strings.update(c for c in code.co_consts if isinstance(c, str))
         stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    return names
+    return names, strings
 
 
 def tier_of(item) -> str:
@@ -75,15 +86,23 @@ def tier_of(item) -> str:
         return max(own, key=TIERS.index)
     functions = [getattr(item, "function", None)]
     fixtures = getattr(item, "_fixtureinfo", None)
-    for name, definitions in (fixtures.name2fixturedefs.items() if fixtures else []):
+    for definitions in (fixtures.name2fixturedefs.values() if fixtures else []):
         functions.append(definitions[-1].func)  # the definition this item gets
-    names = set().union(*(code_names(f) for f in functions if f is not None))
+    names: set[str] = set()
+    strings: set[str] = set()
+    for function in functions:
+        found_names, found_strings = code_names(function)
+        names |= found_names
+        strings |= found_strings
+    used_fixtures = set(item.fixturenames)
     if names & BROWSER_DRIVERS:
         return "browser"
     if names & SERVER_STARTERS:
         return "server"
-    if set(item.fixturenames) & QUALITY_FIXTURES or item.path.name in QUALITY_MODULES:
+    if names & EMBEDDED_LOADERS or used_fixtures & QUALITY_FIXTURES or item.path.name in QUALITY_MODULES:
         return "quality"
+    if names & SLOW_NAMES or used_fixtures & SLOW_FIXTURES or any(s.startswith("onnx-") for s in strings):
+        return "slow"
     return "unit"
 
 
@@ -92,6 +111,16 @@ def pytest_collection_modifyitems(config, items):
         tier = tier_of(item)
         if not any(item.iter_markers(tier)):
             item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_collection_finish(session):
+    """Everything imported by now (torch, transformers, diffusers, gradio: ~480,000
+    objects) lives for the whole run: take it out of the garbage collector's sight.
+    The studio runs gc.collect() on every model load and unload (models.free_memory);
+    over this heap each took ~0.6 s, after the freeze microseconds. Objects made
+    later (every model a test loads) are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 # Model ids of the tiny models in the test catalog.
 TEXT_ID, IMAGE_ID, SHAPES_ID, VITS_ID, MUSICGEN_ID = "tiny-lm", "tiny-sd", "tiny-shapes", "tiny-vits", "tiny-musicgen"
