@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 
 from aigc_studio import grid
 from aigc_studio import params as knobs
@@ -143,7 +144,7 @@ class Studio:
             raise ModelMemoryError(f"Out of memory while loading {spec.id} on {self.device}: close other programs, "
                                    f"pick a smaller model, or lower AIGC_MEMORY_BUDGET_GB. "
                                    f"The studio is still running.") from None
-        except (OSError, EnvironmentError) as error:
+        except (OSError, SafetensorError) as error:  # SafetensorError: a truncated or damaged weights file
             where = "the Hugging Face Hub (is the network up?)" if spec.source == "hub" else spec.location
             hint = " (the studio loads safetensors weights only, never pickle .bin/.pt/.ckpt files)" \
                 if ".safetensors" in str(error) else ""

@@ -41,7 +41,8 @@ def tokens_per_second(text_model: text_engine.TextModel, tokens: int) -> float:
     start = time.perf_counter()
     with torch.inference_mode():
         out = text_model.model.generate(ids, attention_mask=torch.ones_like(ids), min_new_tokens=tokens,
-                                        pad_token_id=text_model.tokenizer.pad_token_id, **text_engine.generation_kwargs(params))
+                                        pad_token_id=text_model.tokenizer.pad_token_id, do_sample=False,
+                                        max_new_tokens=params.max_new_tokens)
     return (out.shape[1] - ids.shape[1]) / (time.perf_counter() - start)
 
 
@@ -50,7 +51,8 @@ def greedy_ids(text_model: text_engine.TextModel, prompt: str, tokens: int) -> l
     ids = text_engine.encode_prompt(text_model, prompt)
     with torch.inference_mode():
         out = text_model.model.generate(ids, attention_mask=torch.ones_like(ids),
-                                        pad_token_id=text_model.tokenizer.pad_token_id, **text_engine.generation_kwargs(params))
+                                        pad_token_id=text_model.tokenizer.pad_token_id, do_sample=False,
+                                        max_new_tokens=params.max_new_tokens)
     return out[0, ids.shape[1]:].tolist()
 
 
@@ -70,7 +72,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = Settings.from_env()
     spec = Catalog.for_preset("offline").get(None, "text")
-    models = {name: text_engine.load(spec, "cpu", dtype, settings.cache_dir, print)
+    models = {name: text_engine.load(spec, "cpu", dtype, settings.cache_dir, print, runtime="torch")
               for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 
     for model in models.values():  # warm-up

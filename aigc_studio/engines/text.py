@@ -31,6 +31,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -145,6 +146,17 @@ def convert_gguf(gguf: Path, out: Path, report: Callable[[str], None] = print) -
     return out
 
 
+@contextmanager
+def conversion_lock(folder: Path) -> Iterator[None]:
+    """Held while a cache folder is checked and converted: two servers sharing one cache
+    (or two tests) wait for one conversion instead of writing the same files at once."""
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        yield
+
+
 def resolve_runtime(setting: str, spec: ModelSpec, device: str) -> str:
     """The runtime a text model runs on: 'auto' means ONNX int8 for the embedded model
     on CPU (converted once, ~4-5x faster than torch) and torch everywhere else."""
@@ -177,9 +189,9 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, repo
 
     if spec.source == "embedded":
         folder = converted_folder(spec, cache_dir)
-        if not is_converted(folder):
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            convert_gguf(embedded_gguf(spec.location), folder, report)
+        with conversion_lock(folder):
+            if not is_converted(folder):
+                convert_gguf(embedded_gguf(spec.location), folder, report)
         location, revision = str(folder), None
     else:
         location, revision = spec.location, spec.revision
@@ -212,9 +224,9 @@ def _onnx_backend(spec: ModelSpec, source: Path, cache_dir: Path, runtime: str, 
     # the embedded model's folder is already named by its wheel's version; a local folder by its path
     tag = "" if spec.source == "embedded" else "-" + hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]
     out = cache_dir / f"{source.name}{tag}-{runtime}"
-    if not is_converted(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        convert_to_onnx(source, out, runtime, report)
+    with conversion_lock(out):
+        if not is_converted(out):
+            convert_to_onnx(source, out, runtime, report)
     backend = OnnxBackend(out, runtime, threads)
     backend.logits(torch.zeros(1, 1, dtype=torch.long))  # a graph that cannot run fails here, not mid-answer
     return backend
