@@ -32,6 +32,9 @@ class ModelSpec:
     preview_decoder: str | None = None  # a tiny autoencoder (TAESD) for per-step previews, if any
     # schedulers the model can sample with; None: "default" and every noise-prediction one (not lcm)
     schedulers: tuple[str, ...] | None = None
+    # the knobs this model reads (the UI shows only these, recipes record only these);
+    # None: every knob of its modality (audio engines say per kind, see engines/audio.knobs_used)
+    knobs: tuple[str, ...] | None = None
 
 
 class UnknownModelError(ValueError):

@@ -337,7 +337,17 @@ class Studio:
     # ----- audio -----------------------------------------------------------------
     def audio_knobs(self, model: str | None = None) -> tuple[str, ...]:
         """The audio knobs the model reads (Piper ignores the music knobs, MusicGen the speech ones)."""
-        return audio_engine.knobs_used(self.model_spec("audio", model).kind)
+        return self.knobs_used("audio", model)
+
+    def knobs_used(self, modality: str, model: str | None = None) -> tuple[str, ...]:
+        """The knobs a model reads, in their dataclass order: the UI shows only these and
+        side by side sweeps only these."""
+        spec = self.model_spec(modality, model)
+        if spec.knobs is not None:
+            return spec.knobs
+        if modality == "audio":
+            return audio_engine.knobs_used(spec.kind)
+        return tuple(f.name for f in dataclasses.fields(PARAMS_TYPES[modality]))
 
     def audio(self, prompt: str, model: str | None = None, label: str = "", params: AudioParams | None = None,
               **values: Any) -> Result:
