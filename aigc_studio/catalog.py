@@ -35,6 +35,9 @@ class ModelSpec:
     # the knobs this model reads (the UI shows only these, recipes record only these);
     # None: every knob of its modality (audio engines say per kind, see engines/audio.knobs_used)
     knobs: tuple[str, ...] | None = None
+    # in the ZeroGPU set: loaded onto cuda at start-up on a ZeroGPU Space (aigc_studio/hosting.py;
+    # AIGC_PRELOAD overrides the set); the README front matter's preload_from_hub lists the same repos
+    zero_gpu: bool = False
 
 
 class UnknownModelError(ValueError):
@@ -47,16 +50,16 @@ SMOLLM2_KNOBS = {"temperature": 0.2, "top_p": 0.9}
 
 HUB_MODELS = [
     ModelSpec("smollm2-360m-instruct", "text", "causal-lm", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct",
-              "Apache-2.0", 724, "Small instruct model; fast on CPU.", defaults=SMOLLM2_KNOBS),
+              "Apache-2.0", 724, "Small instruct model; fast on CPU.", defaults=SMOLLM2_KNOBS, zero_gpu=True),
     ModelSpec("qwen2.5-1.5b-instruct", "text", "causal-lm", "hub", "Qwen/Qwen2.5-1.5B-Instruct",
               "Apache-2.0", 3090, "Stronger answers; wants a GPU.",
-              defaults={"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}),  # its generation_config
+              defaults={"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}, zero_gpu=True),  # its generation_config
     ModelSpec("sd-turbo", "image", "diffusers", "hub", "stabilityai/sd-turbo",
               "Stability AI Community License", 2600, "One-to-four-step distilled SD 2.1, 512x512.",
-              defaults={"steps": 2, "guidance": 0.0, "width": 512, "height": 512}, preview_decoder="madebyollin/taesd"),
+              defaults={"steps": 2, "guidance": 0.0, "width": 512, "height": 512}, preview_decoder="madebyollin/taesd", zero_gpu=True),
     ModelSpec("sdxl-turbo", "image", "diffusers", "hub", "stabilityai/sdxl-turbo",
               "Stability AI Community License", 6900, "One-to-four-step distilled SDXL, 512x512; wants a GPU.",
-              defaults={"steps": 1, "guidance": 0.0, "width": 512, "height": 512}, preview_decoder="madebyollin/taesdxl"),
+              defaults={"steps": 1, "guidance": 0.0, "width": 512, "height": 512}, preview_decoder="madebyollin/taesdxl", zero_gpu=True),
     ModelSpec("stable-diffusion-v1-5", "image", "diffusers", "hub", "stable-diffusion-v1-5/stable-diffusion-v1-5",
               "CreativeML OpenRAIL-M", 2700, "The classic SD 1.5, 512x512.",
               defaults={"steps": 30, "guidance": 7.5, "width": 512, "height": 512, "scheduler": "dpm++"},
@@ -71,9 +74,9 @@ HUB_MODELS = [
               defaults={"steps": 4, "guidance": 0.0, "width": 1024, "height": 1024},
               schedulers=("default",)),  # flow matching: the noise-prediction samplers do not apply
     ModelSpec("mms-tts-eng", "audio", "vits", "hub", "facebook/mms-tts-eng",
-              "CC-BY-NC-4.0", 145, "Meta MMS English text-to-speech (VITS)."),
+              "CC-BY-NC-4.0", 145, "Meta MMS English text-to-speech (VITS).", zero_gpu=True),
     ModelSpec("musicgen-small", "audio", "musicgen", "hub", "facebook/musicgen-small",
-              "CC-BY-NC-4.0", 2360, "Text-to-music, 32 kHz mono.", defaults={"duration": 8.0}),
+              "CC-BY-NC-4.0", 2360, "Text-to-music, 32 kHz mono.", defaults={"duration": 8.0}, zero_gpu=True),
     ModelSpec("bark-small", "audio", "bark", "hub", "suno/bark-small",
               "MIT", 1600, "Suno Bark (small): expressive speech, 24 kHz; the seed picks the voice. Slow on CPU."),
 ]
