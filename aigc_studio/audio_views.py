@@ -1,37 +1,33 @@
 """Looking at and comparing audio: loudness, gain, waveform and spectrogram pictures.
 
-Plain numpy and PIL (no gradio, no matplotlib): the Audio tab shows these pictures
-beside its players, and side by side plays variants at matched loudness so a
-louder variant does not sound "better" just for being louder.
+Loudness is integrated loudness in LUFS (ITU-R BS.1770-4: K-weighting, 400 ms
+blocks, absolute and relative gates) measured by pyloudnorm, the unit creators and
+platforms use (e.g. -16 LUFS for podcasts). The pictures are drawn by matplotlib
+(Agg, imported on first use: start-up never imports it), with time and frequency axes.
+The Audio tab shows them beside its players, and side by side plays variants at
+matched loudness so a louder variant does not sound "better" just for being louder.
 
-Samples are mono float32 in [-1, 1]; rates are in Hz; levels are dB relative to
-full scale (dBFS, RMS: a full-scale sine is -3 dBFS).
+Samples are mono float32 in [-1, 1]; rates are in Hz.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 
 import numpy as np
 import soundfile
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from aigc_studio import params as knobs
 from aigc_studio.recipe import Result
 
-# Loudness gating as in ITU-R BS.1770 (without its K-weighting filter): 400 ms
-# blocks every 100 ms; blocks below -70 dBFS, then those 10 dB under the mean of
-# the rest, are left out, so pauses between sentences do not count as "quiet".
-BLOCK_S, HOP_S = 0.4, 0.1
-ABSOLUTE_GATE_DB, RELATIVE_GATE_DB = -70.0, -10.0
+BLOCK_S = 0.4  # BS.1770's gating block: a shorter clip is measured as if repeated to fill one
 PEAK_CEILING = 0.98  # matched variants stay below this peak, so matching never clips
 
-VIEW_WIDTH, WAVE_HEIGHT, SPECTRUM_HEIGHT, CAPTION_HEIGHT = 480, 90, 150, 16
+VIEW_WIDTH, VIEW_HEIGHT, DPI = 640, 300, 100  # the picture, in pixels
 SPECTRUM_RANGE_DB = 80.0  # the spectrogram shows the loudest 80 dB
-# A dark-to-light palette (close to matplotlib's magma): position in [0, 1] -> RGB.
-PALETTE = np.array([(0.0, 0, 0, 4), (0.25, 59, 15, 112), (0.5, 140, 41, 129), (0.75, 222, 73, 104),
-                    (1.0, 252, 253, 191)])
 
 
 # ----- loudness and gain ------------------------------------------------------------------
@@ -44,24 +40,27 @@ def apply_gain(samples: np.ndarray, gain_db: float) -> np.ndarray:
     return np.clip(samples * np.float32(10 ** (gain_db / 20)), -1.0, 1.0).astype(np.float32)
 
 
-def loudness_db(samples: np.ndarray, rate: int) -> float:
-    """Gated RMS level in dBFS (-inf for silence): the mean power of the 400 ms
-    blocks that pass the absolute (-70 dBFS) and relative (-10 dB) gates."""
-    power = np.asarray(samples, dtype=np.float64) ** 2
-    if power.size == 0:
+def loudness_lufs(samples: np.ndarray, rate: int) -> float:
+    """Integrated loudness in LUFS (-inf for silence or no samples), by pyloudnorm."""
+    import pyloudnorm
+
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0 or not np.any(x):
         return -math.inf
-    block = max(1, int(BLOCK_S * rate))
-    if power.size <= block:
-        blocks = np.array([power.mean()])
-    else:
-        sums = np.concatenate([[0.0], np.cumsum(power)])
-        starts = np.arange(0, power.size - block + 1, max(1, int(HOP_S * rate)))
-        blocks = (sums[starts + block] - sums[starts]) / block
-    blocks = blocks[blocks > 10 ** (ABSOLUTE_GATE_DB / 10)]
-    if blocks.size == 0:
-        return -math.inf
-    relative_gate = blocks.mean() * 10 ** (RELATIVE_GATE_DB / 10)
-    return float(10 * np.log10(blocks[blocks >= relative_gate].mean()))
+    block = int(math.ceil(BLOCK_S * rate)) + 1
+    if x.size < block:
+        x = np.resize(x, block)  # repeated: the level of a short clip, not of it padded with silence
+    with np.errstate(divide="ignore"):
+        level = float(pyloudnorm.Meter(rate).integrated_loudness(x))
+    return level if math.isfinite(level) else -math.inf
+
+
+loudness_db = loudness_lufs  # the earlier name
+
+
+def lufs_label(level: float) -> str:
+    """'−16 LUFS' (a true minus sign), or 'silent'."""
+    return f"{level:.0f} LUFS".replace("-", "\u2212") if math.isfinite(level) else "silent"
 
 
 def matching_gains(outputs: list[tuple[int, np.ndarray]]) -> list[float]:
@@ -71,7 +70,7 @@ def matching_gains(outputs: list[tuple[int, np.ndarray]]) -> list[float]:
     otherwise peak above PEAK_CEILING: matching never clips. Silent outputs keep
     gain 0 (there is nothing to match).
     """
-    levels = [loudness_db(samples, rate) for rate, samples in outputs]
+    levels = [loudness_lufs(samples, rate) for rate, samples in outputs]
     audible = [i for i, level in enumerate(levels) if math.isfinite(level)]
     if len(audible) < 2:
         return [0.0] * len(outputs)
@@ -114,55 +113,40 @@ def spectrogram_db(samples: np.ndarray, rate: int, window_s: float = 0.025) -> n
     return 20 * np.log10(magnitudes + 1e-10)
 
 
-def _colour(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> uint8 RGB through PALETTE."""
-    rgb = [np.interp(values, PALETTE[:, 0], PALETTE[:, channel]) for channel in (1, 2, 3)]
-    return np.stack(rgb, axis=-1).astype(np.uint8)
-
-
-def spectrogram_image(samples: np.ndarray, rate: int, width: int = VIEW_WIDTH, height: int = SPECTRUM_HEIGHT) -> Image.Image:
-    """The spectrogram as a picture: time left to right, 0 Hz at the bottom,
-    brighter = louder, the loudest SPECTRUM_RANGE_DB dB shown."""
-    db = spectrogram_db(samples, rate)
-    top = db.max()
-    scaled = np.clip((db - (top - SPECTRUM_RANGE_DB)) / SPECTRUM_RANGE_DB, 0.0, 1.0)
-    picture = Image.fromarray(_colour(scaled[::-1]), "RGB")
-    return picture.resize((width, height), Image.Resampling.BILINEAR)
-
-
-def waveform_image(samples: np.ndarray, width: int = VIEW_WIDTH, height: int = WAVE_HEIGHT) -> Image.Image:
-    """The waveform as a picture: for each pixel column, a line from the lowest
-    to the highest sample in its stretch of time; full scale is the full height."""
-    picture = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(picture)
-    middle = (height - 1) / 2
-    draw.line([(0, middle), (width - 1, middle)], fill=(200, 200, 200))
-    x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    if x.size == 0:
-        return picture
-    columns = np.array_split(x, min(width, x.size))
-    for column, stretch in enumerate(columns):
-        top, bottom = middle - float(stretch.max()) * middle, middle - float(stretch.min()) * middle
-        draw.line([(column, top), (column, bottom)], fill=(67, 56, 202))
-    return picture
-
-
 def view_image(samples: np.ndarray, rate: int, title: str = "") -> Image.Image:
-    """Title, waveform and spectrogram stacked on one time axis, with the duration
-    and frequency range written in the captions."""
-    font = ImageFont.load_default()
-    wave, spectrum = waveform_image(samples), spectrogram_image(samples, rate)
-    picture = Image.new("RGB", (VIEW_WIDTH, 2 * CAPTION_HEIGHT + WAVE_HEIGHT + SPECTRUM_HEIGHT), "white")
-    draw = ImageDraw.Draw(picture)
-    draw.text((4, 2), title, fill="black", font=font)
-    picture.paste(wave, (0, CAPTION_HEIGHT))
-    picture.paste(spectrum, (0, CAPTION_HEIGHT + WAVE_HEIGHT))
-    bottom = CAPTION_HEIGHT + WAVE_HEIGHT + SPECTRUM_HEIGHT + 2
-    seconds = len(samples) / rate
-    draw.text((4, bottom), "0 s", fill="black", font=font)
-    draw.text((VIEW_WIDTH // 2 - 60, bottom), f"spectrogram 0-{rate / 2000:g} kHz", fill="black", font=font)
-    draw.text((VIEW_WIDTH - 60, bottom), f"{seconds:.2f} s", fill="black", font=font)
-    return picture
+    """The waveform above the spectrogram on one time axis (seconds), the spectrogram
+    in kHz with the loudest SPECTRUM_RANGE_DB dB in magma, the title (with the
+    loudness in LUFS) on top. A VIEW_WIDTH x VIEW_HEIGHT RGB picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    seconds = max(x.size / rate, 1e-3)
+    figure = Figure(figsize=(VIEW_WIDTH / DPI, VIEW_HEIGHT / DPI), dpi=DPI, layout="constrained")
+    wave, spectrum = figure.subplots(2, 1, sharex=True, height_ratios=(1, 2))
+    level = lufs_label(loudness_lufs(x, rate))
+    wave.set_title(f"{title} · {level}" if title else level, fontsize=9, loc="left")
+    if x.size:
+        step = max(1, x.size // 2000)  # min/max envelope per stretch: every peak stays visible
+        stretches = x[: x.size // step * step].reshape(-1, step)
+        times = np.arange(stretches.shape[0]) * step / rate
+        wave.fill_between(times, stretches.min(axis=1), stretches.max(axis=1), color="#4338ca", linewidth=0.5)
+    wave.set_ylim(-1, 1)
+    wave.set_yticks([-1, 0, 1])
+    wave.tick_params(labelsize=7)
+    wave.grid(alpha=0.3)
+    db = spectrogram_db(x, rate)
+    top = float(db.max())
+    spectrum.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=top - SPECTRUM_RANGE_DB, vmax=top,
+                    extent=(0, seconds, 0, rate / 2000))
+    spectrum.set_xlim(0, seconds)
+    spectrum.set_xlabel("time (s)", fontsize=8)
+    spectrum.set_ylabel("kHz", fontsize=8)
+    spectrum.tick_params(labelsize=7)
+    canvas = FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    return Image.open(buffer).convert("RGB")
 
 
 def file_view(path, title: str = "") -> Image.Image:
