@@ -41,6 +41,7 @@ class Settings:
     keep_hours: float = 24.0
     max_output_mb: float = 2000.0  # the output folder (AIGC_OUTPUT_DIR)
     max_cache_mb: float = 2000.0  # Gradio's cache (GRADIO_TEMP_DIR): every file shown or served
+    mcp: bool = True  # serve the API as MCP tools at /gradio_api/mcp/ (AIGC_MCP=0 turns it off)
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -64,7 +65,7 @@ class Settings:
         settings.keep_hours = _number(env, "AIGC_KEEP_HOURS", "keep_hours", settings.keep_hours, float)
         settings.max_output_mb = _number(env, "AIGC_MAX_OUTPUT_MB", "max_output_mb", settings.max_output_mb, float)
         settings.max_cache_mb = _number(env, "AIGC_MAX_CACHE_MB", "max_cache_mb", settings.max_cache_mb, float)
-        for name in ("attention_slicing", "vae_tiling", "cpu_offload"):
+        for name in ("attention_slicing", "vae_tiling", "cpu_offload", "mcp"):
             variable = f"AIGC_{name.upper()}"
             if variable in env:
                 setattr(settings, name, env[variable].strip().lower() in ("1", "true", "yes", "on"))

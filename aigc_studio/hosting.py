@@ -55,6 +55,10 @@ def zero_gpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+if zero_gpu():
+    import spaces  # noqa: F401  before any Studio touches CUDA: spaces must patch torch first
+
+
 def gpu(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
     """`spaces.GPU(duration=duration)` on ZeroGPU; elsewhere the identity decorator."""
     if not zero_gpu():

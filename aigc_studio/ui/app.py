@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from aigc_studio.studio import Studio
-from aigc_studio.ui import audio_tab, image_tab, text_tab
+from aigc_studio.ui import api, audio_tab, image_tab, text_tab
 from aigc_studio.ui.widgets import Sessions
 
 CSS = """
@@ -26,6 +26,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="AIGC Studio") as demo:
         gr.Markdown(f"# AIGC Studio\nGenerate text, images and audio; turn the knobs and see what they do. "
                     f"Running: {studio.describe()}", elem_id="header")
+        api.register(studio)  # the public endpoints (and MCP tools); the tabs' events are private
         with gr.Tabs():
             text_tab.build(studio, sessions)
             image_tab.build(studio, sessions)
@@ -60,9 +61,12 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs):
     at once with a "busy, try again" message) and each event runs at most
     settings.concurrency generations at a time (AIGC_CONCURRENCY). Uploads above
     MAX_UPLOAD are refused; only files under the output folder are served.
+    The MCP server (tools built from ui/api.py) is served at /gradio_api/mcp/ unless
+    settings.mcp is off (AIGC_MCP=0).
     Returns what gr.Blocks.launch returns (with prevent_thread_lock=True, it does not block).
     """
     settings = studio.settings
+    kwargs.setdefault("mcp_server", settings.mcp)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     app_kwargs = {"exception_handlers": {HTTPException: busy_handler(settings.queue_size)}}
     return demo.launch(theme=gr.themes.Soft(), css=CSS, max_file_size=MAX_UPLOAD, app_kwargs=app_kwargs,

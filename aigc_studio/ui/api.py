@@ -1,0 +1,540 @@
+"""The public API: one typed function per endpoint, shared by the HTTP API
+(gradio_client), the MCP tools and, through the Studio, the ZeroGPU entry points.
+
+Each function's keywords are the knob dataclasses' fields (aigc_studio/params.py),
+in the order the endpoints have always had (the knobs shipped first, then `model`,
+then the knobs added later), so positional callers keep working. A knob left out
+(None) takes the model's recommended value. Functions call only the Studio's public
+methods; `register(studio)` wires them with `gr.api` inside the Blocks. The tabs keep
+their own (private) events for the page.
+
+Results: text as str; images and audio as files carrying their recipe (PNG text
+chunk, WAV/FLAC tag), which gradio_client downloads and MCP clients get as image
+content plus a URL of the original file.
+"""
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import gradio as gr
+
+from aigc_studio import audio_views
+from aigc_studio import params as knobs
+from aigc_studio.engines.image import GenerationStopped
+from aigc_studio.params import ImageParams, parse_values
+from aigc_studio.storage import NotKept
+from aigc_studio.studio import Studio
+from aigc_studio.ui.audio_tab import MAX_PLAYERS, check_format
+from aigc_studio.ui.image_tab import preview_steps
+from aigc_studio.ui.text_tab import MAX_COLUMNS, PRESETS, column_numbers, text_variants, token_dicts, whole_number
+from aigc_studio.ui.widgets import SEEDS, SWEEP, make_variants, run_in_worker, user_error, user_errors
+
+File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
+VariantMode = Literal["Different seeds", "Sweep one knob"]
+
+_studio: Studio | None = None
+
+
+def studio() -> Studio:
+    if _studio is None:
+        raise RuntimeError("aigc_studio.ui.api.register(studio) was not called")
+    return _studio
+
+
+# ----- checks for the inputs that are not knobs (knobs are checked by params.validate) --------
+
+def _text(name: str, value: Any, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise knobs.ParamError(name, f"must be text, got {type(value).__name__}")
+    return value
+
+
+def _model(value: Any) -> str | None:
+    """A catalog id or None (the preset's model); anything else is refused naming `model`."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise knobs.ParamError("model", f"must be a model id (text), got {type(value).__name__}")
+    return value
+
+
+def _mode(value: Any, extra: tuple[str, ...] = ()) -> str:
+    allowed = (SEEDS, SWEEP, *extra)
+    if value is None:
+        return SEEDS
+    if value not in allowed:
+        raise knobs.ParamError("mode", f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _count(value: Any) -> int:
+    count = whole_number("count", value, 3)
+    if not 2 <= count <= 4:
+        raise knobs.ParamError("count", f"must be a number in [2, 4], got {value!r}")
+    return count
+
+
+def _knob_name(name: str, value: Any, params_type: type, default: str) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in knobs.sweepable(params_type):
+        raise knobs.ParamError(name, f"must be one of {', '.join(knobs.sweepable(params_type))}, got {value!r}")
+    return value
+
+
+def _file(path: str | Path) -> File:
+    return gr.FileData(path=str(path), orig_name=Path(path).name).model_dump()
+
+
+def _picture_file(save, result) -> File:
+    """A studio PNG in the output folder; when the disk is full, the picture with its
+    recipe in Gradio's cache instead (the tabs do the same), with a warning."""
+    try:
+        return _file(save(result))
+    except NotKept as error:
+        gr.Warning(f"{error}. Download it to keep it.")
+        picture = result.output.copy()
+        picture.info["aigc_recipe"] = result.recipe.to_json()
+        return _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(), format="png"))
+
+
+# ----- text -----------------------------------------------------------------------------------
+
+def generate_text(prompt: str, temperature: float | None = None, top_k: int | None = None,
+                  top_p: float | None = None, max_new_tokens: int | None = None,
+                  repetition_penalty: float | None = None, seed: int | None = None, greedy: bool | None = None,
+                  model: str | None = None, min_p: float | None = None, typical_p: float | None = None,
+                  no_repeat_ngram_size: int | None = None, stop_sequences: str | None = None,
+                  system_prompt: str | None = None,
+                  prompt_mode: Literal["chat", "completion"] | None = None) -> Iterator[str]:
+    """Generate text for a prompt with the studio's text model, streamed token by token.
+
+    Args:
+        prompt: what to answer (chat mode) or continue (completion mode), at most 4000 characters.
+        temperature: 0-2; below 1 sharpens toward the likeliest token, above 1 flattens. None: the model's recommendation.
+        top_k: 0-1000; keep only the k likeliest tokens (0 = off).
+        top_p: 0.01-1; nucleus sampling: the smallest set of tokens whose probability sums to p.
+        max_new_tokens: 1-1024; upper bound on the answer length, in tokens (default 128).
+        repetition_penalty: 1-2; divides the score of tokens already used (1 = off).
+        seed: -1 to 2147483647; -1 draws a new one. The same seed and knobs give the same answer.
+        greedy: always take the likeliest token (ignores the sampling knobs).
+        model: a text model id of the catalog (None: the preset's default).
+        min_p: 0-1; drop tokens less likely than min_p times the likeliest one (0 = off).
+        typical_p: 0.01-1; typical sampling mass (1 = off).
+        no_repeat_ngram_size: 0-10; never repeat a run of this many tokens (0 = off).
+        stop_sequences: up to 4 comma-separated texts that end the answer (\\n for a newline).
+        system_prompt: chat mode: instructions read before the prompt.
+        prompt_mode: "chat" wraps the prompt in the chat template; "completion" continues the text.
+    Returns:
+        The answer so far (each update); the last one is the whole answer.
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        chosen = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
+                          max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed,
+                          greedy=greedy, min_p=min_p, typical_p=typical_p, no_repeat_ngram_size=no_repeat_ngram_size,
+                          stop_sequences=stop_sequences, system_prompt=system_prompt, prompt_mode=prompt_mode)
+        stop = threading.Event()
+        try:
+            for update in s.text_stream(prompt, chosen, model, stop=stop):
+                yield update.text or update.status
+        finally:
+            stop.set()  # a cancelled request (Stop, a vanished client) ends the generation
+
+
+def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Presets side by side"] | None = None,
+                 count: int | None = None, knob_name: str | None = None, values: str | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 max_new_tokens: int | None = None, repetition_penalty: float | None = None,
+                 seed: int | None = None, greedy: bool | None = None, model: str | None = None,
+                 min_p: float | None = None, typical_p: float | None = None,
+                 no_repeat_ngram_size: int | None = None, stop_sequences: str | None = None,
+                 system_prompt: str | None = None, prompt_mode: Literal["chat", "completion"] | None = None,
+                 ) -> Iterator[tuple[str, str, str, str, dict | None]]:
+    """Generate 2-4 variants of one prompt side by side, streamed together (one batched step per token).
+
+    Args:
+        prompt: the prompt every column answers.
+        mode: "Different seeds" (count consecutive seeds), "Sweep one knob" (knob_name over values)
+            or "Presets side by side" (Precise, Balanced, Creative with one seed).
+        count: 2-4 columns for "Different seeds" (default 3).
+        knob_name: the text knob to sweep, e.g. "temperature".
+        values: 2-4 comma-separated values for the swept knob, e.g. "0.3, 0.8, 1.4".
+        temperature: 0-2 (see generate_text); the other knobs are as in generate_text.
+        top_k: 0-1000.
+        top_p: 0.01-1.
+        max_new_tokens: 1-1024 tokens per column.
+        repetition_penalty: 1-2.
+        seed: -1 to 2147483647; columns swept or preset share it.
+        greedy: always take the likeliest token.
+        model: a text model id of the catalog.
+        min_p: 0-1.
+        typical_p: 0.01-1.
+        no_repeat_ngram_size: 0-10.
+        stop_sequences: up to 4 comma-separated texts.
+        system_prompt: chat mode instructions.
+        prompt_mode: "chat" or "completion".
+    Returns:
+        Four column texts (unused columns are ""), then, on the last update only, the numbers:
+        {"first_difference": token index or null, "columns": [{"label", "tokens", "tokens_per_s", "mean_logprob"}]}.
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        mode = _mode(mode, (PRESETS,))
+        base = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
+                        max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed,
+                        greedy=greedy, min_p=min_p, typical_p=typical_p, no_repeat_ngram_size=no_repeat_ngram_size,
+                        stop_sequences=stop_sequences, system_prompt=system_prompt, prompt_mode=prompt_mode)
+        count = _count(count) if mode == SEEDS else 3
+        knob_name = _knob_name("knob_name", knob_name, type(base), "temperature") if mode == SWEEP else "temperature"
+        variants = text_variants(base, mode, count, knob_name, _text("values", values, "0.3, 0.8, 1.4"),
+                                 s.params("text", model))
+        texts = [""] * MAX_COLUMNS
+        stop = threading.Event()
+        try:
+            for update in s.text_compare_stream(prompt, variants, model, stop=stop):
+                for i, column in enumerate(update.columns):
+                    texts[i] = column.text or update.status
+                numbers = None
+                if all(column.result is not None for column in update.columns):
+                    numbers = column_numbers({"labels": [label for label, _ in variants],
+                                              "diverge_at": update.diverge_at,
+                                              "columns": [token_dicts(c.tokens) for c in update.columns],
+                                              "rates": [c.tokens_per_s for c in update.columns]})
+                yield (*texts, numbers)
+        finally:
+            stop.set()
+
+
+def explain_next_token(prompt: str, answer: str | None = None, position: int | None = None,
+                       temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                       min_p: float | None = None, typical_p: float | None = None,
+                       repetition_penalty: float | None = None, no_repeat_ngram_size: int | None = None,
+                       greedy: bool | None = None, system_prompt: str | None = None,
+                       prompt_mode: Literal["chat", "completion"] | None = None, top_n: int | None = None,
+                       model: str | None = None) -> dict:
+    """Explain one next token: the likeliest candidates and their probability at each sampling stage
+    (raw, penalties, temperature, top-k, top-p, min-p, typical-p), and which ones each stage cuts.
+
+    Args:
+        prompt: the prompt the answer follows.
+        answer: an answer to the prompt (e.g. from generate_text); "" explains the first token.
+        position: 0 = the first token after the prompt; k = the token after the first k answer
+            tokens; -1 = the token after the whole answer.
+        temperature: 0-2.
+        top_k: 0-1000 (0 = off).
+        top_p: 0.01-1.
+        min_p: 0-1 (0 = off).
+        typical_p: 0.01-1 (1 = off).
+        repetition_penalty: 1-2 (1 = off).
+        no_repeat_ngram_size: 0-10 (0 = off).
+        greedy: always take the likeliest token.
+        system_prompt: chat mode instructions.
+        prompt_mode: "chat" or "completion".
+        top_n: 1-50 candidates listed (default 10).
+        model: a text model id of the catalog.
+    Returns:
+        {"context", "position", "candidate_ids", "candidates", "chosen_id",
+        "stages": [{"name", "setting", "probs", "kept", "kept_tokens", "mass_kept"}]}.
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        chosen = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                          typical_p=typical_p, repetition_penalty=repetition_penalty,
+                          no_repeat_ngram_size=no_repeat_ngram_size, greedy=greedy, system_prompt=system_prompt,
+                          prompt_mode=prompt_mode)
+        top_n = whole_number("top_n", top_n, 10)
+        if not 1 <= top_n <= 50:
+            raise knobs.ParamError("top_n", f"must be a number in [1, 50], got {top_n}")
+        result = s.explain_next_token(prompt, chosen, model, answer=_text("answer", answer),
+                                      position=whole_number("position", position, 0), top_n=top_n)
+        return dataclasses.asdict(result)
+
+
+def perplexity(text: str, model: str | None = None) -> float:
+    """Perplexity of a text under the text model: exp of the mean negative log-likelihood per token.
+    Lower = more natural to the model (fluent text scores far below shuffled words).
+
+    Args:
+        text: the passage to score, at most 4000 characters.
+        model: a text model id of the catalog (None: the preset's default).
+    Returns:
+        The perplexity (>= 1), rounded to 3 decimals.
+    """
+    with user_errors():
+        value, _ = studio().perplexity(text, _model(model))
+        return round(value, 3)
+
+
+# ----- image ----------------------------------------------------------------------------------
+
+def _image_params(model: str | None, **values: Any) -> ImageParams:
+    return studio().params("image", model, **values)
+
+
+def generate_image(prompt: str, negative_prompt: str | None = None, steps: int | None = None,
+                   guidance: float | None = None, width: int | None = None, height: int | None = None,
+                   seed: int | None = None,
+                   scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
+                   model: str | None = None, batch_size: int | None = None) -> Iterator[File]:
+    """Generate an image for a prompt; streams up to 3 denoising previews, then the final PNG,
+    whose recipe (model, every knob, seed, versions) is embedded in its text chunk `aigc_recipe`.
+
+    Args:
+        prompt: what to draw (the embedded shapes model understands e.g. "a small red circle").
+        negative_prompt: what to steer away from.
+        steps: 1-150 denoising steps (None: the model's recommendation).
+        guidance: 0-20 classifier-free guidance (how strongly the image follows the prompt).
+        width: 16-1536 pixels, a multiple of 8.
+        height: 16-1536 pixels, a multiple of 8.
+        seed: -1 to 2147483647; -1 draws one (the recipe records it).
+        scheduler: the sampler; "lcm" only for consistency models.
+        model: an image model id of the catalog.
+        batch_size: 1-8 images at seeds seed, seed+1, ...; the result is the first.
+    Returns:
+        Previews, then the PNG file.
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        chosen = _image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
+                               height=height, seed=seed, scheduler=scheduler, batch_size=batch_size)
+        stop = threading.Event()
+        streamed = preview_steps(chosen.steps)
+
+        def work(emit):
+            def on_step(step, total):
+                nonlocal streamed
+                streamed = preview_steps(total)  # some schedulers run more iterations than steps
+
+            def on_preview(step, picture):
+                if step in streamed:
+                    emit(picture)
+
+            return s.images(prompt, [("", chosen)], model, on_step, on_preview, stop)
+
+        try:
+            for kind, value in run_in_worker(work, stop):
+                if kind == "update":
+                    yield _file(gr.processing_utils.save_pil_to_cache(value, gr.utils.get_upload_folder(),
+                                                                      format="png"))
+                else:
+                    yield _picture_file(s.save, value[0])
+        except GenerationStopped as stopped:
+            gr.Info(f"Stopped ({stopped}).")
+
+
+def compare_image(prompt: str, mode: VariantMode | None = None, count: int | None = None,
+                  knob_name: str | None = None, values: str | None = None, negative_prompt: str | None = None,
+                  steps: int | None = None, guidance: float | None = None, width: int | None = None,
+                  height: int | None = None, seed: int | None = None,
+                  scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
+                  model: str | None = None) -> list[dict]:
+    """2-4 labelled image variants of one prompt (seed variants share one batched call).
+
+    Args:
+        prompt: what to draw.
+        mode: "Different seeds" (count consecutive seeds) or "Sweep one knob" (knob_name over values).
+        count: 2-4 images for "Different seeds" (default 3).
+        knob_name: the image knob to sweep, e.g. "guidance" or "steps".
+        values: 2-4 comma-separated values, e.g. "1, 3, 7".
+        negative_prompt: what to steer away from.
+        steps: 1-150.
+        guidance: 0-20.
+        width: 16-1536, a multiple of 8.
+        height: 16-1536, a multiple of 8.
+        seed: -1 to 2147483647.
+        scheduler: the sampler.
+        model: an image model id of the catalog.
+    Returns:
+        A gallery: [{"image": PNG file with its recipe, "caption": the variant's label}].
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        base = _image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
+                             height=height, seed=seed, scheduler=scheduler)
+        mode = _mode(mode)
+        count = _count(count) if mode == SEEDS else 3
+        knob_name = _knob_name("knob_name", knob_name, ImageParams, "guidance") if mode == SWEEP else "guidance"
+        variants = make_variants(base, mode, count, knob_name, _text("values", values, "1, 3, 7"))
+        results = s.images(prompt, variants, model, stop=threading.Event())
+        return [{"image": _picture_file(s.save, r), "caption": r.label} for r in results]
+
+
+def image_grid(prompt: str, x_knob: str | None = None, x_values: str | None = None, y_knob: str | None = None,
+               y_values: str | None = None, negative_prompt: str | None = None, steps: int | None = None,
+               guidance: float | None = None, width: int | None = None, height: int | None = None,
+               seed: int | None = None,
+               scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
+               model: str | None = None) -> tuple[File, list[dict]]:
+    """An X/Y grid: one or two image knobs over their values, the seed fixed unless it is an axis.
+
+    Args:
+        prompt: what to draw.
+        x_knob: the knob across columns, e.g. "steps" (default "steps").
+        x_values: 1-6 comma-separated values (default "4, 8, 16, 32").
+        y_knob: the knob down rows, or "none" for one row (default "guidance").
+        y_values: 1-6 comma-separated values (default "1, 3, 7").
+        negative_prompt: what to steer away from.
+        steps: 1-150.
+        guidance: 0-20.
+        width: 16-1536 per cell, a multiple of 8.
+        height: 16-1536 per cell, a multiple of 8.
+        seed: -1 to 2147483647.
+        scheduler: the sampler.
+        model: an image model id of the catalog.
+    Returns:
+        The labelled grid PNG (every cell's recipe embedded) and a gallery of the cells.
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        base = _image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
+                             height=height, seed=seed, scheduler=scheduler)
+        axes = [name for name in knobs.sweepable(ImageParams) if name != "batch_size"]
+        x_knob = x_knob if x_knob is not None else "steps"
+        if not isinstance(x_knob, str) or x_knob not in axes:
+            raise knobs.ParamError("x_knob", f"must be one of {', '.join(axes)}, got {x_knob!r}")
+        y_knob = y_knob if y_knob is not None else "guidance"
+        if not isinstance(y_knob, str) or y_knob not in ("none", *axes):
+            raise knobs.ParamError("y_knob", f"must be one of none, {', '.join(axes)}, got {y_knob!r}")
+        xs = parse_values(_text("x_values", x_values, "4, 8, 16, 32"), ImageParams, x_knob, low=1, high=6,
+                          field="x_values")
+        use_y = y_knob != "none"
+        ys = parse_values(_text("y_values", y_values, "1, 3, 7"), ImageParams, y_knob, low=1, high=6,
+                          field="y_values") if use_y else None
+        picture, cells = s.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model,
+                                      stop=threading.Event())
+        try:
+            grid_file = _file(s.save_grid(picture, cells))
+        except NotKept as error:
+            gr.Warning(f"{error}. Download it to keep it.")
+            grid_file = _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(),
+                                                                    format="png"))
+        return grid_file, [{"image": _picture_file(s.save, c), "caption": c.label} for c in cells]
+
+
+# ----- audio ----------------------------------------------------------------------------------
+
+def generate_audio(prompt: str, speed: float | None = None, seed: int | None = None,
+                   noise_scale: float | None = None, noise_w: float | None = None,
+                   sentence_silence: float | None = None, temperature: float | None = None,
+                   top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
+                   duration: float | None = None, model: str | None = None,
+                   semantic_temperature: float | None = None, coarse_temperature: float | None = None,
+                   fine_temperature: float | None = None, gain_db: float | None = None,
+                   file_format: Literal["wav", "flac"] = "wav") -> File:
+    """Speech (Piper, MMS-TTS, Bark) or music (MusicGen) for a text, as a WAV or FLAC file
+    carrying its recipe.
+
+    Args:
+        prompt: what the voice says (or, for MusicGen, the music to make).
+        speed: 0.25-4 speaking rate (speech).
+        seed: -1 to 2147483647; -1 draws one (the recipe records it).
+        noise_scale: 0-1.5 variation in timbre and intonation (speech).
+        noise_w: 0-1.5 variation in phoneme durations (speech).
+        sentence_silence: 0-2 seconds of silence between sentences (speech).
+        temperature: 0.05-2 (music).
+        top_k: 0-2048 (music).
+        top_p: 0.01-1 (music).
+        guidance: 1-10 classifier-free guidance (music).
+        duration: 0.5-30 seconds of music.
+        model: an audio model id of the catalog.
+        semantic_temperature: 0.05-1.5 (Bark).
+        coarse_temperature: 0.05-1.5 (Bark).
+        fine_temperature: 0.05-1.5 (Bark).
+        gain_db: -40 to 40 dB applied to the finished audio.
+        file_format: "wav" or "flac" (lossless, smaller); both carry the recipe.
+    Returns:
+        The audio file.
+    """
+    with user_errors():
+        s = studio()
+        chosen_format = check_format(file_format)
+        result = s.audio(prompt, _model(model), speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w,
+                         sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
+                         guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
+                         coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db)
+        return _file(s.save(result, chosen_format))
+
+
+def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | None = None,
+                  knob_name: str | None = None, values: str | None = None, speed: float | None = None,
+                  seed: int | None = None, noise_scale: float | None = None, noise_w: float | None = None,
+                  sentence_silence: float | None = None, temperature: float | None = None,
+                  top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
+                  duration: float | None = None, model: str | None = None,
+                  semantic_temperature: float | None = None, coarse_temperature: float | None = None,
+                  fine_temperature: float | None = None, gain_db: float | None = None,
+                  file_format: Literal["wav", "flac"] = "wav") -> tuple[File | None, File | None, File | None, File | None]:
+    """2-4 labelled audio variants of one text, played at one loudness (unless gain_db itself is swept);
+    each file's recipe records the gain it got.
+
+    Args:
+        prompt: what the voice says (or the music to make).
+        mode: "Different seeds" or "Sweep one knob".
+        count: 2-4 variants for "Different seeds" (default 3).
+        knob_name: the audio knob to sweep (one the model reads), e.g. "speed".
+        values: 2-4 comma-separated values, e.g. "0.8, 1.0, 1.4".
+        speed: 0.25-4 (speech); the other knobs are as in generate_audio.
+        seed: -1 to 2147483647.
+        noise_scale: 0-1.5.
+        noise_w: 0-1.5.
+        sentence_silence: 0-2 seconds.
+        temperature: 0.05-2 (music).
+        top_k: 0-2048 (music).
+        top_p: 0.01-1 (music).
+        guidance: 1-10 (music).
+        duration: 0.5-30 seconds (music).
+        model: an audio model id of the catalog.
+        semantic_temperature: 0.05-1.5 (Bark).
+        coarse_temperature: 0.05-1.5 (Bark).
+        fine_temperature: 0.05-1.5 (Bark).
+        gain_db: -40 to 40 dB.
+        file_format: "wav" or "flac".
+    Returns:
+        Four audio files (unused slots are null).
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        chosen_format = check_format(file_format)
+        base = s.params("audio", model, speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w,
+                        sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
+                        guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
+                        coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db)
+        mode = _mode(mode)
+        count = _count(count) if mode == SEEDS else 3
+        if mode == SWEEP:
+            knob_name = _knob_name("knob_name", knob_name, type(base), "speed")
+            used = s.audio_knobs(model)
+            if knob_name not in used:  # before parsing values meant for a knob it ignores
+                raise user_error(f"knob_name: {s.model_spec('audio', model).id} does not use {knob_name}; "
+                                 f"sweep one of {', '.join(used)}")
+        variants = make_variants(base, mode, count, knob_name or "speed", _text("values", values, "0.8, 1.0, 1.4"))
+        results = [s.audio(prompt, model, label=label, params=p) for label, p in variants]
+        if not (mode == SWEEP and knob_name == "gain_db"):
+            results = audio_views.match_loudness(results)
+        files = [_file(s.save(r, chosen_format)) for r in results]
+        return tuple(files + [None] * (MAX_PLAYERS - len(files)))
+
+
+ENDPOINTS = (generate_text, compare_text, explain_next_token, perplexity, generate_image, compare_image,
+             image_grid, generate_audio, compare_audio)
+
+
+def register(studio_: Studio) -> None:
+    """Serve every endpoint over studio_. Call inside the Blocks before the tabs: their
+    private events of the same names then get suffixed names, these keep the public ones."""
+    global _studio
+    _studio = studio_
+    for fn in ENDPOINTS:
+        gr.api(fn, api_name=fn.__name__)
