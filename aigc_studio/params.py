@@ -84,6 +84,20 @@ def stop_sequences(text: str) -> list[str]:
     return sequences
 
 
+# The one scheduler registry: the name a person picks -> the diffusers class it means
+# ("default" keeps the model's own). The engine resolves the classes, the catalog lists
+# which names each model can sample with, the UI and the API offer these names.
+SCHEDULERS = {
+    "default": None,
+    "ddpm": "DDPMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "lcm": "LCMScheduler",  # only for consistency-distilled models (the Studio checks)
+}
+
+
 @dataclass
 class ImageParams:
     negative_prompt: str = knob("", help="What to steer away from (classifier-free guidance uses it instead of the empty prompt).")
@@ -94,7 +108,9 @@ class ImageParams:
     seed: int = knob(-1, -1, MAX_SEED, "Random seed; -1 draws a new one (the recipe records it).")
     batch_size: int = knob(1, 1, 8, "Images per Generate: seeds seed, seed+1, ... in one batched call.")
     scheduler: str = knob("default", help="The sampler that walks from noise to image.",
-                          choices=("default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"))
+                          choices=tuple(SCHEDULERS))
+    latent_temperature: float = knob(1.0, 0.0, 2.0, "VAE: scale of the prior sample z ~ N(0, T^2): < 1 stays near the typical image (cleaner, less varied), > 1 wanders (more varied, less faithful); 0 gives the same image for every seed.")
+    truncation: float = knob(1.0, 0.0, 1.0, "GAN: truncation psi pulls the latent toward its mean, z * psi: 1 = off, lower is cleaner and less varied, 0 gives the same image for every seed.")
 
 
 @dataclass

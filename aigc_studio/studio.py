@@ -22,19 +22,29 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
-from aigc_studio import grid
+from aigc_studio import audio_views, grid
 from aigc_studio import params as knobs
 from aigc_studio import recipe as recipes
-from aigc_studio.catalog import Catalog, ModelSpec, resolve_preset
+from aigc_studio.audio_views import file_view
+from aigc_studio.catalog import Catalog, ModelSpec, UnknownModelError, resolve_preset
 from aigc_studio.config import Settings
+from aigc_studio.engines import GenerationStopped
 from aigc_studio.engines import audio as audio_engine
 from aigc_studio.engines import image as image_engine
 from aigc_studio.engines import text as text_engine
 from aigc_studio.models import OUT_OF_MEMORY, LoadedModel, ModelManager, free_memory, pick_device, pick_dtype
 from aigc_studio.params import AudioParams, ImageParams, TextParams
-from aigc_studio.recipe import Recipe, Result
+from aigc_studio.recipe import RECIPE_KEY, Recipe, Result, read_recipe
+from aigc_studio.shapes import UnknownPromptError
+from aigc_studio.storage import NotKept
 
 log = logging.getLogger(__name__)
+
+# The facade that front ends (ui/, the CLI) import, with params: the Studio and what its
+# calls return or raise. They reach the rest of the backend through these names only.
+__all__ = ["Studio", "TextUpdate", "CompareUpdate", "Result", "Recipe", "ModelLoadError", "ModelMemoryError",
+           "GenerationStopped", "NotKept", "UnknownModelError", "UnknownPromptError", "OUT_OF_MEMORY",
+           "free_memory", "read_recipe", "RECIPE_KEY", "file_view"]
 
 PARAMS_TYPES = {"text": TextParams, "image": ImageParams, "audio": AudioParams}
 
@@ -192,9 +202,11 @@ class Studio:
         return self.models.unload(self.model_spec(modality, model).id)
 
     def _recipe(self, spec: ModelSpec, prompt: str, chosen, label: str, started: float, runtime: str = "") -> Recipe:
+        used = self.knobs_used(spec.modality, spec.id)  # a recipe lists only the knobs its model read
         return Recipe(
             modality=spec.modality, model_id=spec.id, revision=spec.revision, prompt=prompt,
-            params=dataclasses.asdict(chosen), device=self.device, dtype=str(self.dtype).replace("torch.", ""),
+            params={k: v for k, v in dataclasses.asdict(chosen).items() if k in used},
+            device=self.device, dtype=str(self.dtype).replace("torch.", ""),
             label=label, elapsed_s=round(time.perf_counter() - started, 3), runtime=runtime,
         )
 
@@ -248,7 +260,7 @@ class Studio:
             runtime = text_model.runtime
             if text_model.runtime_note:
                 yield CompareUpdate(columns(final=False), status=f"Note: {text_model.runtime_note}")
-            for i, token in text_engine.generate(text_model, prompt, [p for _, p in chosen], stop):
+            for i, token in text_engine.generate(text_model, prompt, [p for _, p in chosen], stop=stop):
                 tokens[i].append(token)
                 raw[i] += token.text
                 yield CompareUpdate(columns(final=False), diverge_at=_first_divergence(tokens, finished=False))
@@ -331,8 +343,97 @@ class Studio:
         (row-major). Cells that differ only by seed run as one batched call.
         Setting stop ends the grid within one denoising step (GenerationStopped)."""
         plan = grid.plan(base, x_knob, x_values, y_knob, y_values)
-        cells = self.images(prompt, plan.cells, model, on_step, stop=stop)
+        if plan.models:  # `model` is an axis: each cell runs on its own model
+            cells = self.images_by_model(prompt, plan.cells, plan.models, on_step, stop)
+        else:
+            cells = self.images(prompt, plan.cells, model, on_step, stop=stop)
         return grid.render([cell.output for cell in cells], plan), cells
+
+    # ----- model families side by side, latent walks (issue 17) -----------------------
+    def images_by_model(self, prompt: str, variants: list[tuple[str, ImageParams]], models: list[str],
+                        on_step: image_engine.StepCallback | None = None,
+                        stop: threading.Event | None = None) -> list[Result]:
+        """Like images(), one image per variant, each on its own model (one batched call
+        per model). Every model id is checked before any model runs."""
+        for model_id in models:
+            self.model_spec("image", model_id)
+        variants = [(label, dataclasses.replace(p, batch_size=1)) for label, p in variants]
+        results: list[Result | None] = [None] * len(variants)
+        for model_id in dict.fromkeys(models):
+            indices = [i for i, m in enumerate(models) if m == model_id]
+            for i, result in zip(indices, self.images(prompt, [variants[i] for i in indices], model_id, on_step, stop=stop)):
+                results[i] = result
+        return results
+
+    def compare_models(self, prompt: str, models: list[str], params: ImageParams | None = None,
+                       on_step: image_engine.StepCallback | None = None,
+                       stop: threading.Event | None = None) -> list[Result]:
+        """Side by side by model: one prompt and one seed on 2-4 image models (e.g.
+        shapes-diffusion, shapes-vae, shapes-gan), columns labelled model=<id>. Without
+        params each model uses its own recommended knobs; with params every column gets
+        them (each model reads only its own knobs)."""
+        if not 2 <= len(models) <= 4:
+            raise knobs.ParamError("models", f"give 2 to 4 models to compare, got {len(models)}")
+        seed = knobs.resolve_seed(params or ImageParams()).seed
+        variants = [(f"model={m}", dataclasses.replace(params, seed=seed) if params else self.params("image", m, seed=seed))
+                    for m in models]
+        return self.images_by_model(prompt, variants, list(models), on_step, stop)
+
+    def latent_walk(self, prompt: str, seed_a: int, seed_b: int, frames: int = 8, model: str | None = None,
+                    params: ImageParams | None = None, on_step: image_engine.StepCallback | None = None,
+                    stop: threading.Event | None = None, image_format: str = "GIF") -> tuple[list[Result], bytes]:
+        """Interpolate between two seeds: the starting noise (diffusion) or latent (VAE,
+        GAN) slerped in `frames` (2-32) steps. Returns each frame's Result (the first and
+        last equal the two seeds' own images) and an animated GIF or WebP of the walk
+        whose comment (GIF) or XMP (WebP) holds its recipe (params: seed = seed_a plus
+        walk_to_seed and walk_frames)."""
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("image", model)
+        for name, value in (("seed_a", seed_a), ("seed_b", seed_b)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= knobs.MAX_SEED:
+                raise knobs.ParamError(name, f"must be a whole number in [0, {knobs.MAX_SEED}], got {value!r}")
+        if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= 32:
+            raise knobs.ParamError("frames", f"must be a whole number in [2, 32], got {frames!r}")
+        if image_format not in ("GIF", "WEBP"):
+            raise knobs.ParamError("image_format", f"must be GIF or WEBP, got {image_format!r}")
+        chosen = dataclasses.replace(knobs.validate(params or self.params("image", spec.id)), seed=seed_a, batch_size=1)
+        check_scheduler(spec, chosen)
+        started = time.perf_counter()
+        with self._use(spec) as pipe:
+            pictures = image_engine.walk(pipe, prompt, chosen, seed_a, seed_b, frames, on_step, stop)
+        walk = {"walk_to_seed": seed_b, "walk_frames": frames}
+        results = []
+        for i, picture in enumerate(pictures):
+            recipe = self._recipe(spec, prompt, chosen, f"walk frame {i + 1}/{frames}: seed {seed_a} -> {seed_b}", started)
+            recipe.params.update(walk, walk_t=round(i / (frames - 1), 6))
+            results.append(Result(picture, recipe))
+        whole = self._recipe(spec, prompt, chosen, f"latent walk: seed {seed_a} -> {seed_b}, {frames} frames (slerp)", started)
+        whole.params.update(walk)
+        return results, grid.animate(pictures, whole.to_json(), image_format=image_format)
+
+    def save_walk(self, animation: bytes, image_format: str = "GIF") -> Path:
+        """Write a latent walk's animation (its recipe inside) into the output folder."""
+        from aigc_studio.storage import write_atomically
+
+        path = self.settings.output_dir / f"walk-{time.strftime('%Y%m%d-%H%M%S')}-{time.perf_counter_ns() % 10**6:06d}.{image_format.lower()}"
+        return write_atomically(path, lambda part: part.write_bytes(animation))
+
+    def family_views(self, model: str) -> list[tuple[str, Image.Image]]:
+        """What a VAE or GAN learned, as (caption, image) pairs: the per-epoch terms its
+        training logged and, for the VAE, a reference render beside its reconstruction."""
+        from aigc_studio import families
+
+        spec = self.model_spec("image", model)
+        if spec.kind not in image_engine.FAMILY_KINDS:
+            raise knobs.ParamError("model", f"{spec.id} has no training views; shapes-vae and shapes-gan do")
+        log = families.training_log(Path(spec.location))
+        if spec.kind == "gan":
+            return [("discriminator and generator hinge losses per epoch", families.curve_view(log, ("d_loss", "g_loss")))]
+        with self._use(spec) as vae:
+            reconstruction = families.reconstruction_view(vae)
+        return [("reference render | its reconstruction", reconstruction),
+                ("ELBO: reconstruction term per epoch", families.curve_view(log, ("reconstruction",))),
+                ("ELBO: KL term per epoch", families.curve_view(log, ("kl",)))]
 
     # ----- audio -----------------------------------------------------------------
     def audio_knobs(self, model: str | None = None) -> tuple[str, ...]:
@@ -350,15 +451,35 @@ class Studio:
         return tuple(f.name for f in dataclasses.fields(PARAMS_TYPES[modality]))
 
     def audio(self, prompt: str, model: str | None = None, label: str = "", params: AudioParams | None = None,
+              on_step: Callable[[int, int], None] | None = None, stop: threading.Event | None = None,
               **values: Any) -> Result:
-        """Speak (or compose, for music models) prompt; values are AudioParams knobs."""
+        """Speak (or compose, for music models) prompt; values are AudioParams knobs.
+        Setting stop ends speech after the current sentence (GenerationStopped)."""
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("audio", model)
         chosen = knobs.resolve_seed(knobs.validate(params) if params else self.params("audio", spec.id, **values))
         started = time.perf_counter()
         with self._use(spec) as audio_model:
-            output = audio_engine.generate(audio_model, prompt, chosen)
+            output = audio_engine.generate(audio_model, prompt, chosen, on_step, stop)
         return Result(output, self._recipe(spec, prompt, chosen, label, started))
+
+    def audio_variants(self, prompt: str, variants: list[tuple[str, AudioParams]], model: str | None = None,
+                       match_loudness: bool = True, stop: threading.Event | None = None) -> list[Result]:
+        """2-4 labelled variants of one text side by side. Played at one loudness
+        (match_loudness, unless the variants differ by gain_db itself): louder never
+        sounds better; each recipe records the gain its file got. A knob the model does
+        not read is refused, naming the ones it does."""
+        used = self.knobs_used("audio", model)
+        swept = {name for _, p in variants for name, value in dataclasses.asdict(p).items()
+                 if value != getattr(variants[0][1], name)}
+        ignored = sorted(swept - set(used))
+        if ignored:
+            raise knobs.ParamError("knob_name", f"{self.model_spec('audio', model).id} does not use "
+                                                f"{', '.join(ignored)}; sweep one of {', '.join(used)}")
+        results = [self.audio(prompt, model, label=label, params=p, stop=stop) for label, p in variants]
+        if match_loudness and swept != {"gain_db"}:
+            results = audio_views.match_loudness(results)
+        return results
 
     # ----- files -----------------------------------------------------------------
     def save(self, result: Result, audio_format: str = "wav") -> Path:

@@ -258,7 +258,7 @@ def test_stop_ends_every_column_within_one_token(runtimes, runtime):
     stop = threading.Event()
     columns = [TextParams(temperature=1.0, seed=seed, max_new_tokens=200) for seed in (1, 2, 3)]
     counts = [0, 0, 0]
-    for index, _ in text_engine.generate(runtimes[runtime], PROMPT, columns, stop):
+    for index, _ in text_engine.generate(runtimes[runtime], PROMPT, columns, stop=stop):
         counts[index] += 1
         stop.set()  # pressed as the first token arrives
     assert counts == [1, 1, 1]

@@ -15,12 +15,13 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from aigc_studio.audio_views import apply_gain
 from aigc_studio.catalog import ModelSpec
+from aigc_studio.engines import GenerationStopped
 from aigc_studio.params import AudioParams
 
 # torch, transformers, onnxruntime and piper take seconds to import: they load
@@ -117,20 +118,41 @@ def knobs_used(kind: str) -> tuple[str, ...]:
     return (*KNOBS_BY_KIND[kind], "seed", "gain_db")
 
 
-def generate(loaded: PiperModel | HubAudioModel, text: str, params: AudioParams) -> Audio:
-    """Speech or music for text (params.seed must be >= 0), then params.gain_db."""
+def generate(loaded: PiperModel | HubAudioModel, text: str, params: AudioParams,
+             on_step: Callable[[int, int], None] | None = None, stop: threading.Event | None = None) -> Audio:
+    """Speech or music for text (params.seed must be >= 0), then params.gain_db.
+
+    Speech goes sentence by sentence: on_step(sentence index, sentences) after each,
+    and a set `stop` raises GenerationStopped before the next. Music is one step."""
+    progress = _Progress(len(split_sentences(text)) or 1, on_step, stop)
     if isinstance(loaded, PiperModel):
-        rate, samples = _piper(loaded, text, params)
+        rate, samples = _piper(loaded, text, params, progress)
         return rate, apply_gain(samples, params.gain_db)
     from transformers import BarkModel, VitsModel
 
     if isinstance(loaded.model, VitsModel):
-        rate, samples = _vits(loaded, text, params)
+        rate, samples = _vits(loaded, text, params, progress)
     elif isinstance(loaded.model, BarkModel):
-        rate, samples = _bark(loaded, text, params)
+        rate, samples = _bark(loaded, text, params, progress)
     else:
+        progress.total = 1
         rate, samples = _musicgen(loaded, text, params)
+        progress.done()
     return rate, apply_gain(samples, params.gain_db)
+
+
+class _Progress:
+    """Counts finished steps for on_step and checks the stop event between them."""
+
+    def __init__(self, total: int, on_step: Callable[[int, int], None] | None, stop: threading.Event | None):
+        self.total, self.on_step, self.stop, self.index = total, on_step, stop, 0
+
+    def done(self) -> None:
+        if self.on_step is not None:
+            self.on_step(self.index, max(self.total, self.index + 1))
+        self.index += 1
+        if self.stop is not None and self.stop.is_set():
+            raise GenerationStopped(f"stopped after sentence {self.index}")
 
 
 def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
@@ -166,7 +188,7 @@ def join_sentences(pieces: list[np.ndarray], rate: int, silence_s: float) -> np.
     return np.concatenate(joined)
 
 
-def _piper(voice_model: PiperModel, text: str, params: AudioParams) -> Audio:
+def _piper(voice_model: PiperModel, text: str, params: AudioParams, progress: _Progress) -> Audio:
     import onnxruntime
     import torch
     from piper import PiperVoice, SynthesisConfig
@@ -182,12 +204,15 @@ def _piper(voice_model: PiperModel, text: str, params: AudioParams) -> Audio:
     config = SynthesisConfig(
         length_scale=1.0 / params.speed, noise_scale=params.noise_scale, noise_w_scale=params.noise_w
     )
-    pieces = [chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=config)]  # one per sentence
+    pieces = []
+    for chunk in voice.synthesize(text, syn_config=config):  # one per sentence
+        pieces.append(chunk.audio_float_array)
+        progress.done()
     rate = voice.config.sample_rate
     return rate, join_sentences(pieces, rate, params.sentence_silence)
 
 
-def _vits(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
+def _vits(loaded: HubAudioModel, text: str, params: AudioParams, progress: _Progress) -> Audio:
     import torch
 
     model = loaded.model
@@ -203,10 +228,11 @@ def _vits(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
             continue  # nothing the tokenizer can read (e.g. only symbols)
         with torch.inference_mode():
             pieces.append(model(**inputs).waveform[0].float().cpu().numpy())
+        progress.done()
     return rate, np.clip(join_sentences(pieces, rate, params.sentence_silence), -1.0, 1.0)
 
 
-def _bark(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
+def _bark(loaded: HubAudioModel, text: str, params: AudioParams, progress: _Progress) -> Audio:
     """Bark's three stages each sample with their own temperature: semantic (text ->
     semantic tokens), coarse (-> the first two EnCodec codebooks), fine (-> the rest)."""
     import torch
@@ -226,6 +252,7 @@ def _bark(loaded: HubAudioModel, text: str, params: AudioParams) -> Audio:
                 fine_temperature=params.fine_temperature,
             )
         pieces.append(audio[0].float().cpu().numpy())
+        progress.done()
     return rate, np.clip(join_sentences(pieces, rate, params.sentence_silence), -1.0, 1.0)
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Callable
 from PIL import Image
 
 from aigc_studio.catalog import ModelSpec
+from aigc_studio.engines import GenerationStopped
+from aigc_studio.params import SCHEDULERS as SCHEDULER_REGISTRY
 from aigc_studio.params import ImageParams
 
 # diffusers and torch take seconds to import: they load with the first image
@@ -27,15 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# diffusers class names, resolved on first use (see __getattr__ for SCHEDULERS).
-SCHEDULER_CLASSES = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "lcm": "LCMScheduler",  # only for consistency-distilled models (Studio checks)
-}
+# diffusers class names of the studio's schedulers (params.SCHEDULERS), resolved on first use.
+SCHEDULER_CLASSES = {name: cls for name, cls in SCHEDULER_REGISTRY.items() if cls is not None}
 
 # Called after each denoising iteration with (index from 0, total iterations).
 StepCallback = Callable[[int, int], None]
@@ -70,12 +65,10 @@ class MemoryOptions:
     cpu_offload: bool = False  # keep each sub-model on the CPU until it runs (accelerators only)
 
 
-class GenerationStopped(Exception):
-    """The Stop button (or a vanished client) ended a generation between two steps."""
-
-
 def load(spec: ModelSpec, device: str, dtype: torch.dtype, memory: MemoryOptions | None = None) -> DiffusionPipeline:
     """Load spec's pipeline onto device in dtype; remembers its own scheduler config."""
+    if spec.kind in FAMILY_KINDS:  # the shapes VAE and GAN: plain torch modules, no diffusers
+        return _load_family(spec, device, dtype)
     from diffusers import AutoPipelineForText2Image, DDPMScheduler, UNet2DModel
 
     from aigc_studio.engines.shapes_pipeline import ShapesPipeline
@@ -167,6 +160,8 @@ def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, s
 
     from aigc_studio.engines.shapes_pipeline import ShapesPipeline
 
+    if getattr(pipe, "family", None) in FAMILY_KINDS:
+        return _generate_family(pipe, prompts, params, seeds, on_step, on_preview, stop)
     set_scheduler(pipe, params.scheduler)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     is_shapes = isinstance(pipe, ShapesPipeline)
@@ -196,3 +191,81 @@ def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, s
     if is_shapes:  # drawn at 16x16; nearest-neighbour keeps the pixels honest
         images = [im.resize((params.width, params.height), Image.Resampling.NEAREST) for im in images]
     return images
+
+
+# ----- the other model families: a conditional VAE and a conditional GAN (aigc_studio/families.py) -----
+
+FAMILY_KINDS = ("vae", "gan")  # catalog kinds; their models carry .family with the same name
+
+
+def _load_family(spec: ModelSpec, device: str, dtype: torch.dtype):
+    from aigc_studio import families
+
+    model = families.load(Path(spec.location), device, dtype)
+    if model.family != spec.kind:
+        raise OSError(f"{spec.location}: holds a {model.family} model, the catalog says {spec.kind}")
+    return model
+
+
+def _generate_family(model, prompts: list[str], params: ImageParams, seeds: list[int],
+                     on_step: StepCallback | None = None, on_preview: PreviewCallback | None = None,
+                     stop: threading.Event | None = None, latents=None) -> list[Image.Image]:
+    """One decoder / generator pass for the whole batch (one step: Stop acts before it).
+    Each image's latent comes from its own torch.Generator (families.generate)."""
+    from aigc_studio import families
+
+    if stop is not None and stop.is_set():
+        raise GenerationStopped("stopped before the first step")
+    images = families.generate(model, prompts, seeds, params.latent_temperature, params.truncation, latents)
+    images = [im.resize((params.width, params.height), Image.Resampling.NEAREST) for im in images]
+    if on_step is not None:
+        on_step(0, 1)
+    if on_preview is not None and images:
+        on_preview(0, images[0])
+    return images
+
+
+def walk(pipe, prompt: str, params: ImageParams, seed_a: int, seed_b: int, frames: int,
+         on_step: StepCallback | None = None, stop: threading.Event | None = None) -> list[Image.Image]:
+    """A latent walk: `frames` images from seed_a's image to seed_b's, the starting noise
+    (diffusion) or latent (VAE, GAN) slerped between the two seeds' draws. The first and
+    last frames equal the two seeds' own images. For the diffusion model the per-step
+    noise of stochastic schedulers (ddpm, euler_a) comes from seed_a (seed_b's for the
+    last frame); the default dpm++ uses none. Only the embedded shapes models walk."""
+    import torch
+
+    from aigc_studio import families
+    from aigc_studio.engines.shapes_pipeline import ShapesPipeline
+
+    ts = [i / (frames - 1) for i in range(frames)]
+    if getattr(pipe, "family", None) in FAMILY_KINDS:
+        a, b = (pipe.draw_latent(torch.Generator("cpu").manual_seed(s)) for s in (seed_a, seed_b))
+        latents = torch.cat([families.slerp(a, b, t) for t in ts])
+        return _generate_family(pipe, [prompt] * frames, params, [seed_a] * frames, on_step, None, stop, latents)
+    if not isinstance(pipe, ShapesPipeline):
+        raise ValueError("model: the latent walk is for the embedded shapes models (diffusion, VAE, GAN)")
+    set_scheduler(pipe, params.scheduler)
+    size = pipe.unet.config.sample_size
+    shape = (1, pipe.unet.config.in_channels, size, size)
+    generators, noise = [], {}
+    for seed in (seed_a, seed_b):  # draw as the pipeline does, so the generators move on as they would
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise[seed] = torch.randn(shape, generator=generator, dtype=torch.float32)
+    for t in ts:
+        generator = torch.Generator("cpu").manual_seed(seed_b if t >= 1 else seed_a)
+        torch.randn(shape, generator=generator, dtype=torch.float32)
+        generators.append(generator)
+    latents = torch.cat([families.slerp(noise[seed_a], noise[seed_b], t) for t in ts])
+
+    def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
+        if stop is not None and stop.is_set():
+            raise GenerationStopped(f"stopped after step {step + 1}")
+        if on_step is not None:
+            on_step(step, len(pipeline.scheduler.timesteps))
+        return tensors
+
+    images = pipe(prompt=[prompt] * frames,
+                  negative_prompt=[params.negative_prompt] * frames if params.negative_prompt else None,
+                  num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators,
+                  callback_on_step_end=step_end, latents=latents).images
+    return [im.resize((params.width, params.height), Image.Resampling.NEAREST) for im in images]

@@ -388,13 +388,15 @@ class Column:
 
 
 def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
+             on_step: Callable[[int, int], None] | None = None,
              stop: threading.Event | None = None) -> Iterator[tuple[int, Token]]:
     """Yield (column index, Token) as 1-4 columns of one prompt generate, one token each per step.
 
     Columns with the same prompt ids (all of them, unless their prompt mode or system
     prompt differ) run as one batch: the prompt is computed once, then one forward pass
-    per step serves every column. Every params.seed must be >= 0. Setting `stop`, or
-    closing this iterator, ends every column within one token.
+    per step serves every column. Every params.seed must be >= 0. on_step(step, most
+    new tokens) follows each step. Setting `stop`, or closing this iterator, ends every
+    column within one token.
     """
     stop = stop or threading.Event()
     state = [Column(params, encode_prompt(text_model, prompt, params), text_model) for params in columns]
@@ -408,7 +410,11 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
         logits = decoder.prefill(state[members[0]].ids, len(members))
         batches.append([decoder, members, logits, time.perf_counter() - started])
     limit = text_model.backend.max_length
+    most_tokens, step = max(params.max_new_tokens for params in columns), 0
     while not stop.is_set() and not all(column.finished for column in state):
+        if on_step is not None:
+            on_step(step, most_tokens)
+        step += 1
         for batch in batches:
             decoder, members, logits, forward_seconds = batch
             if all(state[i].finished for i in members):

@@ -4,17 +4,14 @@ WAV or FLAC files carrying their recipe, and recipes restored from those files."
 
 from __future__ import annotations
 
-import dataclasses
-
 import gradio as gr
 
-from aigc_studio import audio_views
 from aigc_studio.params import AudioParams
-from aigc_studio.recipe import read_recipe
-from aigc_studio.studio import Studio
+from aigc_studio.studio import Studio, file_view, read_recipe
 from aigc_studio.ui.widgets import (
-    SWEEP, KnobDropdown, Sessions, column_updates, control, make_variants, model_card, model_dropdown, user_errors,
-    variant_controls, variant_labels,
+    Sessions, KnobDropdown, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants,
+    model_card, model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates,
+    sweep_values, user_errors, variant_controls, variant_labels,
 )
 
 SPEECH_KNOBS = ("speed", "seed", "noise_scale", "noise_w", "sentence_silence")
@@ -33,9 +30,15 @@ OFFLINE_NOTE = (
 )
 
 
+# Groups of knobs under the basic ones (speed, seed); a group shows when the model reads one of its knobs.
+GROUPS = {"Voice": ("noise_scale", "noise_w", "sentence_silence"), "Bark": BARK_KNOBS, "Music": MUSIC_KNOBS}
+
+
 def build(studio: Studio, sessions: Sessions) -> None:
     spec = studio.model_spec("audio")
+    used = studio.knobs_used("audio")
     with gr.Tab("Audio", id="audio"):
+        page_assets()
         card = gr.Markdown(model_card(spec))
         if studio.preset == "offline":
             gr.Markdown(OFFLINE_NOTE, elem_id="audio-offline-note")
@@ -44,33 +47,39 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 prompt = gr.Textbox(label="Text", lines=3, elem_id="audio-prompt",
                                     placeholder="What the voice should say (or, for MusicGen, the music to make).")
                 generate = gr.Button("Generate", variant="primary", elem_id="audio-generate")
+                error_box("audio-generate")
                 # format=None: files pass through as written (FLAC stays FLAC, the recipe stays in it).
                 audio = gr.Audio(label="Audio", type="filepath", format=None, elem_id="audio-output")
                 view = gr.Image(label="Waveform and spectrogram", type="pil", interactive=False, show_label=False,
                                 elem_id="audio-view")
-                recipe = gr.JSON(label="Recipe (embedded in the WAV/FLAC)", open=False)
+                recipe, recipe_raw = recipe_view("Recipe (embedded in the WAV/FLAC)")
             with gr.Column(scale=2):
                 model = model_dropdown(studio.catalog.choices("audio"), spec.id)
-                controls = {name: control(AudioParams, name, spec.defaults.get(name)) for name in SPEECH_KNOBS}
-                with gr.Accordion("Bark knobs (bark-small, hub)", open=False):
-                    controls.update({name: control(AudioParams, name) for name in BARK_KNOBS})
-                with gr.Accordion("Music knobs (MusicGen, hub)", open=False):
-                    if studio.preset == "offline":
-                        gr.Markdown("Music needs the hub preset: `AIGC_PRESET=hub make run` on a machine with network.")
-                    controls.update({name: control(AudioParams, name, spec.defaults.get(name)) for name in MUSIC_KNOBS})
-                with gr.Accordion("Output", open=True):
-                    controls["gain_db"] = control(AudioParams, "gain_db", label="gain (dB)")
+                controls = {name: control(AudioParams, name, spec.defaults.get(name), elem_id=f"audio-{name}",
+                                          visible=name in used) for name in ("speed", "seed")}
+                groups = {}
+                for title, names in GROUPS.items():
+                    with gr.Accordion(f"{title} knobs", open=title == "Voice", visible=any(n in used for n in names),
+                                      elem_id=f"audio-{title.lower()}-knobs") as groups[title]:
+                        controls.update({name: control(AudioParams, name, spec.defaults.get(name),
+                                                       elem_id=f"audio-{name}", visible=name in used)
+                                         for name in names})
+                with gr.Accordion("Output", open=False):
+                    controls["gain_db"] = control(AudioParams, "gain_db", elem_id="audio-gain_db")
                     file_format = KnobDropdown(list(FILE_FORMATS), value="wav", label="file format",
                                                info="FLAC is lossless and smaller; both carry the recipe.")
                     file_format.knob_name = "file_format"
                 upload = gr.File(label="Load a studio WAV/FLAC to restore its recipe", file_types=[".wav", ".flac"],
                                  elem_id="audio-upload")
         with gr.Accordion("Side by side: 2-4 variants of one text, loudness-matched", open=False):
-            gr.Markdown("Each variant is played at the same loudness (gated RMS), so louder never sounds better "
-                        "by itself; the gain used is in each label and recipe (`gain_db`).")
-            mode, count, knob_name, values = variant_controls(AudioParams)
-            mode.elem_id, knob_name.value, values.value = "audio-variants-mode", "speed", "0.8, 1.0, 1.4"
+            gr.Markdown("Each variant plays at the same loudness (integrated LUFS, ITU-R BS.1770-4), so louder never "
+                        "sounds better by itself; the gain used is in each label and recipe (`gain_db`).")
+            mode, count, knob_name, values = variant_controls(AudioParams, used)
+            mode.elem_id, knob_name.elem_id, values.elem_id = "audio-variants-mode", "audio-sweep-knob", "audio-sweep-values"
+            if "speed" in used:
+                knob_name.value, values.value = "speed", "0.8, 1.0, 1.4"
             compare = gr.Button("Compare", elem_id="audio-compare")
+            error_box("audio-compare")
             players, views = [], []
             with gr.Row():
                 for i in range(MAX_PLAYERS):
@@ -79,7 +88,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                                 elem_id=f"audio-variant-{i + 1}"))
                         views.append(gr.Image(label=f"Variant {i + 1}", type="pil", interactive=False, show_label=False,
                                               elem_id=f"audio-variant-view-{i + 1}"))
-            compare_recipes = gr.JSON(label="Recipes", open=False)
+            compare_recipes, compare_recipes_raw = recipe_view("Recipes")
 
     def values_of(knob_values) -> dict:
         return dict(zip(KNOBS, knob_values))
@@ -114,14 +123,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
                                  coarse_temperature=coarse_temperature, fine_temperature=fine_temperature,
                                  gain_db=gain_db)
-            used = studio.audio_knobs(model)
-            if mode == SWEEP and knob_name not in used:
-                raise ValueError(f"knob_name: {studio.model_spec('audio', model).id} does not use {knob_name}; "
-                                 f"sweep one of {', '.join(used)}")
+            check_sweep(studio, "audio", model, mode, knob_name)  # before parsing values meant for a knob it ignores
             variants = make_variants(base, mode, count, knob_name, values)
-            results = [studio.audio(prompt, model, label=label, params=p) for label, p in variants]
-            if not (mode == SWEEP and knob_name == "gain_db"):
-                results = audio_views.match_loudness(results)
+            results = studio.audio_variants(prompt, variants, model)
             paths = [str(studio.save(r, chosen_format)) for r in results]
             sessions.keep_recipes(request, [r.recipe for r in results])
             sessions.keep(request, "audio_files", paths)
@@ -130,6 +134,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def label_players(mode, count, knob_name, values, model, *knob_values):
         with user_errors():
             base = studio.params("audio", model, **values_of(knob_values))
+            check_sweep(studio, "audio", model, mode, knob_name)
             labels = variant_labels(base, mode, count, knob_name, values)
         shown = [gr.update(value=None, visible=True)] * len(labels)
         return column_updates(labels, MAX_PLAYERS, clear=True) + shown + [gr.update(value=None, visible=False)] * (
@@ -139,15 +144,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
         return column_updates([player_label(r) for r in sessions.recipes(request)], MAX_PLAYERS, clear=False)
 
     def show_recipes(request: gr.Request):
-        return [dataclasses.asdict(r) for r in sessions.recipes(request)]
+        kept = sessions.recipes(request)
+        return recipe_card(kept), recipe_json(kept)
 
     def show_view(request: gr.Request):
         files, kept = sessions.kept(request, "audio_files", []), sessions.recipes(request)
-        return audio_views.file_view(files[0], player_label(kept[0])) if files and kept else None
+        return file_view(files[0], player_label(kept[0])) if files and kept else None
 
     def show_views(request: gr.Request):
         files, kept = sessions.kept(request, "audio_files", []), sessions.recipes(request)
-        pictures = [audio_views.file_view(path, player_label(r)) for path, r in zip(files, kept)]
+        pictures = [file_view(path, player_label(r)) for path, r in zip(files, kept)]
         return [gr.update(value=p, visible=True) for p in pictures] + [gr.update(value=None, visible=False)] * (
             MAX_PLAYERS - len(pictures))
 
@@ -164,30 +170,45 @@ def build(studio: Studio, sessions: Sessions) -> None:
         restored_format = "flac" if str(file).lower().endswith(".flac") else "wav"
         return [saved.prompt, saved.model_id, *[getattr(chosen, name) for name in KNOBS], restored_format]
 
-    def use_model(model_id):
-        """The model's card, and its recommended knobs (others keep their values)."""
+    def use_model(model_id, knob):
+        """The model's card, its knobs (shown when it reads them, at its recommended
+        values), its knob groups and the knobs side by side can sweep."""
         with user_errors():
             chosen_spec = studio.model_spec("audio", model_id)
-        return [model_card(chosen_spec)] + [chosen_spec.defaults.get(name, gr.update()) for name in KNOBS]
+            names = studio.knobs_used("audio", model_id)
+            picker, sweep = sweep_updates(studio, "audio", model_id, knob)
+        return [model_card(chosen_spec), *knob_updates(studio, "audio", model_id, controls),
+                *[gr.update(visible=any(n in names for n in group)) for group in GROUPS.values()], picker, sweep]
+
+    def sweep_for(knob, model_id, *knob_values):
+        with user_errors():
+            return sweep_values(studio.params("audio", model_id, **values_of(knob_values)), knob)
 
     first_inputs = [controls[name] for name in FIRST_KNOBS]
     later_inputs = [controls[name] for name in LATER_KNOBS] + [file_format]
     knob_inputs = [controls[name] for name in KNOBS]
-    run = gr.on([generate.click, prompt.submit], generate_audio, inputs=[prompt, *first_inputs, model, *later_inputs],
-                outputs=audio, api_name="generate_audio")
-    run.then(show_recipes, outputs=recipe, api_visibility="private")
+    run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
+                api_visibility="private").then(
+        generate_audio, inputs=[prompt, *first_inputs, model, *later_inputs], outputs=audio,
+        api_visibility="private")  # public: ui/api.py
+    run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
+    run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
     run.then(show_view, outputs=view, api_visibility="private")
-    labelled = compare.click(label_players, inputs=[mode, count, knob_name, values, model, *knob_inputs],
-                             outputs=players + views, api_visibility="private")
+    labelled = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
+        label_players, inputs=[mode, count, knob_name, values, model, *knob_inputs], outputs=players + views,
+        api_visibility="private")
+    labelled.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing = labelled.success(compare_audio,
                                  inputs=[prompt, mode, count, knob_name, values, *first_inputs, model, *later_inputs],
-                                 outputs=players, api_name="compare_audio")
-    comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
+                                 outputs=players, api_visibility="private")
+    comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
+    comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
     comparing.then(label_from_recipes, outputs=players, api_visibility="private")
     comparing.then(show_views, outputs=views, api_visibility="private")
     upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, file_format], api_name="restore_audio_recipe")
-    model.input(use_model, model, [card, *knob_inputs], api_visibility="private")
-
+    model.input(use_model, [model, knob_name], [card, *controls.values(), *groups.values(), knob_name, values],
+                api_visibility="private")
+    knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
 
 def check_format(file_format) -> str:
     """'wav' or 'flac' (any case); anything else is refused naming the field."""
