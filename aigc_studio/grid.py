@@ -1,9 +1,14 @@
-"""X/Y comparison grids: which knob values go in which cell, and the labelled grid image."""
+"""X/Y comparison grids: which knob values go in which cell, and the labelled grid image.
+
+An axis is an ImageParams knob, or `model` (catalog ids: diffusion vs VAE vs GAN
+for one prompt and seed). Also the animated image of a latent walk.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -13,6 +18,7 @@ from aigc_studio.params import ImageParams, ParamError
 MAX_AXIS_VALUES = 6
 MAX_GRID_MEGAPIXELS = 24  # about 72 MB as RGB: a 6 x 6 grid of 768 x 768 cells
 LABEL_HEIGHT = 28
+MODEL_AXIS = "model"  # an axis over catalog model ids instead of a knob
 
 
 @dataclass
@@ -22,6 +28,7 @@ class GridPlan:
     y_knob: str | None
     y_labels: list[str]
     cells: list[tuple[str, ImageParams]]  # row-major: y outer, x inner
+    models: list[str | None] = field(default_factory=list)  # per cell, when `model` is an axis (else empty)
 
 
 def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None, y_values: list | None = None) -> GridPlan:
@@ -30,7 +37,8 @@ def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = No
     base = dataclasses.replace(knobs.resolve_seed(knobs.validate(base)), batch_size=1)  # one image per cell
     axes = [("x", x_knob, x_values)] + ([("y", y_knob, y_values or [])] if y_knob else [])
     for axis, name, values in axes:
-        knobs.spec(ImageParams, name)
+        if name != MODEL_AXIS:
+            knobs.spec(ImageParams, name)
         if name == "batch_size":
             raise ParamError(f"{axis}_knob", "batch_size cannot be an axis: every cell is one image")
         if not 1 <= len(values) <= MAX_AXIS_VALUES:
@@ -38,20 +46,24 @@ def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = No
     if y_knob == x_knob:
         raise ParamError("y_knob", f"must differ from x_knob ({x_knob})")
     rows = y_values if y_knob else [None]
-    cells = []
+    cells, models = [], []
     for y in rows:
         for x in x_values:
             changes = {x_knob: x} | ({y_knob: y} if y_knob else {})
+            model = str(changes.pop(MODEL_AXIS)).strip() if MODEL_AXIS in changes else None
             cell = knobs.resolve_seed(knobs.validate(dataclasses.replace(base, **changes)))  # a -1 axis value too
-            label = ", ".join(f"{k}={getattr(cell, k)}" for k in changes)
+            label = ", ".join(f"{k}={model if k == MODEL_AXIS else getattr(cell, k)}"
+                              for k in ([x_knob, y_knob] if y_knob else [x_knob]))
             cells.append((label, cell))
+            models.append(model)
     megapixels = sum(cell.width * cell.height for _, cell in cells) / 1e6
     if megapixels > MAX_GRID_MEGAPIXELS:
         raise ParamError("width/height", f"the grid's {len(cells)} cells make {megapixels:.1f} megapixels, at most "
                                          f"{MAX_GRID_MEGAPIXELS}: use fewer values or a smaller size")
-    x_labels = [f"{x_knob}={getattr(cells[i][1], x_knob)}" for i in range(len(x_values))]
-    y_labels = [f"{y_knob}={getattr(cells[r * len(x_values)][1], y_knob)}" for r in range(len(rows))] if y_knob else []
-    return GridPlan(x_knob, x_labels, y_knob, y_labels, cells)
+    axis_label = lambda name, i: f"{name}={models[i] if name == MODEL_AXIS else getattr(cells[i][1], name)}"
+    x_labels = [axis_label(x_knob, i) for i in range(len(x_values))]
+    y_labels = [axis_label(y_knob, r * len(x_values)) for r in range(len(rows))] if y_knob else []
+    return GridPlan(x_knob, x_labels, y_knob, y_labels, cells, models if MODEL_AXIS in (x_knob, y_knob) else [])
 
 
 def render(images: list[Image.Image], grid: GridPlan) -> Image.Image:
@@ -71,3 +83,16 @@ def render(images: list[Image.Image], grid: GridPlan) -> Image.Image:
         r, c = divmod(index, columns)
         canvas.paste(image, (left + c * width, LABEL_HEIGHT + r * height))
     return canvas
+
+
+def animate(frames: list[Image.Image], recipe_json: str, seconds_per_frame: float = 0.15,
+            image_format: str = "GIF") -> bytes:
+    """An animated GIF (or WebP) of frames that loops back and forth, its recipe in the
+    file's comment (GIF) or XMP (WebP) field."""
+    sequence = [f.convert("RGB") for f in frames]
+    sequence += sequence[-2:0:-1]  # ping-pong: the walk returns to its start
+    buffer = io.BytesIO()
+    extra = {"comment": recipe_json.encode()} if image_format == "GIF" else {"xmp": recipe_json.encode()}
+    sequence[0].save(buffer, format=image_format, save_all=True, append_images=sequence[1:],
+                     duration=int(seconds_per_frame * 1000), loop=0, **extra)
+    return buffer.getvalue()

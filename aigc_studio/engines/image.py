@@ -241,7 +241,8 @@ def walk(pipe, prompt: str, params: ImageParams, seed_a: int, seed_b: int, frame
     if getattr(pipe, "family", None) in FAMILY_KINDS:
         a, b = (pipe.draw_latent(torch.Generator("cpu").manual_seed(s)) for s in (seed_a, seed_b))
         latents = torch.cat([families.slerp(a, b, t) for t in ts])
-        return _generate_family(pipe, [prompt] * frames, params, [seed_a] * frames, on_step, None, stop, latents)
+        seeds = [seed_a] * (frames - 1) + [seed_b]  # a colour or shape the prompt leaves out: seed_a's, seed_b's at the end
+        return _generate_family(pipe, [prompt] * frames, params, seeds, on_step, None, stop, latents)
     if not isinstance(pipe, ShapesPipeline):
         raise ValueError("model: the latent walk is for the embedded shapes models (diffusion, VAE, GAN)")
     set_scheduler(pipe, params.scheduler)

@@ -40,6 +40,7 @@ class ShapesPipeline(DiffusionPipeline):
         callback_on_step_end: Callable | None = None,
         height: int | None = None,
         width: int | None = None,
+        latents: torch.Tensor | None = None,
     ) -> ImagePipelineOutput:
         """Denoise from Gaussian noise at the UNet's native size.
 
@@ -49,6 +50,8 @@ class ShapesPipeline(DiffusionPipeline):
         prompt. A negative prompt replaces the null condition, so guidance
         pushes away from it. height/width are accepted for interface
         parity and must equal the native size (the engine upscales for display).
+        latents: the starting noise (standard normal, one row per image) instead of
+        drawing it from the generators, as in StableDiffusionPipeline (latent walks).
         """
         size = self.unet.config.sample_size
         if (height or size) != size or (width or size) != size:
@@ -68,7 +71,10 @@ class ShapesPipeline(DiffusionPipeline):
         single_labels = torch.full_like(cond_labels, shapes.NULL_CONDITION.label) if guidance_scale == 0.0 else cond_labels
 
         shape = (batch, self.unet.config.in_channels, size, size)
-        if isinstance(generator, list):
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents: expected shape {shape}, got {tuple(latents.shape)}")
+        elif isinstance(generator, list):
             latents = torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for g in generator])
         else:
             latents = torch.randn(shape, generator=generator, dtype=torch.float32)
