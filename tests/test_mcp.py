@@ -33,6 +33,7 @@ def mcp(url: str, work):
 
 
 def test_tools_are_listed_with_descriptions_and_typed_parameters(app_server):
+    assert urllib.request.urlopen(app_server[0] + "gradio_api/mcp/schema", timeout=30).status == 200  # on by default
     tools = mcp(app_server[0], lambda session: session.list_tools())
     by_name = {tool.name: tool for tool in tools.tools}
     assert TOOLS <= set(by_name)
