@@ -263,16 +263,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
         return [getattr(chosen, name) for name in MODEL_DEFAULT_KNOBS]
 
     run = gr.on([generate.click, prompt.submit], generate_image, inputs=[prompt, *knob_inputs, model, batch_size],
-                outputs=image, api_name="generate_image")
+                outputs=image, api_visibility="private")  # public: ui/api.py
     run.then(show_batch, outputs=batch, api_visibility="private")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
     run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
     comparing = compare.click(compare_image, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
-                              outputs=gallery, api_name="compare_image")
+                              outputs=gallery, api_visibility="private")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
     gridding = make_grid.click(image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, *knob_inputs, model],
-                               outputs=[grid_image, grid_gallery], api_name="image_grid")
+                               outputs=[grid_image, grid_gallery], api_visibility="private")
     # The stop event ends a running generation at its next step; cancels also drops
     # one still waiting in the queue, which would otherwise start after Stop.
     stop.click(stop_image, None, None, cancels=[run, comparing, gridding], api_visibility="private")

@@ -331,9 +331,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     explain_inputs = [prompt, answer, position, *explain_knob_inputs, top_n, model, answer_state]
 
     # the public endpoint first: private events reuse the function's name for theirs
-    explain.click(explain_next_token, inputs=explain_inputs, outputs=explanation, api_name="explain_next_token")
+    explain.click(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")  # public: ui/api.py
     run = gr.on([generate.click, prompt.submit], generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs],
-                outputs=[answer, answer_state], api_name="generate_text")
+                outputs=[answer, answer_state], api_visibility="private")
     run.then(show_recipes, outputs=recipe, api_visibility="private")
     shown_tokens = run.then(show_tokens, inputs=answer_state, outputs=coloured, api_visibility="private")
     shown_tokens.then(lambda: 0, outputs=position, api_visibility="private").then(
@@ -354,10 +354,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
                              outputs=columns, api_visibility="private")
     comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
                                                        *new_knob_inputs],
-                                 outputs=[*columns, compare_state, compare_numbers], api_name="compare_text")
+                                 outputs=[*columns, compare_state, compare_numbers], api_visibility="private")
     comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
     comparing.then(label_from_recipes, outputs=columns, api_visibility="private")
     comparing.then(show_columns, inputs=compare_state, outputs=column_tokens, api_visibility="private")
 
-    score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_name="perplexity")
+    score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_visibility="private")
     stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private")
