@@ -1,6 +1,9 @@
 """The studio on an accelerator: which device and dtype it picks, every engine on tiny
 models built from configs (no Hub), the embedded shapes model's adherence and speed,
-the GPU memory options, and same seed -> same output.
+the GPU memory options, same seed -> same output, and the ZeroGPU-shaped entry points
+(aigc_studio/hosting.py) run the way ZeroGPU runs them: in a forked process with
+pickled arguments and results, their output equal to the in-process one, no model
+loaded inside the call.
 
 CI has no GPU, so this is a script for whoever has one (a Space, a workstation):
     python bench/gpu_check.py [--per-class 17]
@@ -27,6 +30,8 @@ from aigc_studio.config import Settings
 from aigc_studio.engines import image as image_engine
 from aigc_studio.studio import Studio
 from aigc_studio.train import evaluate
+from aigc_studio import hosting
+from aigc_studio.params import AudioParams, ImageParams, TextParams
 
 IMAGE_KNOBS = {"steps": 4, "guidance": 3.0, "width": TINY_IMAGE_SIZE, "height": TINY_IMAGE_SIZE}
 checks: list[tuple[str, bool]] = []
@@ -95,9 +100,42 @@ def main() -> None:
         check(f"shapes model at guidance {guidance}", passed,
               f"adherence {adherence:.3f} over {12 * args.per_class} images, {seconds:.4f} s/image ({studio.dtype})")
 
+    zero_gpu_checks(studio)
     if studio.device == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     print(f"gpu_check={sum(p for _, p in checks)}/{len(checks)}")
+
+
+def zero_gpu_checks(studio: Studio) -> None:
+    """Each ZeroGPU entry point forked and pickled (tests/test_hosting.py's harness) on the
+    preloaded tiny models: same output as in-process, nothing loaded in the worker. CUDA in
+    a forked child needs the parent not to have touched CUDA, as on ZeroGPU (spaces packs the
+    weights instead); a fork after CUDA use fails here, which this reports."""
+    from tests.test_hosting import run_forked, run_here
+
+    hosting.preload(studio, [TEXT_ID, IMAGE_ID, VITS_ID])
+    hosting.install(studio)
+    size = dict(width=TINY_IMAGE_SIZE, height=TINY_IMAGE_SIZE)
+    calls = [
+        ("text", hosting.gpu_text_compare, ("Hello", [("", TextParams(seed=1, max_new_tokens=8))], TEXT_ID),
+         lambda out: out[-1].columns[0].text),
+        ("explainer", hosting.gpu_explain, ("Hello", TextParams(top_k=5), TEXT_ID, "", 0, 5),
+         lambda out: out.candidate_ids),
+        ("perplexity", hosting.gpu_perplexity, ("n1 n2 n3 n4", TEXT_ID), lambda out: round(out[0], 3)),
+        ("image", hosting.gpu_images, ("a cat", [("", ImageParams(steps=3, seed=2, **size))], IMAGE_ID),
+         lambda out: np.asarray(out[-1][1][0].output).tobytes()),
+        ("grid", hosting.gpu_image_grid, ("a cat", ImageParams(steps=2, seed=2, **size), "seed", ["1", "2"], None, None,
+                                          IMAGE_ID), lambda out: np.asarray(out[-1][1][0]).tobytes()),
+        ("audio", hosting.gpu_audio, ("hello there", AudioParams(seed=4), VITS_ID), lambda out: out.output[1].tobytes()),
+    ]
+    for name, fn, call_args, key in calls:
+        try:
+            there, loaded = run_forked(fn, *call_args)
+            same = key(there) == key(run_here(fn, *call_args))
+            check(f"zerogpu {name}: forked and pickled = in-process", same and not loaded,
+                  f"models loaded in the worker: {loaded or 'none'}")
+        except AssertionError as error:
+            check(f"zerogpu {name}: forked and pickled = in-process", False, str(error)[:200])
 
 
 if __name__ == "__main__":
