@@ -18,25 +18,36 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
 import threading
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-# What an allocation raises when memory runs out: MemoryError on the CPU,
-# torch.OutOfMemoryError (a RuntimeError) on CUDA and MPS.
-OUT_OF_MEMORY = (MemoryError, torch.OutOfMemoryError)
+
+def out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    """What an allocation raises when memory runs out: MemoryError on the CPU,
+    torch.OutOfMemoryError (a RuntimeError) on CUDA and MPS.
+
+    A function, so that `except out_of_memory_errors():` looks torch up only when an
+    exception is raised: importing the studio does not import torch (seconds at start-up)."""
+    torch = sys.modules.get("torch")
+    return (MemoryError, torch.OutOfMemoryError) if torch is not None else (MemoryError,)
 
 
 def pick_device(preference: str = "auto") -> str:
     """'auto' picks cuda, then mps, then cpu."""
     if preference != "auto":
         return preference
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -46,6 +57,8 @@ def pick_device(preference: str = "auto") -> str:
 
 def pick_dtype(device: str, preference: str = "auto") -> torch.dtype:
     """Half precision on accelerators (bf16 where CUDA supports it), fp32 on CPU."""
+    import torch
+
     if preference != "auto":
         return getattr(torch, preference)
     if device == "cuda":
@@ -55,8 +68,44 @@ def pick_dtype(device: str, preference: str = "auto") -> torch.dtype:
     return torch.float32
 
 
+# Generation events that may run at once in the app: text, image and audio, each up to
+# AIGC_CONCURRENCY at a time. Their CPU threads share the machine's cores.
+CONCURRENT_EVENTS = 3
+
+
+def pick_threads(preference: int = 0, concurrency: int = 1, cores: int | None = None) -> int:
+    """CPU threads per generation (torch intra-op and ONNX Runtime sessions).
+
+    0 (auto): the cores divided among the generations that may run at once, at least 1.
+    On a 2-core machine that is 1: more threads than free cores stall each other when
+    another process is busy (measured 8x slower, bench/threads.py), and 1 thread is as
+    fast as 2 when the machine is idle for the studio's small models. A positive
+    preference (AIGC_THREADS) is kept as it is."""
+    if preference > 0:
+        return preference
+    if cores is None:  # the cores this process may run on (a container may allow fewer than the machine has)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // (CONCURRENT_EVENTS * max(1, concurrency)))
+
+
+def apply_threads(threads: int) -> None:
+    """Give torch `threads` intra-op threads, waiting passively between parallel regions.
+
+    Before torch is imported this goes through OMP_NUM_THREADS and OMP_WAIT_POLICY,
+    which torch's OpenMP reads once at import (so start-up need not import torch);
+    afterwards through torch.set_num_threads."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep instead of spinning on busy cores
+    else:
+        torch.set_num_threads(threads)
+
+
 def module_bytes(obj: Any) -> int:
     """Bytes of parameters and buffers of every torch module reachable from obj."""
+    import torch
+
     modules = []
     if isinstance(obj, torch.nn.Module):
         modules = [obj]
@@ -123,7 +172,7 @@ class ModelManager:
         for attempt in (1, 2):
             try:
                 return loader()
-            except OUT_OF_MEMORY as error:
+            except out_of_memory_errors() as error:
                 traceback.clear_frames(error.__traceback__)
                 if attempt == 2 or not self.unload_idle(keep=model_id):
                     free_memory()
@@ -205,8 +254,7 @@ def free_memory() -> None:
     """Collect garbage now and hand cached accelerator memory back (after unloading,
     or after an out-of-memory error)."""
     gc.collect()
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # nothing to hand back if torch never ran
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-
-_free_memory = free_memory  # the name older callers use

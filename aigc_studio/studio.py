@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -16,9 +17,8 @@ import traceback
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import torch
 from PIL import Image
 from safetensors import SafetensorError
 
@@ -31,22 +31,34 @@ from aigc_studio.config import Settings
 from aigc_studio.engines import GenerationStopped
 from aigc_studio.engines import audio as audio_engine
 from aigc_studio.engines import image as image_engine
-from aigc_studio.engines import text as text_engine
-from aigc_studio.models import OUT_OF_MEMORY, LoadedModel, ModelManager, free_memory, pick_device, pick_dtype
+from aigc_studio.models import (
+    LoadedModel, ModelManager, apply_threads, free_memory, out_of_memory_errors, pick_device, pick_dtype, pick_threads,
+)
 from aigc_studio.params import AudioParams, ImageParams, TextParams
 from aigc_studio.recipe import RECIPE_KEY, Recipe, Result, read_recipe
 from aigc_studio.shapes import UnknownPromptError
 from aigc_studio.storage import NotKept
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 # The facade that front ends (ui/, the CLI) import, with params: the Studio and what its
 # calls return or raise. They reach the rest of the backend through these names only.
 __all__ = ["Studio", "TextUpdate", "CompareUpdate", "Result", "Recipe", "ModelLoadError", "ModelMemoryError",
-           "GenerationStopped", "NotKept", "UnknownModelError", "UnknownPromptError", "OUT_OF_MEMORY",
+           "GenerationStopped", "NotKept", "UnknownModelError", "UnknownPromptError", "out_of_memory_errors",
            "free_memory", "read_recipe", "RECIPE_KEY", "file_view"]
 
 PARAMS_TYPES = {"text": TextParams, "image": ImageParams, "audio": AudioParams}
+
+
+def text_engine():
+    """engines/text.py, imported on first use: it imports torch (seconds), and a studio
+    should answer its first page before any model is asked for."""
+    from aigc_studio.engines import text
+
+    return text
 
 
 class ModelLoadError(ValueError):
@@ -74,11 +86,11 @@ class TextUpdate:
 
     @property
     def tokens_per_s(self) -> float:
-        return text_engine.tokens_per_second(self.tokens)
+        return text_engine().tokens_per_second(self.tokens)
 
     @property
     def mean_logprob(self) -> float:
-        return text_engine.mean_logprob(self.tokens)
+        return text_engine().mean_logprob(self.tokens)
 
 
 @dataclass
@@ -100,21 +112,29 @@ class Studio:
         self.settings.check()
         self.preset = resolve_preset(self.settings.preset)
         self.catalog = catalog or Catalog.for_preset(self.preset, self.settings.allowlist)
-        self.device = pick_device(self.settings.device)
-        self.dtype = pick_dtype(self.device, self.settings.dtype)
-        if self.settings.threads > 0:
-            torch.set_num_threads(self.settings.threads)
+        self.threads = pick_threads(self.settings.threads, self.settings.concurrency)
+        apply_threads(self.threads)
         self.models = ModelManager(int(self.settings.memory_budget_gb * 2**30))
         self._global_rng_lock = threading.Lock()
 
     # ----- settings and models -------------------------------------------------
+    @functools.cached_property
+    def device(self) -> str:
+        """cuda, mps or cpu (AIGC_DEVICE, or the best one present); asking imports torch."""
+        return pick_device(self.settings.device)
+
+    @functools.cached_property
+    def dtype(self) -> "torch.dtype":
+        """fp32 on CPU, bf16/fp16 on accelerators (AIGC_DTYPE overrides)."""
+        return pick_dtype(self.device, self.settings.dtype)
+
     def describe(self) -> str:
         """One line for the page header: preset, device, dtype."""
         dtype = str(self.dtype).replace("torch.", "")
         line = f"preset **{self.preset}** · device **{self.device}** ({dtype})"
         text = self.catalog.defaults.get("text")
         if text:
-            runtime = text_engine.resolve_runtime(self.settings.text_runtime, self.model_spec("text", text), self.device)
+            runtime = text_engine().resolve_runtime(self.settings.text_runtime, self.model_spec("text", text), self.device)
             line += f" · text runtime **{runtime}**"
         return line
 
@@ -140,8 +160,8 @@ class Studio:
 
     def _load(self, spec: ModelSpec, report: Callable[[str], None] = log.info) -> LoadedModel:
         if spec.modality == "text":
-            loader = lambda: text_engine.load(spec, self.device, self.dtype, self.settings.cache_dir, report,
-                                              self.settings.text_runtime, self.settings.threads)
+            loader = lambda: text_engine().load(spec, self.device, self.dtype, self.settings.cache_dir, report,
+                                                self.settings.text_runtime, self.threads)
         elif spec.modality == "image":
             memory = image_engine.MemoryOptions(self.settings.attention_slicing, self.settings.vae_tiling,
                                                 self.settings.cpu_offload)
@@ -150,7 +170,7 @@ class Studio:
             loader = lambda: audio_engine.load(spec, self.device, self.dtype)
         try:
             return self.models.get(spec.id, loader, expected_bytes=spec.size_mb * 2**20)
-        except OUT_OF_MEMORY:  # the manager has freed the half-loaded model and tried again without idle models
+        except out_of_memory_errors():  # the manager has freed the half-loaded model and tried again without idle models
             raise ModelMemoryError(f"Out of memory while loading {spec.id} on {self.device}: close other programs, "
                                    f"pick a smaller model, or lower AIGC_MEMORY_BUDGET_GB. "
                                    f"The studio is still running.") from None
@@ -184,7 +204,7 @@ class Studio:
                         if loaded.value is not None:
                             yield loaded.value
                             return
-            except OUT_OF_MEMORY as error:
+            except out_of_memory_errors() as error:
                 if isinstance(error, ModelMemoryError):
                     raise
                 traceback.clear_frames(error.__traceback__)  # the failed step's activations become garbage
@@ -253,14 +273,14 @@ class Studio:
         raw = [""] * len(chosen)
 
         def columns(final: bool) -> list[TextUpdate]:
-            return [TextUpdate(text=text_engine.visible_text(raw[i], stops[i], final), tokens=tokens[i])
+            return [TextUpdate(text=text_engine().visible_text(raw[i], stops[i], final), tokens=tokens[i])
                     for i in range(len(chosen))]
 
         with self._use(spec) as text_model:
             runtime = text_model.runtime
             if text_model.runtime_note:
                 yield CompareUpdate(columns(final=False), status=f"Note: {text_model.runtime_note}")
-            for i, token in text_engine.generate(text_model, prompt, [p for _, p in chosen], stop=stop):
+            for i, token in text_engine().generate(text_model, prompt, [p for _, p in chosen], stop=stop):
                 tokens[i].append(token)
                 raw[i] += token.text
                 yield CompareUpdate(columns(final=False), diverge_at=_first_divergence(tokens, finished=False))
@@ -270,7 +290,7 @@ class Studio:
         yield CompareUpdate(final, diverge_at=_first_divergence(tokens, finished=True))
 
     def explain_next_token(self, prompt: str, params: TextParams | None = None, model: str | None = None,
-                           answer: str | list[int] = "", position: int = 0, top_n: int = 10) -> text_engine.Explanation:
+                           answer: str | list[int] = "", position: int = 0, top_n: int = 10):
         """The candidates for one token and their probability at each sampling stage.
 
         position 0 explains the first token after the prompt; k explains the token
@@ -282,7 +302,9 @@ class Studio:
         spec = self.model_spec("text", model)
         chosen = knobs.validate(params or self.params("text", spec.id))
         with self._use(spec) as text_model:
-            prompt_ids = text_engine.encode_prompt(text_model, prompt, chosen).reshape(-1)
+            import torch
+
+            prompt_ids = text_engine().encode_prompt(text_model, prompt, chosen).reshape(-1)
             if isinstance(answer, str):
                 answer_ids = text_model.tokenizer.encode(answer, add_special_tokens=False) if answer else []
             else:
@@ -294,14 +316,14 @@ class Studio:
                                                    f"(tokens in the answer), got {position!r}")
             context = torch.cat([prompt_ids, torch.tensor(answer_ids[:position], dtype=prompt_ids.dtype)])
             chosen_id = answer_ids[position] if position < len(answer_ids) else None
-            return text_engine.explain_next_token(text_model, context, chosen, top_n, chosen_id, position)
+            return text_engine().explain_next_token(text_model, context, chosen, top_n, chosen_id, position)
 
     def perplexity(self, text: str, model: str | None = None) -> tuple[float, int]:
         """(perplexity, tokens scored) of text under the text model: lower = more natural to it."""
         text = knobs.check_prompt(text, "text")
         spec = self.model_spec("text", model)
         with self._use(spec) as text_model:
-            return text_engine.perplexity(text_model, text)
+            return text_engine().perplexity(text_model, text)
 
     # ----- image -----------------------------------------------------------------
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,

@@ -298,4 +298,4 @@ def test_studio_uses_cpu_fp32_and_the_memory_budget(studio):
 
 
 def test_free_memory_runs_without_cuda(cpu_only):
-    models_module._free_memory()  # must not touch CUDA when there is none
+    models_module.free_memory()  # must not touch CUDA when there is none

@@ -14,8 +14,10 @@ from conftest import IMAGE_ID, MUSICGEN_ID, MUSICGEN_SAMPLE_RATE, SHAPES_ID, TEX
 
 from aigc_studio import params as knobs
 from aigc_studio.catalog import EMBEDDED_MODELS, UnknownModelError, local_spec
+from aigc_studio.engines import audio as audio_engine
 from aigc_studio.engines import image as image_engine
 from aigc_studio.engines import text as text_engine
+from aigc_studio.models import pick_threads
 from aigc_studio.params import ParamError, TextParams
 from aigc_studio.recipe import Recipe, Result, read_recipe
 from aigc_studio.studio import ModelLoadError
@@ -45,11 +47,15 @@ def loaded_value(studio, model_id: str):
     return studio.models.get(model_id, lambda: pytest.fail(f"{model_id} was not loaded")).value
 
 
-def assert_complete_recipe(result: Result, modality: str, model_id: str, prompt: str, params) -> None:
+def assert_complete_recipe(result: Result, modality: str, model_id: str, prompt: str, params,
+                           knobs_read: tuple[str, ...] | None = None) -> None:
+    """knobs_read: the knobs the model reads (a voice reads no music knob); None: all of them."""
+    if knobs_read is not None:
+        params = {name: value for name, value in dataclasses.asdict(params).items() if name in knobs_read}
     recipe = result.recipe
     assert isinstance(recipe, Recipe)
     assert (recipe.modality, recipe.model_id, recipe.prompt) == (modality, model_id, prompt)
-    assert recipe.params == dataclasses.asdict(params)
+    assert recipe.params == (params if isinstance(params, dict) else dataclasses.asdict(params))
     assert 0 <= recipe.params["seed"] <= knobs.MAX_SEED
     assert (recipe.device, recipe.dtype) == ("cpu", "float32")
     assert isinstance(recipe.elapsed_s, float) and recipe.elapsed_s >= 0
@@ -209,10 +215,18 @@ def test_the_threads_setting_reaches_torch(studio):
         assert torch.get_num_threads() == 2
         studio(threads=1)
         assert torch.get_num_threads() == 1
-        studio(threads=0)  # 0 leaves torch's choice alone
-        assert torch.get_num_threads() == 1
+        auto = studio(threads=0)  # the thread policy: the cores shared by the events that may run at once
+        assert auto.threads == pick_threads(0, auto.settings.concurrency) == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_thread_policy_shares_the_cores_among_concurrent_generations():
+    assert pick_threads(0, concurrency=1, cores=2) == 1  # a free CPU Space: one thread never stalls
+    assert pick_threads(0, concurrency=1, cores=12) == 4
+    assert pick_threads(0, concurrency=2, cores=12) == 2
+    assert pick_threads(0, concurrency=8, cores=4) == 1
+    assert pick_threads(3, concurrency=8, cores=4) == 3  # AIGC_THREADS wins
 
 
 def test_bad_input_is_refused_before_loading(studio):
@@ -359,7 +373,8 @@ def test_vits_speaks_float_samples_at_the_config_rate(s):
     assert isinstance(samples, np.ndarray) and samples.dtype == np.float32 and samples.ndim == 1
     assert samples.size > 0 and np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
     assert np.abs(samples).max() > 0
-    assert_complete_recipe(result, "audio", VITS_ID, SPEECH, knobs.make(knobs.AudioParams, seed=1))
+    assert_complete_recipe(result, "audio", VITS_ID, SPEECH, knobs.make(knobs.AudioParams, seed=1),
+                           audio_engine.knobs_used("vits"))
 
 
 def test_vits_same_seed_same_samples(s):
@@ -386,7 +401,8 @@ def test_musicgen_composes_float_samples_at_the_codec_rate(s):
     assert samples.dtype == np.float32 and samples.ndim == 1 and samples.size > 0
     assert np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
     assert result.recipe.params["duration"] == 0.5  # the catalog's recommended knob
-    assert_complete_recipe(result, "audio", MUSICGEN_ID, MUSIC, knobs.make(knobs.AudioParams, seed=1, duration=0.5))
+    assert_complete_recipe(result, "audio", MUSICGEN_ID, MUSIC, knobs.make(knobs.AudioParams, seed=1, duration=0.5),
+                           audio_engine.knobs_used("musicgen"))
 
 
 def test_musicgen_same_seed_same_samples(s):
@@ -407,7 +423,9 @@ def test_audio_params_object_is_used_as_given(s):
     params = knobs.make(knobs.AudioParams, seed=9, speed=1.5)
     result = s.audio(SPEECH, params=params, label="speed=1.5")
     assert result.label == "speed=1.5"
-    assert result.recipe.params == dataclasses.asdict(params)
+    read = audio_engine.knobs_used("vits")  # the recipe lists the knobs the voice read, with their values
+    assert result.recipe.params == {name: value for name, value in dataclasses.asdict(params).items() if name in read}
+    assert result.recipe.params["speed"] == 1.5 and "duration" not in result.recipe.params
     assert np.array_equal(result.output[1], s.audio(SPEECH, seed=9, speed=1.5).output[1])
 
 

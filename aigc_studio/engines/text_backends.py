@@ -122,6 +122,8 @@ class OnnxBackend:
         decoder = config["decoder"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default
+        if threads != 1:  # idle pool threads sleep instead of spinning on cores another process needs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its warnings are about graph fusions a user cannot act on
         self.session = ort.InferenceSession(str(folder / decoder["filename"]), options, providers=["CPUExecutionProvider"])

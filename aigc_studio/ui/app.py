@@ -24,8 +24,10 @@ RETRY_AFTER_S = 5  # what a refused client is told to wait (the Retry-After head
 def build_demo(studio: Studio) -> gr.Blocks:
     sessions = Sessions()
     with gr.Blocks(title="AIGC Studio") as demo:
-        gr.Markdown(f"# AIGC Studio\nGenerate text, images and audio; turn the knobs and see what they do. "
-                    f"Running: {studio.describe()}", elem_id="header")
+        intro = "# AIGC Studio\nGenerate text, images and audio; turn the knobs and see what they do. Running: "
+        header = gr.Markdown(intro + f"preset **{studio.preset}** · …", elem_id="header")
+        # The device line needs torch (seconds to import): the page answers first, the line follows.
+        demo.load(lambda: intro + studio.describe(), outputs=header, api_visibility="private", queue=False)
         api.register(studio)  # the public endpoints (and MCP tools); the tabs' events are private
         with gr.Tabs():
             text_tab.build(studio, sessions)
