@@ -192,6 +192,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
         generate_audio, inputs=[prompt, *first_inputs, model, *later_inputs], outputs=audio,
         api_visibility="private")  # public: ui/api.py
     run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
+    run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
     run.then(show_view, outputs=view, api_visibility="private")
     labelled = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
@@ -202,6 +203,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  inputs=[prompt, mode, count, knob_name, values, *first_inputs, model, *later_inputs],
                                  outputs=players, api_visibility="private")
     comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
+    comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
     comparing.then(label_from_recipes, outputs=players, api_visibility="private")
     comparing.then(show_views, outputs=views, api_visibility="private")

@@ -9,22 +9,26 @@ import logging
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from aigc_studio import shapes
-from aigc_studio.catalog import UnknownModelError
-from aigc_studio.engines.image import GenerationStopped
-from aigc_studio.params import ImageParams, parse_values, sweepable
 from aigc_studio import storage
-from aigc_studio.recipe import RECIPE_KEY, Result, read_recipe
-from aigc_studio.studio import Studio
+from aigc_studio.params import ImageParams, parse_values
+from aigc_studio.studio import (
+    RECIPE_KEY, GenerationStopped, NotKept, Result, Studio, UnknownModelError, read_recipe,
+)
 from aigc_studio.ui.widgets import (
-    KnobDropdown, Sessions, control, make_variants, model_card, model_dropdown, run_in_worker, user_errors, variant_controls,
+    Sessions, SweepDropdown, busy, check_sweep, control, error_box, knob_choices_for, knob_updates, make_variants,
+    model_card, model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, run_in_worker,
+    sweep_names, sweep_updates, sweep_values, user_errors, variant_controls,
 )
 
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
-MODEL_DEFAULT_KNOBS = ("steps", "guidance", "width", "height", "scheduler")
-STRIP_THUMB = 64  # px per step in the trajectory strip
+# Every knob of ImageParams, in its order (new knobs appear when a model reads them).
+ALL_KNOBS = tuple(f.name for f in dataclasses.fields(ImageParams))
+BASIC_KNOBS = ("steps", "guidance", "seed")  # the rest sit under "Advanced knobs"
+STRIP_THUMB = 96  # px per step in the trajectory strip (shown at least 64 px tall)
+STRIP_COLUMNS = 10  # steps per row of the strip
+STRIP_GAP, STRIP_CAPTION = 4, 14  # px between thumbnails; the step number sits below each, never over it
 VIEW_PX = 256  # the largest side of a kept trajectory step (the step view shows 256 px high)
 # Each streamed preview costs a file in Gradio's cache (30 per image before), so a
 # request streams this many, evenly spaced; the trajectory strip still shows every step.
@@ -60,7 +64,7 @@ def keep_pictures(save, results: list[Result]) -> list:
     not kept; earlier files are untouched."""
     try:
         return [str(save(result)) for result in results]
-    except storage.NotKept as error:
+    except NotKept as error:
         log.warning("%s", error)
         gr.Warning(f"{error}. Download it to keep it.")
         return [_with_recipe(result) for result in results]
@@ -70,6 +74,22 @@ def _with_recipe(result: Result) -> Image.Image:
     picture = result.output.copy()
     picture.info[RECIPE_KEY] = result.recipe.to_json()
     return picture
+
+
+def trajectory_strip(pictures: list[Image.Image]) -> Image.Image:
+    """Every step's predicted image in rows of STRIP_COLUMNS, STRIP_THUMB px each,
+    with gaps, the step number under each thumbnail (never over it)."""
+    rows = (len(pictures) + STRIP_COLUMNS - 1) // STRIP_COLUMNS
+    columns = min(len(pictures), STRIP_COLUMNS)
+    cell_w, cell_h = STRIP_THUMB + STRIP_GAP, STRIP_THUMB + STRIP_CAPTION + STRIP_GAP
+    strip = Image.new("RGB", (columns * cell_w - STRIP_GAP, rows * cell_h - STRIP_GAP), "white")
+    draw, font = ImageDraw.Draw(strip), ImageFont.load_default(size=11)
+    for i, picture in enumerate(pictures):
+        row, column = divmod(i, STRIP_COLUMNS)
+        x, y = column * cell_w, row * cell_h
+        strip.paste(picture.resize((STRIP_THUMB, STRIP_THUMB), Image.Resampling.NEAREST), (x, y))
+        draw.text((x + STRIP_THUMB // 2, y + STRIP_THUMB + 1), str(i + 1), fill="#374151", font=font, anchor="mt")
+    return strip
 
 
 def start_pruning(settings) -> None:
@@ -85,12 +105,15 @@ def build(studio: Studio, sessions: Sessions) -> None:
     try:
         spec = studio.model_spec("image")
         header, default_id, defaults = model_card(spec), spec.id, spec.defaults
+        used, schedulers = studio.knobs_used("image"), spec.schedulers
     except UnknownModelError as error:
-        header, default_id, defaults = f"⚠️ {error}", None, {}
+        header, default_id, defaults, used, schedulers = f"⚠️ {error}", None, {}, ALL_KNOBS, None
     if default_id == "shapes-diffusion":
-        header += f"\n\nThe embedded model draws one coloured shape. It understands {shapes.vocabulary_text()}."
+        header += "\n\nThe embedded model draws one coloured shape: red, green, blue or yellow; circle, square or triangle."
     with gr.Tab("Image", id="image"):
-        gr.Markdown(header)
+        page_assets()
+        card = gr.Markdown(header)
+        controls = {}
         with gr.Row():
             with gr.Column(scale=3):
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="image-prompt",
@@ -98,55 +121,71 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="image-generate")
                     stop = gr.Button("Stop", variant="stop", elem_id="image-stop")
-                image = gr.Image(label="Image (streams the denoising while it runs)", type="filepath", format="png",
-                                 elem_id="image-output", buttons=["download", "fullscreen"])
-                with gr.Accordion("Denoising trajectory", open=True):
-                    strip = gr.Image(label="Predicted image after each step", type="pil", elem_id="image-strip",
-                                     interactive=False)
-                    step_slider = gr.Slider(1, 2, value=1, step=1, label="step", elem_id="image-step")
-                    step_view = gr.Image(label="At this step", type="pil", interactive=False, height=256)
+                error_box("image-generate")
+                # no label over the picture: the heading above says what it is
+                image = gr.Image(type="filepath", format="png", show_label=False, height=512, elem_id="image-output",
+                                 buttons=["download", "fullscreen"])
                 batch = gr.Gallery(label="Batch (batch size > 1)", columns=4, object_fit="contain", height="auto",
                                    visible=False, elem_id="image-batch")
-                recipe = gr.JSON(label="Recipe (embedded in the PNG)", open=False)
+                with gr.Accordion("Denoising trajectory: the predicted image after each step", open=True):
+                    strip = gr.Image(type="pil", show_label=False, interactive=False, elem_id="image-strip",
+                                     buttons=["fullscreen"])
+                    with gr.Row():
+                        step_slider = gr.Slider(1, 2, value=1, step=1, label="step", elem_id="image-step", scale=2)
+                        step_view = gr.Image(type="pil", show_label=False, interactive=False, height=192, scale=1,
+                                             elem_id="image-step-view")
+                recipe, recipe_raw = recipe_view("Recipe (embedded in the PNG)")
             with gr.Column(scale=2):
-                controls = {name: control(ImageParams, name, defaults.get(name), elem_id=f"image-{name}") for name in KNOBS}
                 model = model_dropdown(studio.catalog.choices("image"), default_id)
-                batch_size = control(ImageParams, "batch_size", elem_id="image-batch_size")
+                for name in BASIC_KNOBS:
+                    controls[name] = control(ImageParams, name, defaults.get(name), elem_id=f"image-{name}",
+                                             visible=name in used)
+                with gr.Accordion("Advanced knobs", open=False, elem_id="image-advanced"):
+                    for name in ALL_KNOBS:
+                        if name not in controls:
+                            controls[name] = control(ImageParams, name, defaults.get(name), elem_id=f"image-{name}",
+                                                     visible=name in used,
+                                                     **({"choices": schedulers} if name == "scheduler" else {}))
                 upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
                                  elem_id="image-upload")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
-            mode, count, knob_name, values = variant_controls(ImageParams)
-            values.value, knob_name.value = "1, 3, 7", "guidance"
+            mode, count, knob_name, values = variant_controls(ImageParams, [n for n in used if n != "batch_size"])
+            if "guidance" in used:
+                knob_name.value = "guidance"
+            values.value = sweep_values(studio.params("image") if default_id else ImageParams(), knob_name.value)
             compare = gr.Button("Compare", elem_id="image-compare")
+            error_box("image-compare")
             gallery = gr.Gallery(label="Variants", elem_id="image-gallery", columns=4, object_fit="contain",
-                                 height="auto")
-            compare_recipes = gr.JSON(label="Recipes", open=False)
+                                 height="auto", elem_classes=["studio-grid"])
+            compare_recipes, compare_recipes_raw = recipe_view("Recipes")
         with gr.Accordion("X/Y grid: one or two knobs over their values", open=False):
-            axes = [name for name in sweepable(ImageParams) if name != "batch_size"]  # every cell is one image
+            axes = grid_axes(used)
             with gr.Row():
-                x_knob = KnobDropdown(axes, value="steps", label="X knob", info="The knob that varies across columns.")
+                x_knob = SweepDropdown(knob_choices_for(axes), value="steps" if "steps" in axes else axes[0],
+                                       label="X knob", info="The knob that varies across columns.")
                 x_values = gr.Textbox(value="4, 8, 16, 32", label="X values (1-6, comma-separated)")
-                y_knob = KnobDropdown(["none", *axes], value="guidance", label="Y knob",
-                                      info="The knob that varies down rows (none: one row).")
+                y_knob = SweepDropdown([("none", "none"), *knob_choices_for(axes)],
+                                       value="guidance" if "guidance" in axes else "none",
+                                       label="Y knob", info="The knob that varies down rows (none: one row).")
                 y_values = gr.Textbox(value="1, 3, 7", label="Y values")
-            x_knob.knob_name, y_knob.knob_name = "x_knob", "y_knob"  # API errors name the endpoint's keywords
+            x_knob.knob_name, y_knob.knob_name = "x_knob", "y_knob"  # errors name the fields
+            x_knob.sweepable, y_knob.sweepable = tuple(grid_axes(ALL_KNOBS)), ("none", *grid_axes(ALL_KNOBS))
             make_grid = gr.Button("Make grid", elem_id="image-grid-button")
-            grid_image = gr.Image(label="Grid", type="filepath", format="png", elem_id="image-grid")
-            grid_gallery = gr.Gallery(label="Cells", columns=6, object_fit="contain", height="auto")
+            error_box("image-grid-button")
+            grid_image = gr.Image(type="filepath", format="png", show_label=False, elem_id="image-grid")
+            grid_gallery = gr.Gallery(label="Cells", columns=6, object_fit="contain", height="auto",
+                                      elem_id="image-grid-cells", elem_classes=["studio-grid"])
 
-    knob_inputs = [controls[name] for name in KNOBS]
+    knob_inputs = [controls[name] for name in ALL_KNOBS]
 
-    def image_params(model, **values) -> ImageParams:
-        return studio.params("image", model, **values)
+    def image_params(model, knob_values, **overrides) -> ImageParams:
+        return studio.params("image", model, **{**dict(zip(ALL_KNOBS, knob_values)), **overrides})
 
-    def generate_image(prompt, negative_prompt, steps, guidance, width, height, seed, scheduler="default",
-                       model=None, batch_size=1, request: gr.Request = None, progress=gr.Progress()):
-        """One image for prompt: streams a preview per denoising step, then the PNG
-        (with its recipe embedded) as the final output. With batch_size > 1 the
-        output is the first image; the tab's Batch gallery shows them all."""
+    def generate_image(prompt, model, *knob_values, request: gr.Request = None, progress=gr.Progress()):
+        """One image for prompt: streams a few denoising previews, then the PNG (with its
+        recipe embedded). With batch_size > 1 the Batch gallery shows them all."""
         with user_errors():
-            chosen = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                  width=width, height=height, seed=seed, scheduler=scheduler, batch_size=batch_size)
+            chosen = image_params(model, knob_values)
             stop_event = sessions.fresh_stop(request, "image")
             previews: list[bytes] = []  # every step, compact, for the strip
             streamed = preview_steps(chosen.steps)
@@ -177,12 +216,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
             except GenerationStopped as stopped:
                 gr.Info(f"Stopped ({stopped}).")
 
-    def compare_image(prompt, mode, count, knob_name, values, negative_prompt, steps, guidance, width, height, seed,
-                      scheduler="default", model=None, request: gr.Request = None, progress=gr.Progress()):
+    def compare_image(prompt, mode, count, knob_name, values, model, *knob_values, request: gr.Request = None,
+                      progress=gr.Progress()):
         """2-4 labelled variants (seed variants share one batched call); a gallery of PNGs."""
         with user_errors():
-            base = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                width=width, height=height, seed=seed, scheduler=scheduler)
+            base = image_params(model, knob_values, batch_size=1)
+            check_sweep(studio, "image", model, mode, knob_name)
             variants = make_variants(base, mode, count, knob_name, values)
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
             try:
@@ -193,13 +232,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
             sessions.keep_recipes(request, [r.recipe for r in results])
             return list(zip(keep_pictures(studio.save, results), [r.label for r in results]))
 
-    def image_grid(prompt, x_knob, x_values, y_knob, y_values, negative_prompt, steps, guidance, width, height, seed,
-                   scheduler="default", model=None, request: gr.Request = None, progress=gr.Progress()):
+    def image_grid(prompt, x_knob, x_values, y_knob, y_values, model, *knob_values, request: gr.Request = None,
+                   progress=gr.Progress()):
         """An X/Y grid over one or two knobs (seed fixed unless it is an axis).
         Returns the labelled grid PNG and a gallery of every cell."""
         with user_errors():
-            base = image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                width=width, height=height, seed=seed, scheduler=scheduler)
+            base = image_params(model, knob_values, batch_size=1)
             xs = parse_values(x_values, ImageParams, x_knob, low=1, high=6, field="x_values")
             use_y = y_knob and y_knob != "none"
             ys = parse_values(y_values, ImageParams, y_knob, low=1, high=6, field="y_values") if use_y else None
@@ -213,7 +251,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             sessions.keep_recipes(request, [c.recipe for c in cells])
             try:
                 grid_shown = str(studio.save_grid(picture, cells))
-            except storage.NotKept as error:
+            except NotKept as error:
                 log.warning("%s", error)
                 gr.Warning(f"{error}. Download it to keep it.")
                 return picture, [(_with_recipe(c), c.label) for c in cells]
@@ -223,18 +261,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
         sessions.stop(request, "image")
 
     def show_recipes(request: gr.Request):
-        return [dataclasses.asdict(r) for r in sessions.recipes(request)]
+        kept = sessions.recipes(request)
+        return recipe_card(kept), recipe_json(kept)
 
     def show_trajectory(request: gr.Request):
         previews = sessions.kept(request, "trajectory", [])
         if not previews:
             return None, gr.update(maximum=2, value=1), None
-        thumbs = [expand(p).resize((STRIP_THUMB, STRIP_THUMB), Image.Resampling.NEAREST) for p in previews]
-        strip_image = Image.new("RGB", (STRIP_THUMB * len(thumbs), STRIP_THUMB), "white")
-        for i, thumb in enumerate(thumbs):
-            strip_image.paste(thumb, (i * STRIP_THUMB, 0))
         last = len(previews)
-        return strip_image, gr.update(minimum=1, maximum=max(last, 2), value=last), expand(previews[-1])
+        return (trajectory_strip([expand(p) for p in previews]), gr.update(minimum=1, maximum=max(last, 2), value=last),
+                expand(previews[-1]))
 
     def show_batch(request: gr.Request):
         cells = sessions.kept(request, "batch", [])
@@ -247,35 +283,71 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def restore_recipe(file):
         """Every knob (and the prompt and model) from a studio PNG's embedded recipe."""
         if file is None:
-            return [gr.update()] * (len(KNOBS) + 3)
+            return [gr.update()] * (len(ALL_KNOBS) + 2)
         with user_errors():
             saved = read_recipe(file)
             if saved.modality != "image":
                 raise ValueError(f"recipe file: holds a {saved.modality} recipe, not an image one")
-            restored = (*KNOBS, "batch_size")  # a batch's images reproduce exactly only in a batch of that size
-            chosen = studio.params("image", saved.model_id, **{k: v for k, v in saved.params.items() if k in restored})
+            # a batch's images reproduce exactly only in a batch of that size: batch_size is restored too
+            chosen = studio.params("image", saved.model_id, **{k: v for k, v in saved.params.items() if k in ALL_KNOBS})
         gr.Info(f"Restored the recipe of a {saved.model_id} image (seed {chosen.seed}).")
-        return [saved.prompt, saved.model_id] + [getattr(chosen, name) for name in restored]
+        return [saved.prompt, saved.model_id] + [getattr(chosen, name) for name in ALL_KNOBS]
 
-    def use_model_defaults(model_id):
+    def use_model(model_id, x, y, knob):
+        """A newly picked model: its card, its knobs (shown when it reads them, at its
+        recommended values and ranges), the knobs side by side and the grid can vary."""
         with user_errors():
-            chosen = studio.params("image", model_id)
-        return [getattr(chosen, name) for name in MODEL_DEFAULT_KNOBS]
+            chosen = studio.model_spec("image", model_id)
+            names = studio.knobs_used("image", model_id)
+            picker, sweep = sweep_updates(studio, "image", model_id, knob)
+            axes = grid_axes(names)
+            return (model_card(chosen), *knob_updates(studio, "image", model_id, controls), picker, sweep,
+                    gr.update(choices=knob_choices_for(axes), value=x if x in axes else axes[0]),
+                    gr.update(choices=[("none", "none"), *knob_choices_for(axes)], value=y if y in axes else "none"))
 
-    run = gr.on([generate.click, prompt.submit], generate_image, inputs=[prompt, *knob_inputs, model, batch_size],
-                outputs=image, api_visibility="private")  # public: ui/api.py
+    def sweep_for(knob, model_id, *knob_values):
+        with user_errors():
+            return sweep_values(image_params(model_id, knob_values), knob)
+
+    def grid_values_for(knob, model_id, *knob_values):
+        if knob == "none":
+            return ""
+        with user_errors():
+            return sweep_values(image_params(model_id, knob_values), knob)
+
+    run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
+                api_visibility="private").then(
+        generate_image, inputs=[prompt, model, *knob_inputs], outputs=image, api_visibility="private")  # public: ui/api.py
+    run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
+    run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.then(show_batch, outputs=batch, api_visibility="private")
-    run.then(show_recipes, outputs=recipe, api_visibility="private")
+    run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
     run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
-    comparing = compare.click(compare_image, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model],
-                              outputs=gallery, api_visibility="private")
-    comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
-    gridding = make_grid.click(image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, *knob_inputs, model],
-                               outputs=[grid_image, grid_gallery], api_visibility="private")
+    comparing = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
+        compare_image, inputs=[prompt, mode, count, knob_name, values, model, *knob_inputs], outputs=gallery,
+        api_visibility="private")
+    comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
+    comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
+    comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
+    gridding = make_grid.click(lambda: busy(), outputs=make_grid, queue=False, api_visibility="private").then(
+        image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, model, *knob_inputs],
+        outputs=[grid_image, grid_gallery], api_visibility="private")
+    gridding.then(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
+    gridding.failure(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
     # The stop event ends a running generation at its next step; cancels also drops
     # one still waiting in the queue, which would otherwise start after Stop.
-    stop.click(stop_image, None, None, cancels=[run, comparing, gridding], api_visibility="private")
-    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, batch_size], api_visibility="private")
-    model.input(use_model_defaults, model, [controls[name] for name in MODEL_DEFAULT_KNOBS],
-                api_visibility="private")
+    stop.click(stop_image, None, None, cancels=[run, comparing, gridding], api_visibility="private").then(
+        lambda: (ready(), ready("Compare"), ready("Make grid")), outputs=[generate, compare, make_grid], queue=False,
+        api_visibility="private")
+    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs], api_visibility="private")
+    model.input(use_model, [model, x_knob, y_knob, knob_name],
+                [card, *controls.values(), knob_name, values, x_knob, y_knob], api_visibility="private")
+    knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
+    x_knob.input(grid_values_for, [x_knob, model, *knob_inputs], x_values, api_visibility="private")
+    y_knob.input(grid_values_for, [y_knob, model, *knob_inputs], y_values, api_visibility="private")
+
+
+def grid_axes(used) -> list[str]:
+    """The knobs a grid can vary: those the model reads and sweeps, one image per cell."""
+    return [name for name in sweep_names(ImageParams, used) if name != "batch_size"]

@@ -14,8 +14,9 @@ from aigc_studio import params as knobs
 from aigc_studio.params import PRESET_KNOBS, TEXT_PRESET_NAMES, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
-    Sessions, column_updates, control, make_variants, model_card, model_dropdown, user_errors,
-    variant_controls, variant_labels,
+    Sessions, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants, model_card,
+    model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates, sweep_values,
+    user_errors, variant_controls, variant_labels,
 )
 
 MAX_COLUMNS = 4
@@ -31,6 +32,7 @@ PROBABILITY_BINS = ((0.9, "p ≥ 0.9"), (0.5, "p 0.5–0.9"), (0.1, "p 0.1–0.5
 DIVERGES = "first difference"
 COLOR_MAP = {"p ≥ 0.9": "#d1fae5", "p 0.5–0.9": "#fef3c7", "p 0.1–0.5": "#fed7aa", "p < 0.1": "#fca5a5",
              DIVERGES: "#818cf8"}
+ANSWER_COLORS = {label: color for label, color in COLOR_MAP.items() if label != DIVERGES}  # one answer: no difference
 
 
 # ----- pure helpers: studio objects -> what the components show (tested without a browser) -----
@@ -95,10 +97,23 @@ def _bar(p: float, kept: bool) -> str:
     return f'<td style="min-width:6em;padding:2px 6px">{cell}</td>'
 
 
-def chart_html(explanation: dict | None) -> str:
+def context_html(explanation: dict, prompt: str | None, state: dict | None) -> str:
+    """What the next token follows, as a person wrote it: the prompt, then the answer's
+    first `position` tokens (not the chat template the model reads around them)."""
+    if prompt is None:
+        return f"<code>{html.escape(explanation['context'])}</code>"
+    position = explanation["position"]
+    answer = "".join(t["text"] for t in state["tokens"][:position]) if state else ""
+    short = prompt if len(prompt) <= 160 else "…" + prompt[-160:]
+    shown_answer = answer if len(answer) <= 200 else "…" + answer[-200:]
+    return (f"<q>{html.escape(short)}</q>" + (f" → <code>{html.escape(shown_answer)}</code>" if shown_answer else ""))
+
+
+def chart_html(explanation: dict | None, prompt: str | None = None, state: dict | None = None) -> str:
     """The explainer as a table: one row per candidate token, one column per sampling
     stage, a bar for its probability there; cut tokens are struck through, and each
-    stage says how many tokens and how much probability it keeps."""
+    stage says how many tokens and how much probability it keeps. The header shows the
+    prompt as written (and the answer so far) when given."""
     if not explanation:
         return ""
     stages = explanation["stages"]
@@ -114,7 +129,7 @@ def chart_html(explanation: dict | None) -> str:
     kept = "".join(f'<td style="padding:2px 6px;font-size:0.8em">{s["kept_tokens"]} tokens<br>'
                    f'mass kept {100 * s["mass_kept"]:.1f}%</td>' for s in stages)
     chosen = " · ★ = the token generated here" if explanation["chosen_id"] is not None else ""
-    return (f'<div style="overflow-x:auto"><p>Next token after …<code>{html.escape(explanation["context"])}</code> '
+    return (f'<div style="overflow-x:auto"><p>Next token after {context_html(explanation, prompt, state)} '
             f'(answer token {explanation["position"]}){chosen}</p>'
             f'<table style="border-collapse:collapse"><tr><th style="text-align:left">token</th>{header}</tr>'
             f'{"".join(rows)}<tr><td style="font-size:0.8em">kept</td>{kept}</tr></table></div>')
@@ -148,38 +163,57 @@ def text_variants(base: TextParams, mode: str, count: int, knob_name: str, value
 def build(studio: Studio, sessions: Sessions) -> None:
     spec = studio.model_spec("text")
     recommended = spec.defaults  # the sliders start at the model's recommended knobs
+    used = studio.knobs_used("text")
     with gr.Tab("Text", id="text"):
-        gr.Markdown(model_card(spec))
+        page_assets()
+        card = gr.Markdown(model_card(spec))
         with gr.Row():
             with gr.Column(scale=3):
-                with gr.Row():
-                    prompt_mode = control(TextParams, "prompt_mode", scale=1)
-                    system_prompt = control(TextParams, "system_prompt", scale=3, lines=1)
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="text-prompt", placeholder="Ask anything, e.g. Write a haiku about rain.")
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
                     stop = gr.Button("Stop", variant="stop", elem_id="text-stop")
+                error_box("text-generate")
                 answer = gr.Textbox("", label="Answer", lines=8, buttons=["copy"], elem_id="text-answer")
                 coloured = gr.HighlightedText(label="Answer tokens, coloured by the model's probability (select one to see its alternatives)",
-                                              color_map=COLOR_MAP, show_legend=True, show_inline_category=False,
+                                              color_map=ANSWER_COLORS, show_legend=True, show_inline_category=False,
                                               elem_id="text-tokens")
                 alternatives = gr.Markdown(elem_id="text-alternatives")
-                recipe = gr.JSON(label="Recipe (model, knobs, seed, versions)", open=False)
+                recipe, recipe_raw = recipe_view()
             with gr.Column(scale=2):
+                model = model_dropdown(studio.catalog.choices("text"), spec.id)
                 preset = gr.Radio(list(TEXT_PRESET_NAMES), value="Balanced", label="Preset",
                                   info="Sets the sampling knobs at once: Precise (focused), Balanced (the model's recommended knobs), Creative (varied).")
                 temperature = control(TextParams, "temperature", recommended.get("temperature"))
-                top_k = control(TextParams, "top_k", recommended.get("top_k"))
                 top_p = control(TextParams, "top_p", recommended.get("top_p"))
-                min_p = control(TextParams, "min_p", recommended.get("min_p"))
-                typical_p = control(TextParams, "typical_p", recommended.get("typical_p"))
-                repetition_penalty = control(TextParams, "repetition_penalty", recommended.get("repetition_penalty"))
-                no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size", recommended.get("no_repeat_ngram_size"))
                 max_new_tokens = control(TextParams, "max_new_tokens")
-                stop_sequences = control(TextParams, "stop_sequences")
-                seed = control(TextParams, "seed")
-                greedy = control(TextParams, "greedy")
-                model = model_dropdown(studio.catalog.choices("text"), spec.id)
+                with gr.Row():
+                    seed = control(TextParams, "seed", min_width=120)
+                    greedy = control(TextParams, "greedy", min_width=120)
+                with gr.Accordion("Advanced knobs", open=False, elem_id="text-advanced"):
+                    top_k = control(TextParams, "top_k", recommended.get("top_k"))
+                    min_p = control(TextParams, "min_p", recommended.get("min_p"))
+                    typical_p = control(TextParams, "typical_p", recommended.get("typical_p"))
+                    repetition_penalty = control(TextParams, "repetition_penalty", recommended.get("repetition_penalty"))
+                    no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size", recommended.get("no_repeat_ngram_size"))
+                    stop_sequences = control(TextParams, "stop_sequences")
+                    prompt_mode = control(TextParams, "prompt_mode")
+                    system_prompt = control(TextParams, "system_prompt", lines=1)
+        with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
+            mode, count, knob_name, values = variant_controls(
+                TextParams, used, extra_modes=(PRESETS,), info="What differs between the columns (sweeps and presets share one seed).")
+            values.value = sweep_values(studio.params("text"), knob_name.value)
+            compare = gr.Button("Compare", elem_id="text-compare")
+            error_box("text-compare")
+            with gr.Row():
+                columns = [gr.Textbox(label=f"Variant {i + 1}", lines=8, elem_id=f"text-variant-{i}") for i in range(MAX_COLUMNS)]
+            with gr.Row():
+                column_tokens = [gr.HighlightedText(label=f"Variant {i + 1} tokens", color_map=COLOR_MAP, show_legend=i == 0,
+                                                    show_inline_category=False, elem_id=f"text-variant-tokens-{i}")
+                                 for i in range(MAX_COLUMNS)]
+            # the figures are in each column's label; API users get them as numbers
+            compare_numbers = gr.JSON(label="Column numbers", visible=False, elem_id="text-compare-numbers")
+            compare_recipes, compare_recipes_raw = recipe_view("Recipes")
         with gr.Accordion("Why this token? The next-token distribution at each sampling stage", open=True):
             gr.Markdown("The model runs once per position; moving a knob re-applies the sampling steps to the cached "
                         "result. Select a token of the answer to explain that position.")
@@ -189,25 +223,15 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 top_n = gr.Slider(1, 50, value=10, step=1, label="candidates shown",
                                   info="How many of the likeliest next tokens the chart lists.")
                 explain = gr.Button("Explain", elem_id="text-explain")
+            error_box("text-explain")
             chart = gr.HTML(elem_id="text-explainer")
             with gr.Accordion("Explainer numbers", open=False):
                 explanation = gr.JSON(label="Explainer numbers")
-        with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
-            mode, count, knob_name, values = variant_controls(
-                TextParams, extra_modes=(PRESETS,), info="What differs between the columns (sweeps and presets share one seed).")
-            compare = gr.Button("Compare", elem_id="text-compare")
-            with gr.Row():
-                columns = [gr.Textbox(label=f"Variant {i + 1}", lines=8, elem_id=f"text-variant-{i}") for i in range(MAX_COLUMNS)]
-            with gr.Row():
-                column_tokens = [gr.HighlightedText(label=f"Variant {i + 1} tokens", color_map=COLOR_MAP, show_legend=i == 0,
-                                                    show_inline_category=False, elem_id=f"text-variant-tokens-{i}")
-                                 for i in range(MAX_COLUMNS)]
-            compare_numbers = gr.JSON(label="Column numbers", open=False, elem_id="text-compare-numbers")
-            compare_recipes = gr.JSON(label="Recipes", open=False)
         with gr.Accordion("Perplexity: how natural a text is to the model", open=False):
             pasted = gr.Textbox(label="Text", lines=4, elem_id="text-perplexity-input",
                                 placeholder="Paste a passage; the model scores every token given the ones before it.")
             score = gr.Button("Perplexity", elem_id="text-perplexity")
+            error_box("text-perplexity")
             perplexity_out = gr.Number(label="Perplexity (lower = more natural to the model)", elem_id="text-perplexity-value")
         answer_state = gr.State(None)  # the last answer: {"text", "tokens"} with token ids and probabilities
         compare_state = gr.State(None)  # the last comparison: {"columns": [tokens...], "diverge_at", "rates"}
@@ -271,6 +295,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, min_p=min_p, typical_p=typical_p,
                 no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
                 system_prompt=system_prompt, prompt_mode=prompt_mode))
+            check_sweep(studio, "text", model, mode, knob_name)
             variants = text_variants(base, mode, count, knob_name, values, studio.params("text", model))
             texts = [""] * MAX_COLUMNS
             for update in studio.text_compare_stream(prompt, variants, model, stop=sessions.fresh_stop(request)):
@@ -319,6 +344,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             if mode == PRESETS:
                 labels = list(TEXT_PRESET_NAMES)
             else:
+                check_sweep(studio, "text", model, mode, knob_name)
                 labels = variant_labels(base, mode, count, knob_name, values)
             return column_updates(labels, MAX_COLUMNS, clear=True)
 
@@ -326,15 +352,34 @@ def build(studio: Studio, sessions: Sessions) -> None:
         return column_updates([r.label for r in sessions.recipes(request)], MAX_COLUMNS, clear=False)
 
     def show_recipes(request: gr.Request):
-        return [r.__dict__ for r in sessions.recipes(request)]
+        kept = sessions.recipes(request)
+        return recipe_card(kept), recipe_json(kept)
 
+    def use_model(model_id, knob):
+        """A newly picked model: its card, its knobs (the Balanced preset around its
+        recommendation), and the knobs it can sweep."""
+        with user_errors():
+            spec = studio.model_spec("text", model_id)
+            picker, sweep = sweep_updates(studio, "text", model_id, knob)
+            return (model_card(spec), "Balanced", *apply_preset("Balanced", model_id),
+                    *knob_updates(studio, "text", model_id, controls), picker, sweep)
+
+    def sweep_for(knob, model_id, *knob_values):
+        with user_errors():
+            return sweep_values(studio.params("text", model_id, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values))), knob)
+
+    controls = {name: component for name, component in zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_inputs + new_knob_inputs)}
     explain_inputs = [prompt, answer, position, *explain_knob_inputs, top_n, model, answer_state]
 
-    # the public endpoint first: private events reuse the function's name for theirs
     explain.click(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")  # public: ui/api.py
-    run = gr.on([generate.click, prompt.submit], generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs],
-                outputs=[answer, answer_state], api_visibility="private")
-    run.then(show_recipes, outputs=recipe, api_visibility="private")
+    # Generate shows "Running…" and waits while a run is in flight (Stop ends it)
+    run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
+                api_visibility="private").then(
+        generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs], outputs=[answer, answer_state],
+        api_visibility="private")
+    run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
+    run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
+    run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
     shown_tokens = run.then(show_tokens, inputs=answer_state, outputs=coloured, api_visibility="private")
     shown_tokens.then(lambda: 0, outputs=position, api_visibility="private").then(
         explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
@@ -344,20 +389,27 @@ def build(studio: Studio, sessions: Sessions) -> None:
     gr.on([c.change for c in explain_knob_inputs + [top_n, model]], explain_when_shown,
           inputs=[explanation, *explain_inputs], outputs=explanation, trigger_mode="always_last",
           api_visibility="private")
-    explanation.change(chart_html, inputs=explanation, outputs=chart, api_visibility="private")
+    explanation.change(chart_html, inputs=[explanation, prompt, answer_state], outputs=chart, api_visibility="private")
     preset.change(apply_preset, inputs=[preset, model], outputs=preset_outputs, api_visibility="private")
     # a newly picked model starts at its own recommended knobs (the Balanced preset)
-    model.input(lambda model: ("Balanced", *apply_preset("Balanced", model)), inputs=model,
-                outputs=[preset, *preset_outputs], api_visibility="private")
+    model.input(use_model, inputs=[model, knob_name],
+                outputs=[card, preset, *preset_outputs, *controls.values(), knob_name, values], api_visibility="private")
+    knob_name.input(sweep_for, inputs=[knob_name, model, *knob_inputs, *new_knob_inputs], outputs=values,
+                    api_visibility="private")
 
-    labelled = compare.click(label_columns, inputs=[mode, count, knob_name, values, model, *knob_inputs, *new_knob_inputs],
-                             outputs=columns, api_visibility="private")
+    labelled = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
+        label_columns, inputs=[mode, count, knob_name, values, model, *knob_inputs, *new_knob_inputs],
+        outputs=columns, api_visibility="private")
     comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
                                                        *new_knob_inputs],
                                  outputs=[*columns, compare_state, compare_numbers], api_visibility="private")
-    comparing.then(show_recipes, outputs=compare_recipes, api_visibility="private")
+    labelled.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
+    comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
+    comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
+    comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
     comparing.then(label_from_recipes, outputs=columns, api_visibility="private")
     comparing.then(show_columns, inputs=compare_state, outputs=column_tokens, api_visibility="private")
 
     score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_visibility="private")
-    stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private")
+    stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private").then(
+        lambda: (ready(), ready("Compare")), outputs=[generate, compare], queue=False, api_visibility="private")

@@ -1,11 +1,16 @@
-"""Widgets shared by the tabs: knob controls built from params.py, the
-side-by-side controls, and the translation of backend errors into gr.Error."""
+"""Widgets shared by the tabs: knob controls built from params.py that follow the
+chosen model, the side-by-side controls, the recipe card, the error box beside each
+action, and the translation of backend errors into gr.Error."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import json
 import logging
 import math
 import queue
+import re
 import threading
 import traceback
 from collections import OrderedDict
@@ -16,10 +21,9 @@ import gradio as gr
 
 from aigc_studio import logs
 from aigc_studio import params as knobs
-from aigc_studio.catalog import ModelSpec, UnknownModelError
-from aigc_studio.models import OUT_OF_MEMORY, free_memory
-from aigc_studio.shapes import UnknownPromptError
-from aigc_studio.studio import ModelMemoryError
+from aigc_studio.studio import (
+    ModelMemoryError, Recipe, Studio, UnknownModelError, UnknownPromptError, free_memory, out_of_memory_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +42,21 @@ class KnobSlider(gr.Slider):
     less than minimum value 0.25"), and that refuses non-numbers with a message."""
 
     knob_name = "value"  # set after construction: Gradio reads props from Slider's own signature
+    knob_range: tuple | None = None  # the knob's own range; the slider may show a model's narrower one
 
     @classmethod
     def get_block_name(cls) -> str:
         return "slider"  # the browser renders it as a plain slider
 
     def preprocess(self, payload):
+        low, high = self.knob_range or (self.minimum, self.maximum)
         try:
             number = float(payload)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             number = float("nan")
-        if not self.minimum <= number <= self.maximum:  # NaN fails too
-            raise user_error(f"{self.knob_name}: must be a number in [{self.minimum}, {self.maximum}], "
-                             f"got {shown(payload)}")
-        return super().preprocess(number)
+        if not low <= number <= high:  # NaN fails too
+            raise user_error(f"{self.knob_name}: must be a number in [{low}, {high}], got {shown(payload)}")
+        return number  # Gradio's own Slider.preprocess would check the shown range
 
 
 class _NamesItsKnob:
@@ -108,16 +113,61 @@ def model_dropdown(choices: list[str], value: str | None, **kwargs) -> KnobDropd
     return dropdown
 
 
-def control(params_type: type, name: str, value=None, **kwargs) -> gr.components.Component:
-    """A slider, checkbox, dropdown or number for one knob, with its range and tooltip."""
+# Names people read; the API keeps the knobs' own names (the values behind these labels).
+LABELS = {"top_k": "top-k", "top_p": "top-p", "min_p": "min-p", "typical_p": "typical-p",
+          "max_new_tokens": "max new tokens", "no_repeat_ngram_size": "no-repeat n-gram size",
+          "noise_w": "noise w (rhythm)", "gain_db": "gain (dB)", "duration": "duration (s)",
+          "sentence_silence": "sentence silence (s)", "negative_prompt": "negative prompt"}
+CHOICE_LABELS = {"default": "model default", "ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++",
+                 "euler": "Euler", "euler_a": "Euler ancestral", "lcm": "LCM"}
+# Help text that names models ("(SD-Turbo wants 0)", "Music: ...") is left out of the
+# tooltip; the chosen model's own recommendation is said instead.
+_MODEL_NOTE = re.compile(r"\s*\([^()]*(?:shapes model|SD-Turbo|Piper|MMS-TTS|MusicGen|Bark)[^()]*\)|"
+                         r"^(?:Speech|Music|Bark|VAE|GAN)(?: \([^)]*\))?: ")
+
+
+def knob_label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " "))
+
+
+def knob_choices(names) -> list[tuple[str, str]]:
+    return [(CHOICE_LABELS.get(n, n), n) for n in names]
+
+
+def knob_help(params_type: type, name: str, recommended=None) -> str:
+    text = _MODEL_NOTE.sub("", knobs.spec(params_type, name)["help"])
+    text = text[:1].upper() + text[1:]
+    if recommended is not None:
+        text += f" This model recommends {CHOICE_LABELS.get(recommended, recommended)}."
+    return text
+
+
+def suggested_range(name: str, meta: dict, recommended) -> tuple:
+    """The slider's range for a model, from its recommended value: a turbo model's
+    steps go to 8 (not 150), a 256 px model's size to 512 (not 1536). Typed values
+    are still checked against the knob's own range."""
+    low, high = meta["low"], meta["high"]
+    if recommended is None or isinstance(recommended, bool):
+        return low, high
+    if name == "steps" and recommended <= 8:
+        return low, min(high, 8 if recommended <= 4 else 16)
+    if name in ("width", "height"):
+        return low, min(high, max(512, 2 * recommended))
+    return low, high
+
+
+def control(params_type: type, name: str, value=None, choices=None, **kwargs) -> gr.components.Component:
+    """A slider, checkbox, dropdown or number for one knob, with its range and tooltip
+    (value: the model's recommendation; choices: the ones the model takes)."""
     meta = knobs.spec(params_type, name)
     default = meta["default"] if value is None else value
-    label = kwargs.pop("label", name.replace("_", " "))
-    info = meta["help"]
+    label = kwargs.pop("label", knob_label(name))
+    info = kwargs.pop("info", knob_help(params_type, name, value))
     if isinstance(meta["default"], bool):
         return gr.Checkbox(value=default, label=label, info=info, **kwargs)
     if meta["choices"]:
-        dropdown = KnobDropdown(list(meta["choices"]), value=default, label=label, info=info, **kwargs)
+        dropdown = KnobDropdown(knob_choices(choices or meta["choices"]), value=default, label=label, info=info,
+                                **kwargs)
         dropdown.knob_name = name
         return dropdown
     if isinstance(meta["default"], str):
@@ -130,23 +180,120 @@ def control(params_type: type, name: str, value=None, **kwargs) -> gr.components
     step = 1 if isinstance(meta["default"], int) else 0.01
     if name in ("width", "height"):
         step = 8
-    slider = KnobSlider(meta["low"], meta["high"], value=default, step=step, label=label, info=info, **kwargs)
-    slider.knob_name = name
+    low, high = suggested_range(name, meta, value)
+    slider = KnobSlider(low, high, value=default, step=step, label=label, info=info, **kwargs)
+    slider.knob_name, slider.knob_range = name, (meta["low"], meta["high"])
     return slider
 
 
-def variant_controls(params_type: type, extra_modes: tuple[str, ...] = (),
+def knob_updates(studio: Studio, modality: str, model: str | None, controls: dict) -> list:
+    """gr.update per control (in controls' order) for a newly chosen model: shown only
+    when the model reads the knob, at its recommended value, range and tooltip."""
+    params_type = type(studio.params(modality, model))
+    spec = studio.model_spec(modality, model)
+    used = studio.knobs_used(modality, model)
+    updates = []
+    for name, component in controls.items():
+        recommended = spec.defaults.get(name)
+        update = {"visible": name in used, "info": knob_help(params_type, name, recommended)}
+        if recommended is not None:
+            update["value"] = recommended
+        if isinstance(component, KnobSlider):
+            update["minimum"], update["maximum"] = suggested_range(name, knobs.spec(params_type, name), recommended)
+            if recommended is None:  # keep the value, within the new range
+                update["value"] = None
+        if isinstance(component, KnobDropdown) and name == "scheduler" and spec.schedulers:
+            update["choices"] = knob_choices(spec.schedulers)
+        updates.append(gr.update(**{k: v for k, v in update.items() if not (k == "value" and v is None)}))
+    return updates
+
+
+def sweep_names(params_type: type, used) -> list[str]:
+    """The knobs a model reads that side by side can sweep, in the model's order."""
+    sweepable = knobs.sweepable(params_type)
+    return [name for name in used if name in sweepable]
+
+
+def sweep_values(params, name: str) -> str:
+    """Sensible values to sweep a knob over, around its current value: half, as is,
+    double (within range); both states of a switch; three choices; three seeds."""
+    meta = knobs.spec(type(params), name)
+    current = getattr(params, name)
+    if meta["choices"]:
+        return ", ".join(meta["choices"][:3])
+    if isinstance(meta["default"], bool):
+        return "false, true"
+    if name == "seed":
+        return "1, 2, 3"
+    low, high = meta["low"], meta["high"]
+    if current == 0 or current is None:
+        values = [low + (high - low) * f for f in (0.1, 0.25, 0.5)] if low >= 0 else [-6, 0, 6]
+    else:
+        values = [current / 2, current, current * 2]
+    values = sorted({min(max(v, low), high) for v in values})
+    if isinstance(meta["default"], int) and not isinstance(meta["default"], bool):
+        values = sorted({int(round(v)) for v in values})
+        if name in ("width", "height"):
+            values = sorted({max(16, v // 8 * 8) for v in values})
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+class SweepDropdown(KnobDropdown):
+    """The "knob to sweep" picker: shows the chosen model's knobs by their names for
+    people, accepts any sweepable knob of the modality (the handler checks the model)."""
+
+    sweepable: tuple = ()
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "dropdown"
+
+    def preprocess(self, payload):
+        if payload not in self.sweepable:
+            raise user_error(f"knob_name: must be one of {', '.join(self.sweepable)}, got {shown(payload)}")
+        return payload
+
+
+def variant_controls(params_type: type, used, extra_modes: tuple[str, ...] = (),
                      info: str = "What differs between the columns.") -> tuple[gr.Radio, gr.Slider, gr.Dropdown, gr.Textbox]:
-    """Controls for 2-4 variants side by side: seeds, or one knob swept over values (plus extra_modes)."""
+    """Controls for 2-4 variants side by side: seeds, or one of the model's knobs swept
+    over values (plus extra_modes). "How many" shows in seeds mode, the knob and its
+    values in sweep mode."""
+    names = sweep_names(params_type, used)
     with gr.Row():
         mode = KnobRadio([SEEDS, SWEEP, *extra_modes], value=SEEDS, label="Variants", info=info)
         count = KnobSlider(2, 4, value=3, step=1, label="How many (seeds)")
-        sweepable = knobs.sweepable(params_type)
-        knob_name = KnobDropdown(sweepable, value=sweepable[0], label="Knob to sweep")
-        values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)")
+        knob_name = SweepDropdown(knob_choices_for(names), value=names[0], label="Knob to sweep", visible=False)
+        values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)", visible=False)
     # API users see these names in error messages: they are the endpoints' keywords.
     mode.knob_name, count.knob_name, knob_name.knob_name = "mode", "count", "knob_name"
+    knob_name.sweepable = tuple(knobs.sweepable(params_type))
+    mode.change(lambda m: (gr.update(visible=m == SEEDS), gr.update(visible=m == SWEEP), gr.update(visible=m == SWEEP)),
+                mode, [count, knob_name, values], api_visibility="private", queue=False)
     return mode, count, knob_name, values
+
+
+def knob_choices_for(names) -> list[tuple[str, str]]:
+    return [(knob_label(n), n) for n in names]
+
+
+def sweep_updates(studio: Studio, modality: str, model: str | None, current: str | None = None) -> tuple:
+    """(picker update, values update) for a model: its sweepable knobs, the current
+    one kept when the model reads it, and values to sweep it over."""
+    params = studio.params(modality, model)
+    names = sweep_names(type(params), studio.knobs_used(modality, model))
+    chosen = current if current in names else names[0]
+    return gr.update(choices=knob_choices_for(names), value=chosen), sweep_values(params, chosen)
+
+
+def check_sweep(studio: Studio, modality: str, model: str | None, mode: str, knob_name: str) -> None:
+    """Refuse to sweep a knob the model does not read, naming the ones it does."""
+    if mode != SWEEP:
+        return
+    names = sweep_names(type(studio.params(modality, model)), studio.knobs_used(modality, model))
+    if knob_name not in names:
+        raise knobs.ParamError("knob_name", f"{studio.model_spec(modality, model).id} does not use {knob_name}; "
+                                            f"sweep one of {', '.join(names)}")
 
 
 def make_variants(base, mode: str, count: int, knob_name: str, values: str) -> list[tuple[str, object]]:
@@ -170,9 +317,133 @@ def column_updates(labels: list[str], slots: int, clear: bool) -> list:
     return shown + [gr.update(visible=False, **values)] * (slots - len(labels))
 
 
-def model_card(spec: ModelSpec) -> str:
+def model_card(spec) -> str:
     size = f" · {spec.size_mb} MB" if spec.size_mb else ""
     return f"**{spec.id}** ({spec.source}) · license: {spec.license}{size} — {spec.description}"
+
+
+# ----- the recipe card --------------------------------------------------------------------
+
+def _knob_text(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f"{knob_label(name)} {'on' if value else 'off'}"
+    if isinstance(value, str) and value in CHOICE_LABELS:
+        return f"{knob_label(name)} **{CHOICE_LABELS[value]}**"
+    if isinstance(value, str):
+        return f"{knob_label(name)} “{html.escape(value)}”" if value else ""
+    return f"{knob_label(name)} **{value:g}**"
+
+
+def recipe_card(recipes: list) -> str:
+    """Recipes for people: per result its label, model, seed and time, then the knobs
+    it used in one line (empty texts left out). The full JSON sits collapsed below."""
+    cards = []
+    for recipe in recipes:
+        recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
+        params = dict(recipe.params)
+        seed = params.pop("seed", None)
+        head = f"**{html.escape(recipe.label)}** · " if recipe.label else ""
+        head += f"`{recipe.model_id}` · seed **{seed}** · {recipe.elapsed_s:.1f} s on {recipe.device}"
+        if recipe.runtime:
+            head += f" ({recipe.runtime})"
+        shown_knobs = " · ".join(t for t in (_knob_text(n, v) for n, v in params.items()) if t)
+        cards.append(f"{head}  \n{shown_knobs}")
+    return "\n\n".join(cards)
+
+
+def recipe_json(recipes: list) -> list[dict]:
+    return [r.__dict__ if isinstance(r, Recipe) else r for r in recipes]
+
+
+def recipe_view(label: str = "Recipe") -> tuple[gr.Markdown, gr.JSON]:
+    """A readable recipe card and, collapsed, the recipe JSON."""
+    card = gr.Markdown(elem_classes=["studio-recipe"])
+    with gr.Accordion(f"{label} as JSON", open=False):
+        raw = gr.JSON(show_label=False)
+    return card, raw
+
+
+# ----- errors beside what caused them, and the Generate button while a run is in flight -----
+
+# A gr.Error shows as a toast that fades; this copies its message into the error box
+# beside the button that was pressed (or the first one in view), where it stays until
+# that button is pressed again. A number typed out of a slider's range stays as typed
+# (Gradio would clamp it silently when the box loses focus), so the run is refused with
+# the same message the API gives: "steps: must be a number in [1, 150], got 100000".
+PAGE_JS = """
+if (!window.studioErrors) {
+  window.studioErrors = true;
+  let last = null;
+  const boxFor = (button) => button && document.getElementById(button.id + '-error');
+  const visibleBoxes = () => [...document.querySelectorAll('.studio-error')].filter(b => b.offsetParent);
+  document.addEventListener('click', (event) => {
+    const button = event.target.closest && event.target.closest('button[id]');
+    const box = boxFor(button);
+    if (!box) return;
+    last = box;
+    box.querySelector('.studio-error-text').textContent = '';
+    document.querySelectorAll('.studio-invalid').forEach(e => e.classList.remove('studio-invalid'));
+  }, true);
+  const show = (message) => {
+    const box = (last && last.offsetParent) ? last : visibleBoxes()[0];
+    if (!box) return;
+    box.querySelector('.studio-error-text').textContent = message;
+    const field = (message.match(/^([a-z_]+):/) || [])[1];
+    const tab = box.id.split('-')[0];
+    const input = field && document.getElementById(tab + '-' + field);
+    if (input) input.classList.add('studio-invalid');
+  };
+  new MutationObserver((records) => {
+    for (const record of records) for (const node of record.addedNodes) {
+      if (!(node instanceof Element)) continue;
+      const selector = '[data-testid="toast-text"].error';
+      const texts = node.matches(selector) ? [node] : [...node.querySelectorAll(selector)];
+      for (const text of texts) setTimeout(() => show(text.textContent.trim()), 0);
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener('blur', (event) => {
+    const input = event.target;
+    if (!(input instanceof HTMLInputElement) || input.dataset.testid !== 'number-input') return;
+    const value = Number(input.value);
+    if (input.value !== '' && !(value >= Number(input.min) && value <= Number(input.max))) {
+      event.stopImmediatePropagation();  // keep what was typed; the run says what is wrong with it
+    }
+  }, true);
+}
+"""
+
+PAGE_CSS = """
+.studio-error-text:empty { display: none; }
+.studio-error-text { color: #991b1b; background: #fef2f2; border: 1px solid #fca5a5; border-radius: 6px;
+                     padding: 8px 12px; font-size: 0.95em; white-space: pre-wrap; }
+.studio-invalid { outline: 2px solid #ef4444; border-radius: 6px; }
+/* the red "Error" badge Gradio leaves on every output of a failed run says nothing: the box does */
+.wrap.error, .wrap .error:not(.toast-body) { display: none !important; }
+.studio-recipe { font-size: 0.9em; }
+.studio-grid .caption-label, .studio-grid figcaption { white-space: normal !important; overflow: visible !important;
+                                                      text-overflow: clip !important; text-align: center; }
+#image-strip img, #image-strip .image-frame { max-height: none !important; }
+"""
+
+
+def page_assets() -> gr.HTML:
+    """The page's shared style and script (once per page: the script guards itself)."""
+    return gr.HTML("", head=f"<style>{PAGE_CSS}</style>", js_on_load=PAGE_JS, container=False, padding=False,
+                   elem_classes=["studio-assets"])
+
+
+def error_box(button_id: str) -> gr.HTML:
+    """Where the last error of the button `button_id` stays until it is pressed again."""
+    return gr.HTML('<div class="studio-error-text" role="alert"></div>', elem_id=f"{button_id}-error",
+                   elem_classes=["studio-error"], container=False, padding=False)
+
+
+def busy(label: str = "Running…"):
+    return gr.update(value=label, interactive=False)
+
+
+def ready(label: str = "Generate"):
+    return gr.update(value=label, interactive=True)
 
 
 def user_error(message: str) -> gr.Error:
@@ -201,7 +472,7 @@ def user_errors() -> Iterator[None]:
         raise
     except (knobs.ParamError, UnknownModelError, UnknownPromptError, ValueError, FileNotFoundError) as error:
         raise user_error(str(error)) from None
-    except OUT_OF_MEMORY as error:  # the Studio's ModelMemoryError says what ran out; a raw one is freed here
+    except out_of_memory_errors() as error:  # the Studio's ModelMemoryError says what ran out; a raw one is freed here
         message = str(error) if isinstance(error, ModelMemoryError) else (
             "Out of memory: try a smaller size, fewer steps or a smaller model. The studio is still running.")
         traceback.clear_frames(error.__traceback__)
