@@ -23,7 +23,10 @@ RETRY_AFTER_S = 5  # what a refused client is told to wait (the Retry-After head
 
 def build_demo(studio: Studio) -> gr.Blocks:
     sessions = Sessions()
-    with gr.Blocks(title="AIGC Studio") as demo:
+    # Gradio deletes the files it cached once they are keep_hours old (hourly), and forgets
+    # their paths: on a Space that runs for weeks neither the disk nor that list grows.
+    keep_seconds = int(studio.settings.keep_hours * 3600)
+    with gr.Blocks(title="AIGC Studio", delete_cache=(min(3600, keep_seconds), keep_seconds)) as demo:
         intro = "# AIGC Studio\nGenerate text, images and audio; turn the knobs and see what they do. Running: "
         header = gr.Markdown(intro + f"preset **{studio.preset}** · …", elem_id="header")
         # The device line needs torch (seconds to import): the page answers first, the line follows.
@@ -64,12 +67,17 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs):
     settings.concurrency generations at a time (AIGC_CONCURRENCY). Uploads above
     MAX_UPLOAD are refused; only files under the output folder are served.
     The MCP server (tools built from ui/api.py) is served at /gradio_api/mcp/ unless
-    settings.mcp is off (AIGC_MCP=0).
+    settings.mcp is off (AIGC_MCP=0). With settings.openai_api (AIGC_OPENAI_API=1) the
+    OpenAI protocol is served at /v1 (aigc_studio/openai_api.py), on the same server.
     Returns what gr.Blocks.launch returns (with prevent_thread_lock=True, it does not block).
     """
     settings = studio.settings
     kwargs.setdefault("mcp_server", settings.mcp)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     app_kwargs = {"exception_handlers": {HTTPException: busy_handler(settings.queue_size)}}
+    if settings.openai_api:  # FastAPI(routes=...): Gradio builds its app with these first
+        from aigc_studio import openai_api
+
+        app_kwargs["routes"] = openai_api.router(studio).routes
     return demo.launch(theme=gr.themes.Soft(), css=CSS, max_file_size=MAX_UPLOAD, app_kwargs=app_kwargs,
                        allowed_paths=[str(settings.output_dir.resolve())], footer_links=["api", "gradio"], **kwargs)
