@@ -190,3 +190,17 @@ def _guess_kind(modality: str) -> str:
 def local_spec(model_id: str, modality: str, kind: str, path: Path, **extra) -> ModelSpec:
     """A spec for a model folder on disk (tests, operators with their own weights)."""
     return replace(ModelSpec(model_id, modality, kind, "local", str(path), extra.pop("license", "unknown"), 0), **extra)
+
+
+# ----- remote text models (issue 18) -----------------------------------------------------------
+
+REMOTE_PREFIX = "remote:"  # catalog ids of an OpenAI-compatible endpoint's models: remote:<the server's name>
+
+
+def remote_spec(name: str, endpoint: str) -> ModelSpec:
+    """A text model served by an OpenAI-compatible endpoint (AIGC_TEXT_ENDPOINT): id
+    remote:<name>, location = the server's model name. The operator setting the endpoint
+    is what allows its models (see engines/text_remote.add_models)."""
+    return ModelSpec(REMOTE_PREFIX + name, "text", "causal-lm", "remote", name, "see the server's model card", 0,
+                     f"Remote: served by {endpoint}; tokens and probabilities come from the server "
+                     f"(its top-20 only: the explainer is approximate).")

@@ -31,6 +31,7 @@ from aigc_studio.config import Settings
 from aigc_studio.engines import GenerationStopped
 from aigc_studio.engines import audio as audio_engine
 from aigc_studio.engines import image as image_engine
+from aigc_studio.engines import text_remote
 from aigc_studio.models import (
     LoadedModel, ModelManager, apply_threads, free_memory, out_of_memory_errors, pick_device, pick_dtype, pick_threads,
 )
@@ -112,6 +113,8 @@ class Studio:
         self.settings.check()
         self.preset = resolve_preset(self.settings.preset)
         self.catalog = catalog or Catalog.for_preset(self.preset, self.settings.allowlist)
+        if self.settings.text_endpoint:  # an OpenAI-compatible server's models join as remote:<name> (issue 18)
+            text_remote.add_models(self.catalog, self.settings.text_endpoint, self.settings.text_api_key)
         self.threads = pick_threads(self.settings.threads, self.settings.concurrency)
         apply_threads(self.threads)
         self.models = ModelManager(int(self.settings.memory_budget_gb * 2**30))
@@ -194,6 +197,13 @@ class Studio:
         Out of memory during the generation: the step's tensors are freed, idle
         models are unloaded, this one stays loaded, and ModelMemoryError says so.
         """
+        if spec.source == "remote":  # a server generates: nothing loads here, requests run concurrently
+            try:
+                yield text_remote.connect(spec, self.settings.text_endpoint, self.settings.text_api_key,
+                                          self.settings.text_timeout_s)
+            except text_remote.RemoteError as error:
+                raise ModelLoadError(str(error)) from error
+            return
         seeds_torch = spec.modality == "audio" and audio_engine.seeds_torch(spec.kind)
         rng_lock = self._global_rng_lock if seeds_torch else nullcontext()
         with rng_lock:
@@ -248,9 +258,10 @@ class Studio:
         return update.result
 
     def text_compare_stream(self, prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None,
-                            stop: threading.Event | None = None) -> Iterator[CompareUpdate]:
+                            stop: threading.Event | None = None, alternatives: int = 5) -> Iterator[CompareUpdate]:
         """Stream 1-4 labelled variants of one prompt together: one batched step gives
-        every column its next token.
+        every column its next token (a remote model: one concurrent request per column).
+        alternatives: the likeliest tokens each token lists (a remote server sends its top-20).
 
         Variants whose seed is -1 share one drawn seed, so columns differ only by their
         knobs; each column's text equals a lone generation with its knobs and seed.
@@ -265,7 +276,7 @@ class Studio:
             checked = knobs.validate(params)
             chosen.append((label, checked if checked.seed >= 0 else dataclasses.replace(checked, seed=shared_seed)))
         stops = [knobs.stop_sequences(p.stop_sequences) for _, p in chosen]
-        if not self.models.is_loaded(spec.id):
+        if spec.source != "remote" and not self.models.is_loaded(spec.id):
             yield CompareUpdate([TextUpdate() for _ in chosen],
                                 status=f"Loading {spec.id} (first use; the embedded model is converted once)...")
         started = time.perf_counter()
@@ -280,14 +291,23 @@ class Studio:
             runtime = text_model.runtime
             if text_model.runtime_note:
                 yield CompareUpdate(columns(final=False), status=f"Note: {text_model.runtime_note}")
-            for i, token in text_engine().generate(text_model, prompt, [p for _, p in chosen], stop=stop):
+            engine = text_remote if spec.source == "remote" else text_engine()
+            notes: list[str] = []  # a remote server's: a knob it refused, no probabilities
+            for i, token in engine.generate(text_model, prompt, [p for _, p in chosen], stop=stop,
+                                            alternatives=alternatives):
+                if isinstance(token, str):
+                    notes.append(token)
+                    yield CompareUpdate(columns(final=False), status="Note: " + "; ".join(notes))
+                    continue
                 tokens[i].append(token)
                 raw[i] += token.text
-                yield CompareUpdate(columns(final=False), diverge_at=_first_divergence(tokens, finished=False))
+                yield CompareUpdate(columns(final=False), status="Note: " + "; ".join(notes) if notes else "",
+                                    diverge_at=_first_divergence(tokens, finished=False))
         final = columns(final=True)
         for column, (label, params) in zip(final, chosen):
             column.result = Result(column.text, self._recipe(spec, prompt, params, label, started, runtime))
-        yield CompareUpdate(final, diverge_at=_first_divergence(tokens, finished=True))
+        yield CompareUpdate(final, status="Note: " + "; ".join(notes) if notes else "",
+                            diverge_at=_first_divergence(tokens, finished=True))
 
     def explain_next_token(self, prompt: str, params: TextParams | None = None, model: str | None = None,
                            answer: str | list[int] = "", position: int = 0, top_n: int = 10):
@@ -301,6 +321,9 @@ class Studio:
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("text", model)
         chosen = knobs.validate(params or self.params("text", spec.id))
+        if spec.source == "remote":  # the server's top-20 through the studio's stages: approximate, and says so
+            with self._use(spec) as remote:
+                return text_remote.explain_next_token(remote, prompt, chosen, answer, position, top_n)
         with self._use(spec) as text_model:
             import torch
 
@@ -323,7 +346,7 @@ class Studio:
         text = knobs.check_prompt(text, "text")
         spec = self.model_spec("text", model)
         with self._use(spec) as text_model:
-            return text_engine().perplexity(text_model, text)
+            return (text_remote if spec.source == "remote" else text_engine()).perplexity(text_model, text)
 
     # ----- image -----------------------------------------------------------------
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,

@@ -328,8 +328,10 @@ class Column:
     for a fraction of the cost over a 49,152-token vocabulary.
     """
 
-    def __init__(self, params: TextParams, prompt_ids: torch.Tensor, text_model: TextModel):
+    def __init__(self, params: TextParams, prompt_ids: torch.Tensor, text_model: TextModel,
+                 alternatives: int = ALTERNATIVES):
         self.params = params
+        self.alternatives = alternatives
         self.ids = prompt_ids.reshape(1, -1).cpu()
         self.prompt_length = self.ids.shape[1]
         self.tokenizer = text_model.tokenizer
@@ -378,7 +380,7 @@ class Column:
         piece = ""
         if not text.endswith("\ufffd"):
             piece, self.text = text[len(self.text):], text
-        top = torch.topk(logprobs, ALTERNATIVES)
+        top = torch.topk(logprobs, self.alternatives)
         alternatives = [(self.tokenizer.decode([int(i)]), math.exp(float(v))) for v, i in zip(top.values, top.indices)]
         token = Token(token_id, piece, float(logprobs[token_id]), alternatives, seconds, token_id in self.special_ids)
         self.tokens.append(token)
@@ -389,17 +391,17 @@ class Column:
 
 def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
              on_step: Callable[[int, int], None] | None = None,
-             stop: threading.Event | None = None) -> Iterator[tuple[int, Token]]:
+             stop: threading.Event | None = None, alternatives: int = ALTERNATIVES) -> Iterator[tuple[int, Token]]:
     """Yield (column index, Token) as 1-4 columns of one prompt generate, one token each per step.
 
     Columns with the same prompt ids (all of them, unless their prompt mode or system
     prompt differ) run as one batch: the prompt is computed once, then one forward pass
     per step serves every column. Every params.seed must be >= 0. on_step(step, most
     new tokens) follows each step. Setting `stop`, or closing this iterator, ends every
-    column within one token.
+    column within one token. alternatives: how many likeliest tokens each Token lists.
     """
     stop = stop or threading.Event()
-    state = [Column(params, encode_prompt(text_model, prompt, params), text_model) for params in columns]
+    state = [Column(params, encode_prompt(text_model, prompt, params), text_model, alternatives) for params in columns]
     groups: dict[tuple, list[int]] = {}
     for index, column in enumerate(state):
         groups.setdefault(tuple(column.ids[0].tolist()), []).append(index)
