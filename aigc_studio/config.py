@@ -42,6 +42,14 @@ class Settings:
     max_output_mb: float = 2000.0  # the output folder (AIGC_OUTPUT_DIR)
     max_cache_mb: float = 2000.0  # Gradio's cache (GRADIO_TEMP_DIR): every file shown or served
     mcp: bool = True  # serve the API as MCP tools at /gradio_api/mcp/ (AIGC_MCP=0 turns it off)
+    # Remote text (issue 18): an OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp, another
+    # studio) at e.g. http://host:8000/v1; its models join the catalog as remote:<name>.
+    text_endpoint: str = ""  # AIGC_TEXT_ENDPOINT
+    text_api_key: str = ""  # AIGC_TEXT_API_KEY: sent as a bearer token to the endpoint
+    text_timeout_s: float = 60.0  # AIGC_TEXT_TIMEOUT_S: connect/read timeout per request to the endpoint
+    # The studio's own OpenAI protocol at /v1 (off unless AIGC_OPENAI_API=1); with a key, a bearer check
+    openai_api: bool = False
+    openai_api_key: str = ""  # AIGC_OPENAI_API_KEY
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -65,7 +73,11 @@ class Settings:
         settings.keep_hours = _number(env, "AIGC_KEEP_HOURS", "keep_hours", settings.keep_hours, float)
         settings.max_output_mb = _number(env, "AIGC_MAX_OUTPUT_MB", "max_output_mb", settings.max_output_mb, float)
         settings.max_cache_mb = _number(env, "AIGC_MAX_CACHE_MB", "max_cache_mb", settings.max_cache_mb, float)
-        for name in ("attention_slicing", "vae_tiling", "cpu_offload", "mcp"):
+        settings.text_endpoint = env.get("AIGC_TEXT_ENDPOINT", settings.text_endpoint).strip().rstrip("/")
+        settings.text_api_key = env.get("AIGC_TEXT_API_KEY", settings.text_api_key).strip()
+        settings.text_timeout_s = _number(env, "AIGC_TEXT_TIMEOUT_S", "text_timeout_s", settings.text_timeout_s, float)
+        settings.openai_api_key = env.get("AIGC_OPENAI_API_KEY", settings.openai_api_key).strip()
+        for name in ("attention_slicing", "vae_tiling", "cpu_offload", "mcp", "openai_api"):
             variable = f"AIGC_{name.upper()}"
             if variable in env:
                 setattr(settings, name, env[variable].strip().lower() in ("1", "true", "yes", "on"))
@@ -89,6 +101,11 @@ class Settings:
         for name in ("keep_hours", "max_output_mb", "max_cache_mb"):
             if not 0 < getattr(self, name) < float("inf"):  # NaN fails too
                 raise ValueError(f"{name} (AIGC_{name.upper()}): must be a number above 0, got {getattr(self, name)}")
+        if self.text_endpoint and not self.text_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"text_endpoint (AIGC_TEXT_ENDPOINT): must be an http(s) URL such as "
+                             f"http://localhost:8000/v1, got {self.text_endpoint!r}")
+        if not 0 < self.text_timeout_s < float("inf"):
+            raise ValueError(f"text_timeout_s (AIGC_TEXT_TIMEOUT_S): must be a number above 0, got {self.text_timeout_s}")
         if not self.memory_budget_gb > 0:
             raise ValueError(f"memory_budget_gb (AIGC_MEMORY_BUDGET_GB): must be above 0, got {self.memory_budget_gb}")
 
