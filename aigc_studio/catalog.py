@@ -22,7 +22,7 @@ class ModelSpec:
     id: str
     modality: str  # text | image | audio
     kind: str  # causal-lm | diffusers | shapes | piper | vits | musicgen | bark
-    source: str  # hub | embedded | local
+    source: str  # hub | embedded | local | adapter
     location: str  # hub repo id, or a folder / file path
     license: str
     size_mb: int
@@ -38,6 +38,8 @@ class ModelSpec:
     # in the ZeroGPU set: loaded onto cuda at start-up on a ZeroGPU Space (aigc_studio/hosting.py;
     # AIGC_PRELOAD overrides the set); the README front matter's preload_from_hub lists the same repos
     zero_gpu: bool = False
+    # source "adapter" (a LoRA adapter folder made by aigc_studio/tune.py): the base model it tunes
+    base: "ModelSpec | None" = None
 
 
 class UnknownModelError(ValueError):

@@ -348,6 +348,62 @@ class Studio:
         with self._use(spec) as text_model:
             return (text_remote if spec.source == "remote" else text_engine()).perplexity(text_model, text)
 
+    # ----- fine-tuning (issue 16; the work is in aigc_studio/tune.py) -----------------
+    def fine_tune(self, text: str, model: str | None = None, params: knobs.TuneParams | None = None,
+                  name: str = "tuned", on_progress: Callable | None = None, stop: threading.Event | None = None,
+                  files: list | None = None):
+        """LoRA-tune a text model on text (and .txt/.md files) and add it to the catalog as
+        `<base>+<name>` (source "adapter", runs on torch). Returns a tune.TuneResult with the
+        held-out perplexity before and after; on_progress gets tune.TuneProgress reports;
+        setting stop ends training and keeps the adapter of the last finished step."""
+        import torch
+
+        from aigc_studio import tune
+
+        spec = self.model_spec("text", model)
+        if spec.source == "adapter":
+            raise knobs.ParamError("model", f"{spec.id} is already tuned; tune its base {spec.base.id} instead")
+        name = tune.check_name(name)
+        chosen = tune.draw_seed(params or knobs.TuneParams())
+        data_text = tune.read_texts(text, files)
+        base = text_engine().load(spec, self.device, torch.float32, self.settings.cache_dir, log.info, "torch",
+                                  self.threads)  # a fresh copy: training changes it
+        data = tune.split(data_text, base.tokenizer, chosen)
+        folder = self.settings.output_dir / "adapters" / f"{spec.id}+{name}"
+        result = tune.train(base, spec, data, chosen, folder, name, on_progress, stop, self.threads)
+        self._add_adapter(spec, name, folder, result.recipe)
+        return result
+
+    def load_adapter(self, folder: str | Path) -> str:
+        """Restore an adapter folder that fine_tune wrote (safetensors only); its base must be
+        in the catalog. Returns its model id, `<base>+<name>`."""
+        from aigc_studio import tune
+
+        recipe = tune.read_adapter_recipe(Path(folder))
+        base = self.model_spec("text", recipe["base_model"])  # UnknownModelError names the catalog
+        if base.source == "adapter":
+            raise knobs.ParamError("adapter", f"its base {base.id} is itself an adapter")
+        return self._add_adapter(base, recipe["name"], Path(folder), recipe)
+
+    def _add_adapter(self, base: ModelSpec, name: str, folder: Path, recipe: dict) -> str:
+        from aigc_studio import tune
+
+        spec = tune.adapter_spec(base, name, folder, recipe)
+        self.models.unload(spec.id)  # a retrained adapter of the same name loads afresh
+        self.catalog.add(spec)
+        return spec.id
+
+    def text_by_model(self, prompt: str, models: list[str], params: TextParams | None = None) -> list[Result]:
+        """One answer per model (e.g. a base and its tuned adapter) with the same knobs and seed."""
+        chosen = knobs.resolve_seed(knobs.validate(params or self.params("text", models[0])))
+        results = []
+        for model_id in models:
+            update = TextUpdate()
+            for update in self.text_stream(prompt, chosen, model_id, label=f"model={model_id}"):
+                pass
+            results.append(update.result)
+        return results
+
     # ----- image -----------------------------------------------------------------
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
                on_step: image_engine.StepCallback | None = None,

@@ -187,6 +187,8 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, repo
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if spec.source == "adapter":
+        return _load_adapter(spec, device, dtype, cache_dir, report, runtime, threads)
     if spec.source == "embedded":
         folder = converted_folder(spec, cache_dir)
         with conversion_lock(folder):
@@ -213,6 +215,27 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, repo
     )
     model.to(device).eval()
     return TextModel(tokenizer, TorchBackend(model, device), device, _eos_ids(tokenizer, None, model), model, note)
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def _load_adapter(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, report: Callable[[str], None],
+                  runtime: str, threads: int) -> TextModel:
+    """A LoRA adapter (made by aigc_studio/tune.py) on its base model: the base loads on torch,
+    peft adds the adapter from its safetensors file (never a pickle), and the two are merged
+    into plain weights. Adapters always run on torch; runtime_note says so when another was asked."""
+    from peft import PeftModel
+
+    folder = Path(spec.location)
+    if spec.base is None or not (folder / ADAPTER_WEIGHTS).is_file():
+        raise FileNotFoundError(f"model: {spec.id}: no base model or no {ADAPTER_WEIGHTS} in {folder} "
+                                "(adapters load from safetensors only)")
+    base = load(spec.base, device, dtype, cache_dir, report, runtime="torch", threads=threads)
+    model = PeftModel.from_pretrained(base.model, str(folder)).merge_and_unload()
+    model.to(device).eval()
+    note = "" if runtime in ("auto", "torch") else f"{runtime} does not run adapters; running on torch"
+    return TextModel(base.tokenizer, TorchBackend(model, device), device, base.eos_ids, model, note)
 
 
 def _onnx_backend(spec: ModelSpec, source: Path, cache_dir: Path, runtime: str, device: str,

@@ -273,6 +273,46 @@ def perplexity(text: str, model: str | None = None) -> float:
         return round(value, 3)
 
 
+# ----- fine-tuning (issue 16) -------------------------------------------------------------------
+
+def fine_tune_text(text: str, model: str | None = None, rank: int | None = None, alpha: int | None = None,
+                   learning_rate: float | None = None, steps: int | None = None, seed: int | None = None,
+                   name: str | None = None) -> Iterator[dict]:
+    """Fine-tune a text model on your own text (LoRA); streams progress, then the result.
+    The tuned model joins the catalog as "<model>+<name>" (runs on torch): pass it as `model`
+    to generate_text, compare_text, explain_next_token or perplexity.
+
+    Args:
+        text: the writing to tune on (up to 1,000,000 characters); 10% of its blocks are held out.
+        model: the base text model id (None: the preset's default).
+        rank: 1-256 LoRA rank (default 8).
+        alpha: 1-1024 LoRA alpha; the update is scaled by alpha / rank (default 16).
+        learning_rate: 1e-6 to 0.1 (default 0.001).
+        steps: 1-5000 optimizer steps of 4 blocks of 128 tokens (default 30).
+        seed: -1 to 2147483647; the same seed, text and knobs give the same adapter (default 0).
+        name: the adapter's name: 1-40 letters, digits, '-', '_' or '.' (default "tuned").
+    Returns:
+        Progress as {"step", "steps", "loss", "perplexity"} (perplexity when measured), then
+        {"adapter", "perplexity_before", "perplexity_after", "train_tokens", "heldout_tokens"}.
+    """
+    with user_errors():
+        s = studio()
+        chosen = knobs.make(knobs.TuneParams, rank=rank, alpha=alpha, learning_rate=learning_rate, steps=steps, seed=seed)
+        stop = threading.Event()
+
+        def work(emit):
+            return s.fine_tune(_text("text", text), _model(model), chosen, _text("name", name, "tuned"),
+                               on_progress=emit, stop=stop)
+
+        for kind, value in run_in_worker(work, stop):
+            if kind == "update":
+                yield {"step": value.step, "steps": value.steps, "loss": value.loss, "perplexity": value.perplexity}
+            else:
+                yield {"adapter": value.adapter, "perplexity_before": round(value.perplexity_before, 4),
+                       "perplexity_after": round(value.perplexity_after, 4), "train_tokens": value.train_tokens,
+                       "heldout_tokens": value.heldout_tokens}
+
+
 # ----- image ----------------------------------------------------------------------------------
 
 def _image_params(model: str | None, **values: Any) -> ImageParams:
@@ -538,3 +578,4 @@ def register(studio_: Studio) -> None:
     _studio = studio_
     for fn in ENDPOINTS:
         gr.api(fn, api_name=fn.__name__)
+    gr.api(fine_tune_text, api_name="fine_tune_text", concurrency_id="tune", concurrency_limit=1)  # one at a time, beside the rest

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from aigc_studio.studio import Studio
-from aigc_studio.ui import api, audio_tab, image_tab, text_tab
+from aigc_studio.ui import api, audio_tab, image_tab, text_tab, tune_tab
 from aigc_studio.ui.widgets import Sessions
 
 CSS = """
@@ -36,6 +36,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             text_tab.build(studio, sessions)
             image_tab.build(studio, sessions)
             audio_tab.build(studio, sessions)
+            tune_tab.build(studio, sessions)
     return demo
 
 

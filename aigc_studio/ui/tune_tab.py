@@ -1,0 +1,178 @@
+"""Tune tab: fine-tune the text model on your own writing (LoRA), watch the loss curve and
+the held-out perplexity, then run base and tuned side by side with one seed.
+
+Training runs in its own concurrency group ("tune", one at a time), so the other tabs keep
+serving while it runs. Stop ends training after the current step and keeps that adapter.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from aigc_studio import params as knobs
+from aigc_studio.params import TextParams, TuneParams
+from aigc_studio.studio import Studio
+from aigc_studio.ui.widgets import Sessions, run_in_worker, user_errors
+
+KNOB_SLIDERS = ("rank", "alpha", "steps", "batch_size", "sequence_length", "eval_every")
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "tune_recipe.json")
+
+
+def _slider(name: str, high: float | None = None) -> gr.Slider:
+    meta = knobs.spec(TuneParams, name)
+    return gr.Slider(meta["low"], high or meta["high"], value=meta["default"], step=1, label=name.replace("_", " "),
+                     info=meta["help"])
+
+
+def _number(name: str, **kwargs) -> gr.Number:
+    meta = knobs.spec(TuneParams, name)
+    return gr.Number(meta["default"], label=name.replace("_", " "), info=meta["help"], minimum=meta["low"],
+                     maximum=meta["high"], **kwargs)
+
+
+def curve(rows: list[tuple[int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows or [], columns=["step", "loss"]).astype({"step": int, "loss": float})
+
+
+def base_models(studio: Studio) -> list[str]:
+    return [m for m in studio.catalog.choices("text") if studio.model_spec("text", m).source != "adapter"]
+
+
+def adapters(studio: Studio) -> list[str]:
+    return [m for m in studio.catalog.choices("text") if studio.model_spec("text", m).source == "adapter"]
+
+
+def train(studio: Studio, sessions: Sessions, request: gr.Request | None, text, files, model, rank, alpha,
+          learning_rate, steps, batch_size, sequence_length, seed, eval_every, name, progress=None):
+    """Stream (status, loss curve, result, tuned-model picker) while the adapter trains."""
+    with user_errors():
+        chosen = knobs.make(TuneParams, rank=rank, alpha=alpha, learning_rate=learning_rate, steps=steps,
+                            batch_size=batch_size, sequence_length=sequence_length, seed=seed, eval_every=eval_every)
+        stop = sessions.fresh_stop(request, "tune")
+        paths = [getattr(f, "name", f) for f in (files or [])]
+        rows: list[tuple[int, float]] = []
+        before = None
+        yield f"Loading {model} and tokenising the text...", curve(rows), "", gr.update()
+
+        def work(emit):
+            return studio.fine_tune(text, model, chosen, name, on_progress=emit, stop=stop, files=paths)
+
+        for kind, value in run_in_worker(work, stop):
+            if kind == "update":
+                if value.loss is not None:
+                    rows.append((value.step, value.loss))
+                if value.step == 0:
+                    before = value.perplexity
+                if progress is not None:
+                    progress((value.step, value.steps), desc="training")
+                line = f"Step {value.step}/{value.steps} · {value.seconds:.0f} s"
+                if value.loss is not None:
+                    line += f" · loss {value.loss:.3f}"
+                if before is not None:
+                    line += f" · held-out perplexity before {before:.2f}"
+                if value.perplexity is not None and value.step:
+                    line += f", now {value.perplexity:.2f}"
+                yield line, curve(rows), "", gr.update()
+            else:
+                result = value
+                stopped = f" (stopped after step {result.steps_done})" if result.stopped else ""
+                summary = (f"**{result.adapter}**{stopped}: held-out perplexity **{result.perplexity_before:.2f} → "
+                           f"{result.perplexity_after:.2f}** ({result.perplexity_after / result.perplexity_before:.2f}×) · "
+                           f"{result.train_tokens:,} training tokens, {result.heldout_tokens:,} held out · "
+                           f"{result.seconds / 60:.1f} min · runs on torch · saved in `{result.folder}`")
+                yield "Done.", curve(rows), summary, gr.update(choices=adapters(studio), value=result.adapter)
+
+
+def load_adapter(studio: Studio, files):
+    """Restore an adapter from its three files (safetensors weights, config, recipe)."""
+    with user_errors():
+        paths = [Path(getattr(f, "name", f)) for f in (files or [])]
+        names = sorted(p.name for p in paths)
+        if names != sorted(ADAPTER_FILES):
+            raise knobs.ParamError("adapter", f"upload exactly {', '.join(ADAPTER_FILES)}; got {', '.join(names) or 'nothing'}")
+        folder = studio.settings.output_dir / "adapters" / f"uploaded-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        for path in paths:
+            shutil.copyfile(path, folder / path.name)
+        try:
+            adapter = studio.load_adapter(folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return f"Restored **{adapter}**.", gr.update(choices=adapters(studio), value=adapter)
+
+
+def compare(studio: Studio, prompt, adapter, seed, max_new_tokens):
+    """The same prompt and seed on the base model and its tuned adapter (completion mode)."""
+    with user_errors():
+        if not adapter:
+            raise knobs.ParamError("model", "train or load an adapter first")
+        spec = studio.model_spec("text", adapter)
+        chosen = studio.params("text", spec.base.id, seed=seed, max_new_tokens=max_new_tokens, prompt_mode="completion")
+        base, tuned = studio.text_by_model(prompt, [spec.base.id, adapter], chosen)
+        return base.output, tuned.output
+
+
+def build(studio: Studio, sessions: Sessions) -> None:
+    choices = base_models(studio)
+    default = studio.catalog.defaults.get("text")
+    with gr.Tab("Tune", id="tune"):
+        gr.Markdown("Fine-tune the text model on your own writing (LoRA): 10% of the text is held out to measure "
+                    "perplexity before and after. The tuned model joins the model list as `<base>+<name>` and runs on torch.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                text = gr.Textbox(label="Text to tune on", lines=8, max_length=1_000_000,
+                                  placeholder="Paste a few kB of prose (more is better), or upload .txt/.md files.")
+                files = gr.File(label="Or upload .txt / .md files (UTF-8)", file_count="multiple",
+                                file_types=[".txt", ".md"], type="filepath")
+            with gr.Column(scale=2):
+                model = gr.Dropdown(choices, value=default if default in choices else (choices[0] if choices else None),
+                                    label="Base model")
+                name = gr.Textbox("mine", label="Adapter name", info="The tuned model is listed as <base>+<name>.")
+                with gr.Accordion("Knobs", open=False):
+                    sliders = {k: _slider(k, 64 if k == "rank" else (200 if k in ("steps", "eval_every") else None))
+                               for k in KNOB_SLIDERS}
+                    learning_rate = _number("learning_rate", step=0.0001)
+                    seed = _number("seed", precision=0)
+                with gr.Row():
+                    start = gr.Button("Train", variant="primary", elem_id="tune-train")
+                    stop = gr.Button("Stop", variant="stop", elem_id="tune-stop")
+        status = gr.Markdown()
+        loss_plot = gr.LinePlot(curve([]), x="step", y="loss", title="Training loss", height=260)
+        summary = gr.Markdown()
+        with gr.Accordion("Base vs tuned, side by side", open=True):
+            with gr.Row():
+                prompt = gr.Textbox("It is a truth universally acknowledged", label="Prompt (continued as written)")
+                tuned = gr.Dropdown(adapters(studio), label="Tuned model", allow_custom_value=False)
+                compare_seed = gr.Number(1, label="seed", precision=0, minimum=0, maximum=knobs.MAX_SEED)
+                length = gr.Slider(1, 256, value=60, step=1, label="max new tokens")
+            run = gr.Button("Generate both")
+            with gr.Row():
+                base_out = gr.Textbox(label="Base", lines=6)
+                tuned_out = gr.Textbox(label="Tuned", lines=6)
+        with gr.Accordion("Restore an adapter", open=False):
+            upload = gr.File(label=f"Upload {', '.join(ADAPTER_FILES)}", file_count="multiple", type="filepath")
+            restore = gr.Button("Restore")
+            restored = gr.Markdown()
+
+    def on_train(text_, files_, model_, rank, alpha, lr, steps, batch, length_, seed_, every, name_,
+                 request: gr.Request, progress=gr.Progress()):
+        yield from train(studio, sessions, request, text_, files_, model_, rank, alpha, lr, steps, batch, length_,
+                         seed_, every, name_, progress)
+
+    inputs = [text, files, model, sliders["rank"], sliders["alpha"], learning_rate, sliders["steps"],
+              sliders["batch_size"], sliders["sequence_length"], seed, sliders["eval_every"], name]
+    start.click(on_train, inputs, [status, loss_plot, summary, tuned], concurrency_id="tune", concurrency_limit=1,
+                api_visibility="private")
+    def on_stop(request: gr.Request):
+        sessions.stop(request, "tune")
+
+    stop.click(on_stop, None, None, api_visibility="private", queue=False)
+    run.click(lambda p, a, s, n: compare(studio, p, a, s, n), [prompt, tuned, compare_seed, length],
+              [base_out, tuned_out], api_visibility="private")
+    restore.click(lambda f: load_adapter(studio, f), upload, [restored, tuned], api_visibility="private")
