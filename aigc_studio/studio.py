@@ -33,7 +33,8 @@ from aigc_studio.engines import audio as audio_engine
 from aigc_studio.engines import image as image_engine
 from aigc_studio.engines import text_remote
 from aigc_studio.models import (
-    LoadedModel, ModelManager, apply_threads, free_memory, out_of_memory_errors, pick_device, pick_dtype, pick_threads,
+    LoadedModel, ModelManager, apply_threads, free_memory, module_bytes, out_of_memory_errors, pick_device, pick_dtype,
+    pick_threads,
 )
 from aigc_studio.params import AudioParams, ImageParams, TextParams
 from aigc_studio.recipe import RECIPE_KEY, Recipe, Result, read_recipe
@@ -172,7 +173,8 @@ class Studio:
         else:
             loader = lambda: audio_engine.load(spec, self.device, self.dtype)
         try:
-            return self.models.get(spec.id, loader, expected_bytes=spec.size_mb * 2**20)
+            size_of = (lambda text_model: text_model.memory_bytes()) if spec.modality == "text" else module_bytes
+            return self.models.get(spec.id, loader, size_of, expected_bytes=spec.size_mb * 2**20)
         except out_of_memory_errors():  # the manager has freed the half-loaded model and tried again without idle models
             raise ModelMemoryError(f"Out of memory while loading {spec.id} on {self.device}: close other programs, "
                                    f"pick a smaller model, or lower AIGC_MEMORY_BUDGET_GB. "
@@ -549,6 +551,8 @@ class Studio:
             return spec.knobs
         if modality == "audio":
             return audio_engine.knobs_used(spec.kind)
+        if modality == "image":
+            return image_engine.knobs_used(spec.kind)
         return tuple(f.name for f in dataclasses.fields(PARAMS_TYPES[modality]))
 
     def audio(self, prompt: str, model: str | None = None, label: str = "", params: AudioParams | None = None,

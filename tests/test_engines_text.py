@@ -111,6 +111,7 @@ def test_the_embedded_model_runs_on_onnx_int8_converted_once_under_the_wheels_ve
     assert text_backends.is_converted(folder) and list(folder.glob("*.safetensors"))
     assert text_backends.is_converted(folder.with_name(folder.name + "-onnx-int8"))
     assert loaded(real, spec.id).runtime == "onnx-int8"
+    assert real.models.used_bytes() > 100 * 2**20  # its weights count against the memory budget
     assert real.text(QUESTION, greedy=True, max_new_tokens=2).recipe.runtime == "onnx-int8"
     assert "text runtime **onnx-int8**" in real.describe()
 

@@ -270,3 +270,14 @@ def walk(pipe, prompt: str, params: ImageParams, seed_a: int, seed_b: int, frame
                   num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators,
                   callback_on_step_end=step_end, latents=latents).images
     return [im.resize((params.width, params.height), Image.Resampling.NEAREST) for im in images]
+
+
+# Knobs only the VAE and GAN families read; their catalog entries list their own knobs.
+FAMILY_KNOBS = ("latent_temperature", "truncation")
+
+
+def knobs_used(kind: str) -> tuple[str, ...]:
+    """The ImageParams a diffusion model (diffusers or the shapes pipeline) reads."""
+    from dataclasses import fields
+
+    return tuple(f.name for f in fields(ImageParams) if f.name not in FAMILY_KNOBS)

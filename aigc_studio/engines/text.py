@@ -73,6 +73,12 @@ class TextModel:
     def runtime(self) -> str:
         return self.backend.name
 
+    def memory_bytes(self) -> int:
+        """Bytes its weights take: torch parameters, or the ONNX model's weight files."""
+        if self.model is not None:
+            return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
+        return self.backend.nbytes
+
 
 @dataclass
 class Token:

@@ -127,6 +127,8 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its warnings are about graph fusions a user cannot act on
         self.session = ort.InferenceSession(str(folder / decoder["filename"]), options, providers=["CPUExecutionProvider"])
+        # what the weights take in memory, for the model manager's budget (they live outside torch)
+        self.nbytes = sum(f.stat().st_size for f in folder.glob(decoder["filename"] + "*"))
         self.name = name
         self.max_length = config["context_length"]
         self.kv_heads, self.head_size = decoder["num_key_value_heads"], decoder["head_size"]
