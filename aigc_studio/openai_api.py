@@ -439,7 +439,7 @@ def router(studio: Studio) -> APIRouter:
                 return JSONResponse(await run_in_threadpool(_gated, gate, lambda: answer(studio, job, chat)))
             except Exception as error:
                 return as_request_error(error).response()
-        return StreamingResponse(_stream(gate, studio, job, chat), media_type="text/event-stream")
+        return EventStream(_stream(gate, studio, job, chat), media_type="text/event-stream")
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request):
@@ -461,8 +461,8 @@ def _gated(gate: Gate, work):
 
 
 async def _stream(gate: Gate, studio: Studio, job: Job, chat: bool):
-    """Events from worker threads. A client that goes away sets `stop` (the generation ends
-    within one token); the event generator, once dropped, releases its slot."""
+    """Events from worker threads. A client that goes away sets `stop` and closes the event
+    generator, which ends the generation and releases the model and the slot."""
     stop = threading.Event()
     events = chunks(studio, job, chat, stop, gate)
     try:
@@ -474,3 +474,25 @@ async def _stream(gate: Gate, studio: Studio, job: Job, chat: bool):
     finally:
         stop.set()
         gate.leave()
+        threading.Thread(target=_close, args=(events,), daemon=True).start()
+
+
+def _close(events: Iterator[str]) -> None:
+    """Close a generator that a worker thread may still be running (it ends within a token, stop being set)."""
+    for _ in range(12000):
+        try:
+            events.close()
+            return
+        except ValueError:  # "generator already executing"
+            time.sleep(0.01)
+
+
+class EventStream(StreamingResponse):
+    """A StreamingResponse that closes its events when the client goes away (Starlette leaves
+    the iterator suspended, and with it the model a generation holds)."""
+
+    async def stream_response(self, send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self.body_iterator.aclose()
