@@ -297,3 +297,38 @@ def test_endpoint_failures_are_clear_messages_naming_the_endpoint(strict, tmp_pa
     assert dead_endpoint in str(refused.value)
     with pytest.raises(ModelLoadError, match="no token probabilities"):
         strict.explain_next_token("hi", strict.params("text", "remote:plain", top_k=0), "remote:plain")
+
+
+# ----- /v1 with a key and a full queue ---------------------------------------------------------
+
+def test_v1_checks_the_key_and_answers_busy_when_the_queue_is_full(tmp_path):
+    with running_app(tmp_path, AIGC_OPENAI_API="1", AIGC_OPENAI_API_KEY="sesame", AIGC_TEXT_RUNTIME="torch",
+                     AIGC_CONCURRENCY="1", AIGC_QUEUE_SIZE="1", AIGC_TEXT_ENDPOINT="") as url:
+        with pytest.raises(openai.AuthenticationError, match="AIGC_OPENAI_API_KEY"):
+            openai.OpenAI(base_url=url + "v1", api_key="wrong", max_retries=0).models.list()
+        client = openai.OpenAI(base_url=url + "v1", api_key="sesame", max_retries=0, timeout=300)
+        assert LOCAL in [m.id for m in client.models.list()]
+
+        def long_stream():
+            return client.chat.completions.create(model=LOCAL, messages=[{"role": "user", "content": PROMPT}],
+                                                  max_tokens=1024, temperature=1.0, seed=1, stream=True)
+
+        running = long_stream()
+        next(iter(running))  # generating: holds the one slot
+        waiting = long_stream()  # admitted: waits for the slot (the queue's one place)
+        with pytest.raises(openai.InternalServerError, match="busy") as busy:
+            long_stream()
+        assert busy.value.status_code == 503 and busy.value.response.headers["Retry-After"] == "5"
+        running.close()
+        waiting.close()
+        # closed streams give their places back (the server notices at its next token)
+        for _ in range(600):  # polls until then, not a timing assertion
+            try:
+                answer = client.chat.completions.create(model=LOCAL, messages=[{"role": "user", "content": "Hi"}],
+                                                        max_tokens=2, temperature=0)
+                break
+            except openai.InternalServerError:
+                threading.Event().wait(0.5)
+        else:
+            pytest.fail("the closed streams never gave their places back")
+        assert answer.usage.completion_tokens == 2
