@@ -192,7 +192,7 @@ def test_a_short_real_run_lowers_heldout_perplexity(tmp_path_factory):
     s = Studio(settings)
     base = EMBEDDED_MODELS[0].id
     text = DATA.read_text(encoding="utf-8")[:12_000]
-    params = make(TuneParams, steps=8, batch_size=2, sequence_length=64, eval_every=8, seed=0)
+    params = make(TuneParams, steps=10, batch_size=2, sequence_length=64, learning_rate=2e-3, eval_every=5, seed=0)
     result = s.fine_tune(text, base, params, name="austen")
     assert result.perplexity_after < 0.95 * result.perplexity_before
     answer = s.text("It is a truth", model=result.adapter, seed=1, max_new_tokens=8, prompt_mode="completion")
