@@ -332,3 +332,62 @@ def test_v1_checks_the_key_and_answers_busy_when_the_queue_is_full(tmp_path):
         else:
             pytest.fail("the closed streams never gave their places back")
         assert answer.usage.completion_tokens == 2
+
+
+# ----- transformers serve: a real third-party server without probabilities ------------------------
+
+@pytest.fixture(scope="module")
+def transformers_serve(tmp_path_factory):
+    """`transformers serve` (the pinned transformers) serving the embedded SmolLM2's converted
+    folder. It lists no models for a forced one, so the allowlist names it (remote:<name>)."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from aigc_studio.engines import text as text_engine
+
+    folder = Path(tmp_path_factory.mktemp("serve-cache"))
+    local = Studio(Settings(preset="offline", text_runtime="torch", threads=1, output_dir=folder))
+    local.load("text", LOCAL)  # converts the embedded GGUF once, if no test did yet
+    model = str(text_engine.converted_folder(local.model_spec("text", LOCAL), local.settings.cache_dir))
+    port = free_port()
+    (folder / "hub").mkdir()
+    env = {**os.environ, "HF_HUB_CACHE": str(folder / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log_path = folder / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", model, "--port", str(port)],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):  # polls, not a timing assertion: a dead process fails at once
+            if process.poll() is not None:
+                raise RuntimeError(f"transformers serve exited:\n{log_path.read_text()}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                threading.Event().wait(0.5)
+        else:
+            raise RuntimeError(f"transformers serve never answered:\n{log_path.read_text()}")
+        endpoint = f"http://127.0.0.1:{port}/v1"
+        yield Studio(Settings(preset="offline", text_endpoint=endpoint, allowlist=("remote:" + model,),
+                              output_dir=folder)), "remote:" + model
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_transformers_serve_streams_text_and_the_studio_says_it_gives_no_probabilities(transformers_serve):
+    studio, model = transformers_serve
+    assert model in studio.catalog.choices("text")
+    params = studio.params("text", model, temperature=0.7, top_k=40, max_new_tokens=6, seed=1)
+    final = list(studio.text_compare_stream("Say hello.", [("", params)], model))[-1]
+    column = final.columns[0]
+    assert column.text.strip() and len(column.tokens) >= 2
+    assert "refused top_k" in final.status  # its 422: "Unexpected fields in the request: {'top_k'}"
+    assert "no token probabilities" in final.status  # it ignores logprobs
+    assert all(math.isnan(t.logprob) and t.alternatives == [] for t in column.tokens)
+    assert column.result.recipe.runtime.startswith("remote http://127.0.0.1:")

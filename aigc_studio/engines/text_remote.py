@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from aigc_studio.catalog import Catalog, ModelSpec, remote_spec
+from aigc_studio.catalog import REMOTE_PREFIX, Catalog, ModelSpec, remote_spec
 from aigc_studio.params import ParamError, TextParams, stop_sequences
 
 log = logging.getLogger(__name__)
@@ -149,16 +149,19 @@ def add_models(catalog: Catalog, endpoint: str, api_key: str = "") -> list[str]:
 
     Policy: the operator setting AIGC_TEXT_ENDPOINT allows every model that endpoint lists
     (the operator chose the server, and the server chose its models); the allowlist, which
-    is about Hub repos the studio itself downloads, does not filter them. A model the
-    endpoint does not list is refused like any id outside the catalog. An endpoint that
-    does not answer adds nothing and is logged: the studio still starts with its own models.
+    is about Hub repos the studio itself downloads, does not filter them. It can add
+    models the endpoint serves without listing them (`transformers serve <model>` lists
+    none): AIGC_ALLOWLIST=remote:<name>. Any other model is refused like any id outside
+    the catalog. An endpoint that does not answer adds only the allowlisted ones and is
+    logged: the studio still starts with its own models.
     """
     try:
         names = list_models(endpoint, api_key)
     except RemoteError as error:
         log.warning("remote text models unavailable: %s", error)
-        return []
-    specs = [remote_spec(name, endpoint) for name in names]
+        names = []
+    named = [i[len(REMOTE_PREFIX):] for i in catalog.allowed("text") if i.startswith(REMOTE_PREFIX)]
+    specs = [remote_spec(name, endpoint) for name in dict.fromkeys(names + named)]
     for spec in specs:
         catalog.add(spec)
     return [spec.id for spec in specs]
