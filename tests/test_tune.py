@@ -224,3 +224,25 @@ def test_the_tune_tab_and_the_api_endpoint_use_the_studio(studio):
                                            prompt_mode="completion").output
     with pytest.raises(gr.Error, match="rank"):
         list(api.fine_tune_text("the quick brown fox", TEXT_ID, rank=0))
+
+
+def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path):
+    from aigc_studio.ui import tune_tab
+    from aigc_studio.ui.widgets import Sessions
+
+    s = studio()
+    updates = list(tune_tab.train(s, Sessions(), None, corpus_text(200), None, TEXT_ID, 4, 8, 0.01, 3, 2, 16, 1, 2, "tab"))
+    status, plot, summary, picker = updates[-1]
+    assert status == "Done." and list(plot["step"]) == [1, 2, 3] and plot["loss"].notna().all()
+    assert f"{TEXT_ID}+tab" in summary and "runs on torch" in summary and picker["value"] == f"{TEXT_ID}+tab"
+    base, tuned = tune_tab.compare(s, "the quick brown", f"{TEXT_ID}+tab", 5, 4)
+    assert tuned == s.text("the quick brown", model=f"{TEXT_ID}+tab", seed=5, max_new_tokens=4,
+                           prompt_mode="completion").output
+    assert base == s.text("the quick brown", model=TEXT_ID, seed=5, max_new_tokens=4, prompt_mode="completion").output
+    folder = s.settings.output_dir / "adapters" / f"{TEXT_ID}+tab"
+    fresh = studio()
+    message, picker = tune_tab.load_adapter(fresh, [str(folder / name) for name in tune_tab.ADAPTER_FILES])
+    assert f"{TEXT_ID}+tab" in message and picker["choices"] == [f"{TEXT_ID}+tab"]
+    import gradio as gr
+    with pytest.raises(gr.Error, match="upload exactly"):
+        tune_tab.load_adapter(fresh, [str(folder / "adapter_config.json")])
