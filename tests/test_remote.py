@@ -391,3 +391,16 @@ def test_transformers_serve_streams_text_and_the_studio_says_it_gives_no_probabi
     assert "no token probabilities" in final.status  # it ignores logprobs
     assert all(math.isnan(t.logprob) and t.alternatives == [] for t in column.tokens)
     assert column.result.recipe.runtime.startswith("remote http://127.0.0.1:")
+
+
+def test_settings_for_remote_text_and_the_v1_api():
+    default = Settings.from_env({})
+    assert default.openai_api is False and default.text_endpoint == ""  # /v1 is off unless the operator opts in
+    on = Settings.from_env({"AIGC_OPENAI_API": "1", "AIGC_OPENAI_API_KEY": "k", "AIGC_TEXT_ENDPOINT": "http://h:8000/v1/",
+                            "AIGC_TEXT_API_KEY": "t", "AIGC_TEXT_TIMEOUT_S": "5"})
+    assert (on.openai_api, on.openai_api_key, on.text_endpoint, on.text_api_key, on.text_timeout_s) == \
+        (True, "k", "http://h:8000/v1", "t", 5.0)
+    with pytest.raises(ValueError, match="AIGC_TEXT_ENDPOINT"):
+        Settings.from_env({"AIGC_TEXT_ENDPOINT": "gpu-box:8000"})
+    with pytest.raises(ValueError, match="AIGC_TEXT_TIMEOUT_S"):
+        Settings.from_env({"AIGC_TEXT_TIMEOUT_S": "0"})
