@@ -380,6 +380,7 @@ def transformers_serve(tmp_path_factory):
             process.kill()
 
 
+@pytest.mark.server  # a real third-party server process, running the embedded model
 def test_transformers_serve_streams_text_and_the_studio_says_it_gives_no_probabilities(transformers_serve):
     studio, model = transformers_serve
     assert model in studio.catalog.choices("text")
