@@ -226,6 +226,9 @@ def completion_job(studio: Studio, body: dict) -> Job:
 def _render_chat(studio: Studio, model: str, messages: list[dict], texts: list[str], continuing: bool) -> str:
     """A whole chat as text through the model's chat template (continued in completion mode)."""
     spec = studio.model_spec("text", model)
+    if spec.source == "remote":
+        raise RequestError(404, f"model: {spec.id} is served by another endpoint; the studio's /v1 serves its own "
+                                f"models (GET /v1/models)", "model", "model_not_found")
     with studio._use(spec) as text_model:
         tokenizer = text_model.tokenizer
         if not tokenizer.chat_template:
