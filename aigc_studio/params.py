@@ -139,7 +139,7 @@ class TuneParams:
     rank: int = knob(8, 1, 256, "LoRA rank r: the size of the low-rank update per weight matrix (more = more capacity, more memory).")
     alpha: int = knob(16, 1, 1024, "LoRA alpha: the update is scaled by alpha / rank.")
     learning_rate: float = knob(1e-3, 1e-6, 1e-1, "AdamW step size for the adapter weights.")
-    steps: int = knob(30, 1, 5000, "Optimizer steps; each reads batch_size blocks of sequence_length tokens.")
+    steps: int = knob(20, 1, 5000, "Optimizer steps; each reads batch_size blocks of sequence_length tokens.")
     batch_size: int = knob(4, 1, 64, "Blocks of text per step.")
     sequence_length: int = knob(128, 8, 2048, "Tokens per block (the text is cut into blocks of this length).")
     seed: int = knob(0, -1, MAX_SEED, "Random seed of the split, the adapter's start and the batches; -1 draws one (the recipe records it).")

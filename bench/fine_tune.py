@@ -5,10 +5,12 @@ The text is tests/data/austen_pride_and_prejudice.txt (Jane Austen, 1813: public
 chapters 1-5, ~29 kB). The studio holds out 10% of its blocks (by the seed) and measures
 them before training, every eval_every steps and at the end. One thread (AIGC_THREADS=1).
 Last line: ratio=<perplexity after / before> minutes=<wall-clock minutes of training>
-    python bench/fine_tune.py [--steps N] [--seed S] [--model smollm2-135m-instruct]
+    python bench/fine_tune.py [--steps N] [--seed S] [--model smollm2-135m-instruct] [--plot curve.png]
+    python bench/fine_tune.py --plot-from <adapter folder>/tune_recipe.json --plot curve.png
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -26,13 +28,40 @@ from aigc_studio.studio import Studio  # noqa: E402
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "austen_pride_and_prejudice.txt"
 
 
+def plot(recipe: dict, path: Path) -> None:
+    """The training loss per step and the held-out perplexity where it was measured, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, loss_axis = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    steps, losses = zip(*recipe["loss_history"])
+    loss_axis.plot(steps, losses, color="tab:blue", label="training loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("training loss", color="tab:blue")
+    ppl_axis = loss_axis.twinx()
+    ppl_steps, ppls = zip(*recipe["perplexity_history"])
+    ppl_axis.plot(ppl_steps, ppls, "o-", color="tab:orange", label="held-out perplexity")
+    ppl_axis.set_ylabel("held-out perplexity", color="tab:orange")
+    loss_axis.set_title(f"{recipe['adapter']}: held-out perplexity {recipe['perplexity_before']:.1f} -> "
+                        f"{recipe['perplexity_after']:.1f}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a text model of the catalog (default: the preset's)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, default=None, help="write the loss and perplexity curve to this PNG")
+    parser.add_argument("--plot-from", type=Path, default=None, help="only plot this tune_recipe.json")
     args = parser.parse_args()
+    if args.plot_from:
+        plot(json.loads(args.plot_from.read_text()), args.plot or Path("fine_tune_curve.png"))
+        return
 
     settings = Settings.from_env()
     settings.preset, settings.threads = "offline", 1
@@ -55,6 +84,8 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     print(f"{result.adapter}: {result.train_tokens} train tokens, {result.heldout_tokens} held out; "
           f"perplexity {result.perplexity_before:.2f} -> {result.perplexity_after:.2f}; adapter in {result.folder}")
+    if args.plot:
+        plot(result.recipe, args.plot)
     print(f"ratio={result.perplexity_after / result.perplexity_before:.3f} minutes={minutes:.1f}")
 
 

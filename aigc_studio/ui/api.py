@@ -288,7 +288,7 @@ def fine_tune_text(text: str, model: str | None = None, rank: int | None = None,
         rank: 1-256 LoRA rank (default 8).
         alpha: 1-1024 LoRA alpha; the update is scaled by alpha / rank (default 16).
         learning_rate: 1e-6 to 0.1 (default 0.001).
-        steps: 1-5000 optimizer steps of 4 blocks of 128 tokens (default 30).
+        steps: 1-5000 optimizer steps of 4 blocks of 128 tokens (default 20).
         seed: -1 to 2147483647; the same seed, text and knobs give the same adapter (default 0).
         name: the adapter's name: 1-40 letters, digits, '-', '_' or '.' (default "tuned").
     Returns:
