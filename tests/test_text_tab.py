@@ -92,3 +92,10 @@ def test_browser_explainer_follows_presets_and_selected_tokens(tmp_path):
         expect(page.locator("#text-alternatives")).to_contain_text("Token 3", timeout=GENERATION)
         expect(page.locator("#text-explainer")).to_contain_text("answer token 3", timeout=GENERATION)
         expect(page.locator("#text-explainer")).to_contain_text("★")  # the token generated there
+
+
+def test_tokens_without_a_probability_get_their_own_colour():
+    """A remote server may send no probabilities: its tokens carry NaN, shown as unknown."""
+    assert text_tab.probability_label(float("nan")) == text_tab.UNKNOWN
+    assert text_tab.probability_label(0.95) == "p ≥ 0.9" and text_tab.probability_label(0.0) == "p < 0.1"
+    assert text_tab.UNKNOWN in text_tab.COLOR_MAP

@@ -30,8 +30,9 @@ EXPLAIN_KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "typical_p", "re
 # Token colours by the model's probability of the token: confident tokens pale, surprising ones strong.
 PROBABILITY_BINS = ((0.9, "p ≥ 0.9"), (0.5, "p 0.5–0.9"), (0.1, "p 0.1–0.5"), (0.0, "p < 0.1"))
 DIVERGES = "first difference"
+UNKNOWN = "p unknown"  # a remote server that sends no probabilities
 COLOR_MAP = {"p ≥ 0.9": "#d1fae5", "p 0.5–0.9": "#fef3c7", "p 0.1–0.5": "#fed7aa", "p < 0.1": "#fca5a5",
-             DIVERGES: "#818cf8"}
+             UNKNOWN: "#e5e7eb", DIVERGES: "#818cf8"}
 ANSWER_COLORS = {label: color for label, color in COLOR_MAP.items() if label != DIVERGES}  # one answer: no difference
 
 
@@ -44,7 +45,8 @@ def token_dicts(tokens: list) -> list[dict]:
 
 
 def probability_label(p: float) -> str:
-    return next(label for low, label in PROBABILITY_BINS if p >= low)
+    """The colour bin of a probability; NaN (the server sent none) has its own."""
+    return next((label for low, label in PROBABILITY_BINS if p >= low), UNKNOWN)
 
 
 def shown(text: str) -> str:
