@@ -18,6 +18,8 @@ from aigc_studio.params import ImageParams, ParamError
 MAX_AXIS_VALUES = 6
 MAX_GRID_MEGAPIXELS = 24  # about 72 MB as RGB: a 6 x 6 grid of 768 x 768 cells
 LABEL_HEIGHT = 28
+GAP = 6  # pixels between cells
+GAP_COLOUR = (200, 200, 200)
 MODEL_AXIS = "model"  # an axis over catalog model ids instead of a knob
 
 
@@ -67,22 +69,35 @@ def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = No
 
 
 def render(images: list[Image.Image], grid: GridPlan) -> Image.Image:
-    """One image: column labels on top, row labels on the left, cells row-major."""
+    """One image: column labels centred on top, row labels centred on the left, cells
+    row-major with GAP pixels of grey between them (white pictures do not merge)."""
     columns = len(grid.x_labels)
     rows = max(1, len(grid.y_labels))
     width, height = max(i.width for i in images), max(i.height for i in images)
     font = ImageFont.load_default(size=14)
-    left = max([int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font)) + 12 for t in grid.y_labels] or [0])
-    canvas = Image.new("RGB", (left + columns * width, LABEL_HEIGHT + rows * height), "white")
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = max([int(measure.textlength(t, font=font)) + 12 for t in grid.y_labels] or [0])
+    canvas = Image.new("RGB", (left + columns * (width + GAP) + GAP, LABEL_HEIGHT + rows * (height + GAP) + GAP),
+                       GAP_COLOUR)
     draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, canvas.width, LABEL_HEIGHT - 1), fill="white")
+    if left:
+        draw.rectangle((0, 0, left - 1, canvas.height), fill="white")
     for c, label in enumerate(grid.x_labels):
-        draw.text((left + c * width + 6, 6), label, fill="black", font=font)
+        centre = cell_origin(left, c, 0, width, height)[0] + width // 2
+        draw.text((centre, LABEL_HEIGHT // 2), label, fill="black", font=font, anchor="mm")
     for r, label in enumerate(grid.y_labels):
-        draw.text((6, LABEL_HEIGHT + r * height + height // 2 - 7), label, fill="black", font=font)
+        centre = cell_origin(left, 0, r, width, height)[1] + height // 2
+        draw.text((left // 2, centre), label, fill="black", font=font, anchor="mm")
     for index, image in enumerate(images):
         r, c = divmod(index, columns)
-        canvas.paste(image, (left + c * width, LABEL_HEIGHT + r * height))
+        canvas.paste(image, cell_origin(left, c, r, width, height))
     return canvas
+
+
+def cell_origin(left: int, column: int, row: int, width: int, height: int) -> tuple[int, int]:
+    """Top-left pixel of a cell in a rendered grid."""
+    return left + GAP + column * (width + GAP), LABEL_HEIGHT + GAP + row * (height + GAP)
 
 
 def animate(frames: list[Image.Image], recipe_json: str, seconds_per_frame: float = 0.15,

@@ -75,9 +75,26 @@ def test_rendered_grid_places_each_cell_under_its_label():
     colours = ["red", "green", "blue", "yellow"]
     cells = [Image.new("RGB", (32, 32), c) for c in colours]
     picture = grid.render(cells, plan)
-    left = picture.width - 2 * 32
-    assert picture.height == grid.LABEL_HEIGHT + 2 * 32
+    gap = grid.GAP
+    left = picture.width - 2 * 32 - 3 * gap
+    assert picture.height == grid.LABEL_HEIGHT + 2 * 32 + 3 * gap
     for index, colour in enumerate(colours):
         row, column = divmod(index, 2)
-        centre = (left + column * 32 + 16, grid.LABEL_HEIGHT + row * 32 + 16)
-        assert picture.getpixel(centre) == Image.new("RGB", (1, 1), colour).getpixel((0, 0))
+        x, y = grid.cell_origin(left, column, row, 32, 32)
+        assert picture.getpixel((x + 16, y + 16)) == Image.new("RGB", (1, 1), colour).getpixel((0, 0))
+    # a gap separates neighbouring cells, so two white pictures never merge into one
+    x, y = grid.cell_origin(left, 0, 0, 32, 32)
+    assert picture.getpixel((x + 32 + gap // 2, y + 16)) == grid.GAP_COLOUR
+    assert picture.getpixel((x + 16, y + 32 + gap // 2)) == grid.GAP_COLOUR
+
+
+def test_grid_labels_are_centred_over_their_columns():
+    plan = grid.plan(ImageParams(), "steps", [4, 8])
+    picture = grid.render([Image.new("RGB", (64, 64), "white")] * 2, plan).convert("L")
+    left = picture.width - 2 * 64 - 3 * grid.GAP
+    for column in range(2):
+        x, _ = grid.cell_origin(left, column, 0, 64, 64)
+        ink = [px for px in range(x, x + 64) for py in range(grid.LABEL_HEIGHT) if picture.getpixel((px, py)) < 128]
+        assert ink, "no label drawn"
+        middle = (min(ink) + max(ink)) / 2
+        assert abs(middle - (x + 32)) <= 3  # centred on the cell, not left-aligned
