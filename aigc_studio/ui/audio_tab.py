@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from aigc_studio.params import AudioParams
-from aigc_studio.studio import Studio, file_view, read_recipe
+from aigc_studio.studio import NotKept, Studio, file_view, read_recipe
 from aigc_studio.ui.widgets import (
     Sessions, KnobDropdown, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants,
     model_card, model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates,
@@ -32,6 +32,16 @@ OFFLINE_NOTE = (
 
 # Groups of knobs under the basic ones (speed, seed); a group shows when the model reads one of its knobs.
 GROUPS = {"Voice": ("noise_scale", "noise_w", "sentence_silence"), "Bark": BARK_KNOBS, "Music": MUSIC_KNOBS}
+
+
+def kept_or_shown(studio: Studio, result, file_format: str):
+    """The kept file's path; when the output folder cannot be written (a full disk), the
+    audio itself, played but not kept, with a warning that says so."""
+    try:
+        return str(studio.save(result, file_format))
+    except NotKept as error:
+        gr.Warning(f"{error}. Download it to keep it.")
+        return result.output
 
 
 def build(studio: Studio, sessions: Sessions) -> None:
@@ -105,9 +115,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
         with user_errors():
             chosen_format = check_format(file_format)
             result = studio.audio(prompt, model, **values)
-            path = str(studio.save(result, chosen_format))
+            path = kept_or_shown(studio, result, chosen_format)
             sessions.keep_recipes(request, [result.recipe])
-            sessions.keep(request, "audio_files", [path])
+            sessions.keep(request, "audio_files", [p for p in [path] if isinstance(p, str)])
             return path
 
     def compare_audio(prompt, mode, count, knob_name, values, speed, seed, noise_scale, noise_w, sentence_silence,
@@ -126,9 +136,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
             check_sweep(studio, "audio", model, mode, knob_name)  # before parsing values meant for a knob it ignores
             variants = make_variants(base, mode, count, knob_name, values)
             results = studio.audio_variants(prompt, variants, model)
-            paths = [str(studio.save(r, chosen_format)) for r in results]
+            paths = [kept_or_shown(studio, r, chosen_format) for r in results]
             sessions.keep_recipes(request, [r.recipe for r in results])
-            sessions.keep(request, "audio_files", paths)
+            sessions.keep(request, "audio_files", [p for p in paths if isinstance(p, str)])
             return paths + [None] * (MAX_PLAYERS - len(paths))
 
     def label_players(mode, count, knob_name, values, model, *knob_values):
