@@ -5,9 +5,9 @@
   image. Training maximises the ELBO = E_q[log p(x | z, c)] - KL(q(z | x, c) || N(0, I)).
   Sampling draws z ~ N(0, T^2 I) (T: the latent temperature) and decodes it.
 - `ShapesGAN`: a conditional DCGAN. The generator maps z ~ N(0, I) and the condition
-  to an image; a discriminator (spectral norm, projection of the class embedding,
-  an auxiliary condition classifier) tells real renders from generated ones under the
-  hinge loss. Sampling scales z by
+  to an image; a discriminator (spectral norm, projection of the class embedding)
+  tells real renders from generated ones under the hinge loss, and a classifier trained
+  on renders tells the generator which condition its image reads as. Sampling scales z by
   the truncation psi toward the latent mean (0): lower psi, cleaner and less varied.
 
 Both read the same prompts and condition labels as the diffusion model
@@ -143,12 +143,29 @@ class Discriminator(nn.Module):
         features = 4 * w * (size // 4) ** 2
         self.score = _sn(nn.Linear(features, 1))
         self.embed = nn.Embedding(num_conditions, features)
-        self.classify = nn.Linear(features, num_conditions)  # the auxiliary classifier (AC-GAN)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real-vs-fake score, condition logits)."""
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.body(images)
-        return self.score(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1), self.classify(h)
+        return self.score(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)
+
+
+class Classifier(nn.Module):
+    """A plain CNN that names the condition of a render: trained on renders only, it tells
+    the generator which shape its image reads as (an auxiliary classifier kept apart from
+    the spectral-norm discriminator, whose constrained features learned shapes too slowly)."""
+
+    def __init__(self, width: int, num_conditions: int, size: int):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.ReLU(),  # 8x8
+            nn.Conv2d(2 * w, 2 * w, 4, stride=2, padding=1), nn.ReLU(),  # 4x4
+            nn.Flatten(), nn.Linear(2 * w * (size // 4) ** 2, num_conditions),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
 
 
 class ShapesGAN(nn.Module):
@@ -166,6 +183,9 @@ class ShapesGAN(nn.Module):
 
     def make_discriminator(self) -> Discriminator:
         return Discriminator(self.config["width"], self.config["num_conditions"], self.size)
+
+    def make_classifier(self) -> Classifier:
+        return Classifier(self.config["width"], self.config["num_conditions"], self.size)
 
     def draw_latent(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randn((1, self.latent_dim), generator=generator, dtype=torch.float32)
