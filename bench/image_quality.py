@@ -42,7 +42,7 @@ def diversity(draw, seeds: list[int]) -> float:
     return float(np.mean(per_prompt))
 
 
-def family_rows(per_class: int, diversity_seeds: int) -> None:
+def family_rows(per_class: int, diversity_seeds: int, models: tuple[str, ...] = ("shapes-diffusion", "shapes-vae", "shapes-gan")) -> None:
     """One row per model family at its catalog defaults, measured through the image engine."""
     specs = {s.id: s for s in EMBEDDED_MODELS}
     seeds = list(range(10_000, 10_000 + diversity_seeds))
@@ -50,7 +50,7 @@ def family_rows(per_class: int, diversity_seeds: int) -> None:
           f"diversity over {diversity_seeds} seeds per prompt")
     print("| model | adherence | diversity | seconds/image | weights MB | training minutes |")
     print("|---|---|---|---|---|---|")
-    for model_id in ("shapes-diffusion", "shapes-vae", "shapes-gan"):
+    for model_id in models:
         spec = specs[model_id]
         folder = Path(spec.location)
         if spec.kind == "shapes":
@@ -84,10 +84,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--diversity-seeds", type=int, default=8)
     parser.add_argument("--families-only", action="store_true", help="only the row per model family")
+    parser.add_argument("--models", default="shapes-diffusion,shapes-vae,shapes-gan", help="family rows: which models")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.families_only:
-        family_rows(args.per_class, args.diversity_seeds)
+        family_rows(args.per_class, args.diversity_seeds, tuple(args.models.split(",")))
         return
     pipe = load_pipeline()
     images = 12 * args.per_class
@@ -99,7 +100,7 @@ def main() -> None:
         adherence = evaluate(pipe, args.per_class, 3.0, scheduler, args.steps)
         seconds = (time.perf_counter() - start) / images
         print(f"guidance=3.0  scheduler={scheduler:<7} adherence={adherence:.3f} seconds_per_image={seconds:.4f}")
-    family_rows(args.per_class, args.diversity_seeds)
+    family_rows(args.per_class, args.diversity_seeds, tuple(args.models.split(",")))
 
 
 if __name__ == "__main__":
