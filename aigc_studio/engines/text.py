@@ -231,14 +231,19 @@ def _load_adapter(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: P
     """A LoRA adapter (made by aigc_studio/tune.py) on its base model: the base loads on torch,
     peft adds the adapter from its safetensors file (never a pickle), and the two are merged
     into plain weights. Adapters always run on torch; runtime_note says so when another was asked."""
-    from peft import PeftModel
+    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     folder = Path(spec.location)
     if spec.base is None or not (folder / ADAPTER_WEIGHTS).is_file():
         raise FileNotFoundError(f"model: {spec.id}: no base model or no {ADAPTER_WEIGHTS} in {folder} "
                                 "(adapters load from safetensors only)")
     base = load(spec.base, device, dtype, cache_dir, report, runtime="torch", threads=threads)
-    model = PeftModel.from_pretrained(base.model, str(folder)).merge_and_unload()
+    # peft would also read a pickled adapter_model.bin: build the adapter from its config
+    # and fill it from the safetensors file ourselves
+    adapted = get_peft_model(base.model, PeftConfig.from_pretrained(str(folder)))
+    set_peft_model_state_dict(adapted, load_file(str(folder / ADAPTER_WEIGHTS)))
+    model = adapted.merge_and_unload()
     model.to(device).eval()
     note = "" if runtime in ("auto", "torch") else f"{runtime} does not run adapters; running on torch"
     return TextModel(base.tokenizer, TorchBackend(model, device), device, base.eos_ids, model, note)
