@@ -99,3 +99,17 @@ def test_tokens_without_a_probability_get_their_own_colour():
     assert text_tab.probability_label(float("nan")) == text_tab.UNKNOWN
     assert text_tab.probability_label(0.95) == "p ≥ 0.9" and text_tab.probability_label(0.0) == "p < 0.1"
     assert text_tab.UNKNOWN in text_tab.COLOR_MAP
+
+
+def test_coming_back_to_the_text_tab_lists_models_added_meanwhile(studio):
+    """A model tuned in the Tune tab joins the catalog while the page is open; selecting
+    the Text tab refreshes the model picker's choices."""
+    from aigc_studio.catalog import local_spec
+    from aigc_studio.ui import build_demo
+
+    s = studio()
+    demo = build_demo(s)
+    refresh = next(f for f in demo.fns.values()
+                   if any(t[1] == "select" and getattr(demo.blocks[t[0]], "id", None) == "text" for t in f.targets))
+    s.catalog.add(local_spec("tiny-lm+mine", "text", "causal-lm", s.catalog.specs["tiny-lm"].location))
+    assert "tiny-lm+mine" in refresh.fn()["choices"]

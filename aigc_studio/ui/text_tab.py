@@ -166,7 +166,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     spec = studio.model_spec("text")
     recommended = spec.defaults  # the sliders start at the model's recommended knobs
     used = studio.knobs_used("text")
-    with gr.Tab("Text", id="text"):
+    with gr.Tab("Text", id="text") as tab:
         page_assets()
         card = gr.Markdown(model_card(spec))
         with gr.Row():
@@ -393,6 +393,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
           api_visibility="private")
     explanation.change(chart_html, inputs=[explanation, prompt, answer_state], outputs=chart, api_visibility="private")
     preset.change(apply_preset, inputs=[preset, model], outputs=preset_outputs, api_visibility="private")
+    # models tuned in the Tune tab join the catalog while the page is open: coming back here lists them
+    tab.select(lambda: gr.update(choices=studio.catalog.choices("text")), outputs=model, queue=False,
+               api_visibility="private")
     # a newly picked model starts at its own recommended knobs (the Balanced preset)
     model.input(use_model, inputs=[model, knob_name],
                 outputs=[card, preset, *preset_outputs, *controls.values(), knob_name, values], api_visibility="private")
