@@ -44,7 +44,9 @@ test-fast: $(VENV)/.dev
 
 bench: install
 	$(PY) bench/startup.py
-	$(PY) bench/text_overhead.py
+	$(PY) bench/text_speed.py
+	$(PY) bench/text_fidelity.py
+	$(PY) bench/threads.py
 	$(PY) bench/image_overhead.py
 	$(PY) bench/audio_rtf.py
 
