@@ -49,24 +49,24 @@ class TextParams:
 
 MAX_STOP_SEQUENCES = 4
 
-# Presets set every sampling knob at once (the UI's Precise / Balanced / Creative),
+# Sampling styles set every sampling knob at once (the UI's Precise / Balanced / Creative),
 # relative to a model's recommended knobs: Balanced *is* the recommendation. Seed,
 # length, stop sequences, system prompt and mode are left alone.
-TEXT_PRESET_NAMES = ("Precise", "Balanced", "Creative")
-PRESET_KNOBS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size",
+SAMPLING_STYLES = ("Precise", "Balanced", "Creative")
+STYLE_KNOBS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size",
                 "greedy")
 
 
-def text_preset(name: str, recommended: TextParams | None = None) -> dict[str, Any]:
-    """The sampling knobs of a preset around `recommended` (a model's recommended
+def sampling_style(name: str, recommended: TextParams | None = None) -> dict[str, Any]:
+    """The sampling knobs of a style around `recommended` (a model's recommended
     knobs; TextParams() when None): Precise halves the temperature and narrows top-k
     (<= 20) and top-p (<= 0.9); Balanced is the recommendation; Creative raises the
     temperature (to max(2t, t + 0.4), at most 2), turns top-k and top-p off and keeps
     min-p 0.05 as a floor against junk tokens."""
-    if name not in TEXT_PRESET_NAMES:
-        raise ParamError("preset", f"must be one of {', '.join(TEXT_PRESET_NAMES)}, got {name!r}")
+    if name not in SAMPLING_STYLES:
+        raise ParamError("style", f"must be one of {', '.join(SAMPLING_STYLES)}, got {name!r}")
     base = recommended or TextParams()
-    values = {knob_name: getattr(base, knob_name) for knob_name in PRESET_KNOBS}
+    values = {knob_name: getattr(base, knob_name) for knob_name in STYLE_KNOBS}
     values["greedy"] = False
     t = base.temperature
     if name == "Precise":

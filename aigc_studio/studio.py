@@ -155,9 +155,10 @@ class Studio:
             check_scheduler(spec, chosen)
         return chosen
 
-    def text_preset(self, name: str, model: str | None = None) -> dict[str, Any]:
-        """A text preset's sampling knobs around the model's recommended ones (Balanced = the recommendation)."""
-        return knobs.text_preset(name, self.params("text", model))
+    def sampling_style(self, name: str, model: str | None = None) -> dict[str, Any]:
+        """A sampling style's knobs (Precise, Balanced, Creative) around the model's
+        recommended ones (Balanced = the recommendation)."""
+        return knobs.sampling_style(name, self.params("text", model))
 
     def is_loaded(self, modality: str, model: str | None = None) -> bool:
         return self.models.is_loaded(self.model_spec(modality, model).id)

@@ -210,11 +210,15 @@ def test_perplexity_of_natural_text_is_lower_than_shuffled(client):
     assert 1.0 < low < high
 
 
-def test_compare_text_presets_side_by_side_share_one_seed(client):
-    *columns, numbers = client.predict(prompt="Describe the sea.", mode="Presets side by side", max_new_tokens=6,
+def test_compare_text_styles_side_by_side_share_one_seed(client):
+    *columns, numbers = client.predict(prompt="Describe the sea.", mode="Styles side by side", max_new_tokens=6,
                                        seed=5, min_p=0.02, api_name="/compare_text")
     assert len(columns) == 4 and all(columns[:3]) and columns[3] == ""
     assert [c["label"] for c in numbers["columns"]] == ["Precise", "Balanced", "Creative"]
+    # the mode's earlier name still works for API users
+    *legacy, _ = client.predict(prompt="Describe the sea.", mode="Presets side by side", max_new_tokens=6,
+                                seed=5, min_p=0.02, api_name="/compare_text")
+    assert legacy == columns
 
 
 def test_generate_text_newer_knobs_and_positional_calls(client):

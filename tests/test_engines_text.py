@@ -119,8 +119,8 @@ def test_the_embedded_model_runs_on_onnx_int8_converted_once_under_the_wheels_ve
 def test_the_embedded_model_starts_at_its_recommended_knobs(real):
     chosen = real.params("text")
     assert (chosen.temperature, chosen.top_p) == (0.2, 0.9)  # SmolLM2's model card
-    assert real.text_preset("Balanced") == {name: getattr(chosen, name) for name in knobs.PRESET_KNOBS}
-    temperatures = [real.text_preset(name)["temperature"] for name in knobs.TEXT_PRESET_NAMES]
+    assert real.sampling_style("Balanced") == {name: getattr(chosen, name) for name in knobs.STYLE_KNOBS}
+    temperatures = [real.sampling_style(name)["temperature"] for name in knobs.SAMPLING_STYLES]
     assert temperatures == sorted(temperatures) and len(set(temperatures)) == 3
 
 
@@ -435,16 +435,16 @@ def test_prompt_modes_and_system_prompt(s):
     assert completion.output and completion.recipe.params["prompt_mode"] == "completion"
 
 
-def test_presets_are_relative_to_the_recommended_knobs():
+def test_sampling_styles_are_relative_to_the_recommended_knobs():
     for recommended in (TextParams(), TextParams(temperature=0.2, top_p=0.9), TextParams(temperature=1.5, top_k=0)):
-        presets = {name: knobs.text_preset(name, recommended) for name in knobs.TEXT_PRESET_NAMES}
+        presets = {name: knobs.sampling_style(name, recommended) for name in knobs.SAMPLING_STYLES}
         for values in presets.values():
-            assert set(values) == set(knobs.PRESET_KNOBS)
+            assert set(values) == set(knobs.STYLE_KNOBS)
             knobs.make(TextParams, **values)  # every preset is within range
         assert knobs.make(TextParams, **presets["Balanced"]) == recommended  # Balanced = the recommendation
         assert presets["Precise"]["temperature"] < recommended.temperature < presets["Creative"]["temperature"]
-    with pytest.raises(ParamError, match="preset"):
-        knobs.text_preset("Wild")
+    with pytest.raises(ParamError, match="style"):
+        knobs.sampling_style("Wild")
 
 
 def test_sampling_stages_turn_off_what_is_off():

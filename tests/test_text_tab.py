@@ -1,5 +1,5 @@
 """Text tab: what the coloured answer, the explainer chart and the variants show, and
-(in a real browser) that knobs, presets and token clicks drive the explainer."""
+(in a real browser) that knobs, sampling styles and token clicks drive the explainer."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_tokens_are_coloured_by_probability_and_the_first_difference_stands_out(
     assert text_tab.highlighted(tokens) == [("The", "p ≥ 0.9"), (" sea", "p 0.5–0.9"), (" is", "p 0.1–0.5"),
                                             (" loud", "p < 0.1"), ("⟨end⟩", "p 0.5–0.9")]
     assert [c for _, c in text_tab.highlighted(tokens, diverge_at=2)][2] == text_tab.DIVERGES
-    assert set(text_tab.COLOR_MAP) == {label for _, label in text_tab.PROBABILITY_BINS} | {text_tab.DIVERGES}
+    assert set(text_tab.COLOR_MAP) == {label for _, label in text_tab.PROBABILITY_BINS} | {text_tab.DIVERGES, text_tab.UNKNOWN}
 
 
 def test_alternatives_and_column_label_show_the_numbers():
@@ -51,13 +51,13 @@ def test_chart_marks_cut_tokens_the_chosen_one_and_the_mass_kept():
     assert text_tab.chart_html(None) == ""
 
 
-def test_variants_presets_share_the_base_and_set_their_knobs():
+def test_variants_styles_share_the_base_and_set_their_knobs():
     base = knobs.make(TextParams, seed=11, max_new_tokens=9, stop_sequences="###")
-    variants = text_tab.text_variants(base, text_tab.PRESETS, 2, "temperature", "")
-    assert [label for label, _ in variants] == list(knobs.TEXT_PRESET_NAMES)
+    variants = text_tab.text_variants(base, text_tab.STYLES, 2, "temperature", "")
+    assert [label for label, _ in variants] == list(knobs.SAMPLING_STYLES)
     for (name, params) in variants:
         assert (params.seed, params.max_new_tokens, params.stop_sequences) == (11, 9, "###")
-        assert params.temperature == knobs.text_preset(name)["temperature"]
+        assert params.temperature == knobs.sampling_style(name)["temperature"]
     swept = text_tab.text_variants(base, SWEEP, 2, "min_p", "0, 0.1")
     assert [p.min_p for _, p in swept] == [0.0, 0.1] and {p.seed for _, p in swept} == {11}
 
@@ -73,14 +73,14 @@ def test_whole_number_refuses_the_rest_naming_the_field(value):
         text_tab.whole_number("position", value, 0)
 
 
-def test_browser_explainer_follows_presets_and_selected_tokens(tmp_path):
+def test_browser_explainer_follows_styles_and_selected_tokens(tmp_path):
     with running_app(tmp_path / "server") as url, sync_playwright() as playwright:
         page = open_studio(playwright, url)
         page.locator("#text-prompt textarea").fill("What is the capital of France?")
         page.locator("#text-explain").click()
         temperature = page.locator("#text-explainer th").nth(3)
         expect(temperature).to_contain_text("0.2", timeout=GENERATION)  # SmolLM2's recommended temperature
-        page.get_by_text("Creative", exact=True).click()  # a preset moves several knobs; the chart follows
+        page.get_by_text("Creative", exact=True).click()  # a style moves several knobs; the chart follows
         expect(temperature).to_contain_text("0.6", timeout=GENERATION)  # Creative around 0.2: max(2t, t + 0.4)
         expect(page.locator("#text-explainer th").nth(4)).to_contain_text("off")  # Creative turns top-k off
         page.get_by_label("greedy").check()

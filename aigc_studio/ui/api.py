@@ -28,7 +28,7 @@ from aigc_studio.storage import NotKept
 from aigc_studio.studio import Studio
 from aigc_studio.ui.audio_tab import MAX_PLAYERS, check_format
 from aigc_studio.ui.image_tab import preview_steps
-from aigc_studio.ui.text_tab import MAX_COLUMNS, PRESETS, column_numbers, text_variants, token_dicts, whole_number
+from aigc_studio.ui.text_tab import LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, text_variants, token_dicts, whole_number
 from aigc_studio.ui.widgets import SEEDS, SWEEP, make_variants, run_in_worker, user_error, user_errors
 
 File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
@@ -147,7 +147,7 @@ def generate_text(prompt: str, temperature: float | None = None, top_k: int | No
             stop.set()  # a cancelled request (Stop, a vanished client) ends the generation
 
 
-def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Presets side by side"] | None = None,
+def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Styles side by side", "Presets side by side"] | None = None,
                  count: int | None = None, knob_name: str | None = None, values: str | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  max_new_tokens: int | None = None, repetition_penalty: float | None = None,
@@ -161,7 +161,8 @@ def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob",
     Args:
         prompt: the prompt every column answers.
         mode: "Different seeds" (count consecutive seeds), "Sweep one knob" (knob_name over values)
-            or "Presets side by side" (Precise, Balanced, Creative with one seed).
+            or "Styles side by side" (the sampling styles Precise, Balanced, Creative with one seed;
+            "Presets side by side", its earlier name, still works).
         count: 2-4 columns for "Different seeds" (default 3).
         knob_name: the text knob to sweep, e.g. "temperature".
         values: 2-4 comma-separated values for the swept knob, e.g. "0.3, 0.8, 1.4".
@@ -186,7 +187,7 @@ def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob",
     with user_errors():
         s = studio()
         model = _model(model)
-        mode = _mode(mode, (PRESETS,))
+        mode = _mode(mode, (STYLES, LEGACY_STYLES))
         base = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
                         max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed,
                         greedy=greedy, min_p=min_p, typical_p=typical_p, no_repeat_ngram_size=no_repeat_ngram_size,

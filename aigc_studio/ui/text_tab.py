@@ -1,5 +1,5 @@
 """Text tab: prompt -> streamed answer coloured by probability, every sampling knob
-(with Precise / Balanced / Creative presets), a next-token explainer, 2-4 variants
+(with Precise / Balanced / Creative sampling styles), a next-token explainer, 2-4 variants
 streamed side by side, and the perplexity of a pasted text."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import gradio as gr
 
 from aigc_studio import params as knobs
-from aigc_studio.params import PRESET_KNOBS, TEXT_PRESET_NAMES, TextParams
+from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
     Sessions, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants, model_card,
@@ -20,7 +20,9 @@ from aigc_studio.ui.widgets import (
 )
 
 MAX_COLUMNS = 4
-PRESETS = "Presets side by side"  # a third variants mode: Precise, Balanced, Creative with one seed
+STYLES = "Styles side by side"  # a third variants mode: Precise, Balanced, Creative with one seed
+# what the mode was called before "preset" came to mean only the model preset (hub, offline)
+LEGACY_STYLES = "Presets side by side"
 # /generate_text's original keywords, in order; the newer knobs follow `model` (NEW_KNOB_NAMES).
 KNOB_NAMES = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed", "greedy")
 NEW_KNOB_NAMES = ("min_p", "typical_p", "no_repeat_ngram_size", "stop_sequences", "system_prompt", "prompt_mode")
@@ -152,11 +154,11 @@ def whole_number(name: str, value, default: int) -> int:
 
 def text_variants(base: TextParams, mode: str, count: int, knob_name: str, values: str,
                   recommended: TextParams | None = None) -> list[tuple[str, TextParams]]:
-    """Labelled variants: seeds, one knob swept, or the three presets (around the
+    """Labelled variants: seeds, one knob swept, or the three sampling styles (around the
     model's recommended knobs) over base."""
-    if mode == PRESETS:
-        return [(name, knobs.validate(dataclasses.replace(base, **knobs.text_preset(name, recommended))))
-                for name in TEXT_PRESET_NAMES]
+    if mode in (STYLES, LEGACY_STYLES):
+        return [(name, knobs.validate(dataclasses.replace(base, **knobs.sampling_style(name, recommended))))
+                for name in SAMPLING_STYLES]
     return make_variants(base, mode, count, knob_name, values)
 
 
@@ -184,7 +186,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 recipe, recipe_raw = recipe_view()
             with gr.Column(scale=2):
                 model = model_dropdown(studio.catalog.choices("text"), spec.id)
-                preset = gr.Radio(list(TEXT_PRESET_NAMES), value="Balanced", label="Preset",
+                style = gr.Radio(list(SAMPLING_STYLES), value="Balanced", label="Sampling style",
                                   info="Sets the sampling knobs at once: Precise (focused), Balanced (the model's recommended knobs), Creative (varied).")
                 temperature = control(TextParams, "temperature", recommended.get("temperature"))
                 top_p = control(TextParams, "top_p", recommended.get("top_p"))
@@ -203,7 +205,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     system_prompt = control(TextParams, "system_prompt", lines=1)
         with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
             mode, count, knob_name, values = variant_controls(
-                TextParams, used, extra_modes=(PRESETS,), info="What differs between the columns (sweeps and presets share one seed).")
+                TextParams, used, extra_modes=(STYLES,), info="What differs between the columns (sweeps and styles share one seed).")
             values.value = sweep_values(studio.params("text"), knob_name.value)
             compare = gr.Button("Compare", elem_id="text-compare")
             error_box("text-compare")
@@ -242,7 +244,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     new_knob_inputs = [min_p, typical_p, no_repeat_ngram_size, stop_sequences, system_prompt, prompt_mode]
     explain_knob_inputs = [temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size,
                            greedy, system_prompt, prompt_mode]
-    preset_outputs = [temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size, greedy]
+    style_outputs = [temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size, greedy]
 
     def chosen_params(model, values: dict) -> TextParams:
         return studio.params("text", model, **values)
@@ -250,7 +252,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def generate_text(prompt, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, greedy,
                       model=None, min_p=None, typical_p=None, no_repeat_ngram_size=None, stop_sequences=None,
                       system_prompt=None, prompt_mode=None, request: gr.Request = None):
-        """Stream an answer to prompt from the text model (default: the preset's)."""
+        """Stream an answer to prompt from the text model (default: the model preset's)."""
         with user_errors():
             chosen = chosen_params(model, dict(
                 temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -335,16 +337,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
                          for label, tokens, rate in zip(state["labels"], state["columns"], state["rates"])]
         return shown_columns + [gr.update(value=None, visible=False)] * (MAX_COLUMNS - len(shown_columns))
 
-    def apply_preset(name, model):
+    def apply_style(name, model):
         with user_errors():
-            values = studio.text_preset(name, model)
-        return [values[n] for n in PRESET_KNOBS]
+            values = studio.sampling_style(name, model)
+        return [values[n] for n in STYLE_KNOBS]
 
     def label_columns(mode, count, knob_name, values, model, *knob_values):
         with user_errors():
             base = studio.params("text", model, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values)))
-            if mode == PRESETS:
-                labels = list(TEXT_PRESET_NAMES)
+            if mode in (STYLES, LEGACY_STYLES):
+                labels = list(SAMPLING_STYLES)
             else:
                 check_sweep(studio, "text", model, mode, knob_name)
                 labels = variant_labels(base, mode, count, knob_name, values)
@@ -358,12 +360,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
         return recipe_card(kept), recipe_json(kept)
 
     def use_model(model_id, knob):
-        """A newly picked model: its card, its knobs (the Balanced preset around its
+        """A newly picked model: its card, its knobs (the Balanced style around its
         recommendation), and the knobs it can sweep."""
         with user_errors():
             spec = studio.model_spec("text", model_id)
             picker, sweep = sweep_updates(studio, "text", model_id, knob)
-            return (model_card(spec), "Balanced", *apply_preset("Balanced", model_id),
+            return (model_card(spec), "Balanced", *apply_style("Balanced", model_id),
                     *knob_updates(studio, "text", model_id, controls), picker, sweep)
 
     def sweep_for(knob, model_id, *knob_values):
@@ -392,13 +394,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
           inputs=[explanation, *explain_inputs], outputs=explanation, trigger_mode="always_last",
           api_visibility="private")
     explanation.change(chart_html, inputs=[explanation, prompt, answer_state], outputs=chart, api_visibility="private")
-    preset.change(apply_preset, inputs=[preset, model], outputs=preset_outputs, api_visibility="private")
+    style.change(apply_style, inputs=[style, model], outputs=style_outputs, api_visibility="private")
     # models tuned in the Tune tab join the catalog while the page is open: coming back here lists them
     tab.select(lambda: gr.update(choices=studio.catalog.choices("text")), outputs=model, queue=False,
                api_visibility="private")
-    # a newly picked model starts at its own recommended knobs (the Balanced preset)
+    # a newly picked model starts at its own recommended knobs (the Balanced style)
     model.input(use_model, inputs=[model, knob_name],
-                outputs=[card, preset, *preset_outputs, *controls.values(), knob_name, values], api_visibility="private")
+                outputs=[card, style, *style_outputs, *controls.values(), knob_name, values], api_visibility="private")
     knob_name.input(sweep_for, inputs=[knob_name, model, *knob_inputs, *new_knob_inputs], outputs=values,
                     api_visibility="private")
 
