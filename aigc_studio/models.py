@@ -39,8 +39,8 @@ def out_of_memory_errors() -> tuple[type[BaseException], ...]:
 
     A function, so that `except out_of_memory_errors():` looks torch up only when an
     exception is raised: importing the studio does not import torch (seconds at start-up)."""
-    torch = sys.modules.get("torch")
-    return (MemoryError, torch.OutOfMemoryError) if torch is not None else (MemoryError,)
+    cuda_error = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)  # None until torch has loaded
+    return (MemoryError, cuda_error) if cuda_error is not None else (MemoryError,)
 
 
 def pick_device(preference: str = "auto") -> str:
@@ -95,11 +95,12 @@ def apply_threads(threads: int) -> None:
     Before torch is imported this goes through OMP_NUM_THREADS and OMP_WAIT_POLICY,
     which torch's OpenMP reads once at import (so start-up need not import torch);
     afterwards through torch.set_num_threads."""
-    torch = sys.modules.get("torch")
-    if torch is None:
+    if "torch" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep instead of spinning on busy cores
     else:
+        import torch  # waits for an import another thread may have under way
+
         torch.set_num_threads(threads)
 
 
@@ -270,7 +271,9 @@ def free_memory() -> None:
     """Collect garbage now and hand cached accelerator memory back (after unloading,
     or after an out-of-memory error)."""
     gc.collect()
-    torch = sys.modules.get("torch")  # nothing to hand back if torch never ran
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    # nothing to hand back if torch never ran; another thread may be importing it right
+    # now (the module is listed before it is complete), so look for what is needed
+    cuda = getattr(sys.modules.get("torch"), "cuda", None)
+    if cuda is not None and cuda.is_available():
+        cuda.empty_cache()
 

@@ -299,3 +299,14 @@ def test_studio_uses_cpu_fp32_and_the_memory_budget(studio):
 
 def test_free_memory_runs_without_cuda(cpu_only):
     models_module.free_memory()  # must not touch CUDA when there is none
+
+
+def test_memory_helpers_bear_a_torch_still_being_imported(monkeypatch):
+    """The page's first load imports torch in one thread while a request may free memory
+    in another: torch is then listed in sys.modules before it has its attributes."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # listed, not yet complete
+    models_module.free_memory()
+    assert models_module.out_of_memory_errors() == (MemoryError,)
