@@ -242,15 +242,21 @@ class SweepDropdown(KnobDropdown):
     """The "knob to sweep" picker: shows the chosen model's knobs by their names for
     people, accepts any sweepable knob of the modality (the handler checks the model)."""
 
-    sweepable: tuple = ()
+    # Gradio rebuilds a component from its constructor arguments when an event updates it
+    # (here: the model changed), which drops attributes set after construction; so the
+    # check uses every modality's sweepable knobs, and the handler checks the model's own.
+    sweepable: tuple = ("none", *dict.fromkeys(name for kind in (knobs.TextParams, knobs.ImageParams, knobs.AudioParams)
+                                                for name in knobs.sweepable(kind)))  # "none": a grid's absent Y axis
+    knob_name = "knob_name"
 
     @classmethod
     def get_block_name(cls) -> str:
         return "dropdown"
 
     def preprocess(self, payload):
-        if payload not in self.sweepable:
-            raise user_error(f"knob_name: must be one of {', '.join(self.sweepable)}, got {shown(payload)}")
+        allowed = dict.fromkeys((*self.sweepable, *SweepDropdown.sweepable))  # the instance's, when it still has them
+        if payload not in allowed:
+            raise user_error(f"{self.knob_name}: must be one of {', '.join(allowed)}, got {shown(payload)}")
         return payload
 
 
@@ -267,7 +273,6 @@ def variant_controls(params_type: type, used, extra_modes: tuple[str, ...] = (),
         values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)", visible=False)
     # API users see these names in error messages: they are the endpoints' keywords.
     mode.knob_name, count.knob_name, knob_name.knob_name = "mode", "count", "knob_name"
-    knob_name.sweepable = tuple(knobs.sweepable(params_type))
     mode.change(lambda m: (gr.update(visible=m == SEEDS), gr.update(visible=m == SWEEP), gr.update(visible=m == SWEEP)),
                 mode, [count, knob_name, values], api_visibility="private", queue=False)
     return mode, count, knob_name, values
