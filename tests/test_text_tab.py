@@ -101,6 +101,16 @@ def test_tokens_without_a_probability_get_their_own_colour():
     assert text_tab.UNKNOWN in text_tab.COLOR_MAP
 
 
+def test_the_legend_lists_unknown_and_difference_only_when_a_token_has_them():
+    bins = [label for _, label in text_tab.PROBABILITY_BINS]
+    sure = text_tab.highlighted([token("The", 0.95), token(" sea", 0.05)])
+    assert list(text_tab.legend_colors(sure)) == bins  # every bin, always: a stable legend
+    remote = text_tab.highlighted([token("The", 0.95), token(" sea", float("nan"))])
+    assert list(text_tab.legend_colors(remote)) == [*bins, text_tab.UNKNOWN]
+    columns = text_tab.highlighted([token("The", 0.95), token(" sea", 0.6)], diverge_at=1)
+    assert list(text_tab.legend_colors(columns)) == [*bins, text_tab.DIVERGES]
+
+
 def test_coming_back_to_the_text_tab_lists_models_added_meanwhile(studio):
     """A model tuned in the Tune tab joins the catalog while the page is open; selecting
     the Text tab refreshes the model picker's choices."""

@@ -568,8 +568,11 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
         return tuple(files + [None] * (MAX_PLAYERS - len(files)))
 
 
-ENDPOINTS = (generate_text, compare_text, explain_next_token, perplexity, generate_image, compare_image,
-             image_grid, generate_audio, compare_audio)
+# Endpoint -> its concurrency group. A tab's button and its public endpoint share the
+# group, so AIGC_CONCURRENCY bounds the generations of a modality however they arrive.
+ENDPOINTS = {generate_text: "text", compare_text: "text", explain_next_token: "text", perplexity: "text",
+             generate_image: "image", compare_image: "image", image_grid: "image",
+             generate_audio: "audio", compare_audio: "audio"}
 
 
 def register(studio_: Studio) -> None:
@@ -577,6 +580,6 @@ def register(studio_: Studio) -> None:
     private events of the same names then get suffixed names, these keep the public ones."""
     global _studio
     _studio = studio_
-    for fn in ENDPOINTS:
-        gr.api(fn, api_name=fn.__name__)
+    for fn, group in ENDPOINTS.items():
+        gr.api(fn, api_name=fn.__name__, concurrency_id=group)
     gr.api(fine_tune_text, api_name="fine_tune_text", concurrency_id="tune", concurrency_limit=1)  # one at a time, beside the rest

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from aigc_studio import storage
 from aigc_studio.studio import Studio
 from aigc_studio.ui import api, audio_tab, image_tab, text_tab, tune_tab
 from aigc_studio.ui.widgets import Sessions
@@ -60,12 +63,21 @@ def busy_handler(queue_size: int):
     return handle
 
 
+def start_pruning(settings) -> None:
+    """Prune the output folder and Gradio's upload cache by age and size while the server runs."""
+    storage.start_janitor([
+        storage.Budget(settings.output_dir, settings.keep_hours, settings.max_output_mb),
+        storage.Budget(Path(gr.utils.get_upload_folder()), settings.keep_hours, settings.max_cache_mb),
+    ])
+
+
 def launch(demo: gr.Blocks, studio: Studio, **kwargs):
     """Queue with the configured limits and serve; GRADIO_SERVER_NAME/PORT apply.
 
     At most settings.queue_size requests wait (AIGC_QUEUE_SIZE; one more is refused
-    at once with a "busy, try again" message) and each event runs at most
-    settings.concurrency generations at a time (AIGC_CONCURRENCY). Uploads above
+    at once with a "busy, try again" message) and each modality runs at most
+    settings.concurrency generations at a time (AIGC_CONCURRENCY): a tab's buttons and
+    the public endpoints of that modality share one concurrency group. Uploads above
     MAX_UPLOAD are refused; only files under the output folder are served.
     The MCP server (tools built from ui/api.py) is served at /gradio_api/mcp/ unless
     settings.mcp is off (AIGC_MCP=0). With settings.openai_api (AIGC_OPENAI_API=1) the
@@ -73,6 +85,7 @@ def launch(demo: gr.Blocks, studio: Studio, **kwargs):
     Returns what gr.Blocks.launch returns (with prevent_thread_lock=True, it does not block).
     """
     settings = studio.settings
+    start_pruning(settings)
     kwargs.setdefault("mcp_server", settings.mcp)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     app_kwargs = {"exception_handlers": {HTTPException: busy_handler(settings.queue_size)}}

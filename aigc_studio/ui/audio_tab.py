@@ -200,7 +200,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
                 api_visibility="private").then(
         generate_audio, inputs=[prompt, *first_inputs, model, *later_inputs], outputs=audio,
-        api_visibility="private")  # public: ui/api.py
+        api_visibility="private", concurrency_id="audio")  # public: ui/api.py
     run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
@@ -211,11 +211,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
     labelled.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing = labelled.success(compare_audio,
                                  inputs=[prompt, mode, count, knob_name, values, *first_inputs, model, *later_inputs],
-                                 outputs=players, api_visibility="private")
+                                 outputs=players, api_visibility="private",
+                                 concurrency_id="audio")
     comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
-    comparing.then(label_from_recipes, outputs=players, api_visibility="private")
+    comparing.then(label_from_recipes, outputs=players, api_visibility="private",
+                                 concurrency_id="audio")
     comparing.then(show_views, outputs=views, api_visibility="private")
     upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, file_format], api_name="restore_audio_recipe")
     model.input(use_model, [model, knob_name], [card, *controls.values(), *groups.values(), knob_name, values],

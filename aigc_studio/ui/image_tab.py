@@ -6,12 +6,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-from pathlib import Path
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from aigc_studio import storage
 from aigc_studio.params import ImageParams, parse_values
 from aigc_studio.studio import (
     RECIPE_KEY, GenerationStopped, NotKept, Result, Studio, UnknownModelError, read_recipe,
@@ -92,16 +90,7 @@ def trajectory_strip(pictures: list[Image.Image]) -> Image.Image:
     return strip
 
 
-def start_pruning(settings) -> None:
-    """Prune the output folder and Gradio's cache by age and size while the server runs."""
-    storage.start_janitor([
-        storage.Budget(settings.output_dir, settings.keep_hours, settings.max_output_mb),
-        storage.Budget(Path(gr.utils.get_upload_folder()), settings.keep_hours, settings.max_cache_mb),
-    ])
-
-
 def build(studio: Studio, sessions: Sessions) -> None:
-    start_pruning(studio.settings)
     try:
         spec = studio.model_spec("image")
         header, default_id, defaults = model_card(spec), spec.id, spec.defaults
@@ -317,7 +306,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
                 api_visibility="private").then(
-        generate_image, inputs=[prompt, model, *knob_inputs], outputs=image, api_visibility="private")  # public: ui/api.py
+        generate_image, inputs=[prompt, model, *knob_inputs], outputs=image, api_visibility="private",
+        concurrency_id="image")  # public: ui/api.py
     run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.then(show_batch, outputs=batch, api_visibility="private")
@@ -326,13 +316,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
     comparing = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
         compare_image, inputs=[prompt, mode, count, knob_name, values, model, *knob_inputs], outputs=gallery,
-        api_visibility="private")
+        api_visibility="private", concurrency_id="image")
     comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
     gridding = make_grid.click(lambda: busy(), outputs=make_grid, queue=False, api_visibility="private").then(
         image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, model, *knob_inputs],
-        outputs=[grid_image, grid_gallery], api_visibility="private")
+        outputs=[grid_image, grid_gallery], api_visibility="private", concurrency_id="image")
     gridding.then(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
     gridding.failure(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
     # The stop event ends a running generation at its next step; cancels also drops

@@ -35,7 +35,7 @@ DIVERGES = "first difference"
 UNKNOWN = "p unknown"  # a remote server that sends no probabilities
 COLOR_MAP = {"p ≥ 0.9": "#d1fae5", "p 0.5–0.9": "#fef3c7", "p 0.1–0.5": "#fed7aa", "p < 0.1": "#fca5a5",
              UNKNOWN: "#e5e7eb", DIVERGES: "#818cf8"}
-ANSWER_COLORS = {label: color for label, color in COLOR_MAP.items() if label != DIVERGES}  # one answer: no difference
+SOMETIMES = (UNKNOWN, DIVERGES)  # legend entries shown only when some token has them
 
 
 # ----- pure helpers: studio objects -> what the components show (tested without a browser) -----
@@ -64,6 +64,13 @@ def highlighted(tokens: list[dict], diverge_at: int | None = None) -> list[tuple
         text = token["text"] or ("⟨end⟩" if token["special"] else "")
         out.append((text, DIVERGES if index == diverge_at else probability_label(token["p"])))
     return out
+
+
+def legend_colors(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """The colour map for highlighted pairs: every probability bin (a stable legend),
+    "p unknown" and "first difference" only when a token is in them."""
+    used = {category for _, category in pairs}
+    return {label: color for label, color in COLOR_MAP.items() if label not in SOMETIMES or label in used}
 
 
 def alternatives_markdown(tokens: list[dict], index: int) -> str:
@@ -180,7 +187,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 error_box("text-generate")
                 answer = gr.Textbox("", label="Answer", lines=8, buttons=["copy"], elem_id="text-answer")
                 coloured = gr.HighlightedText(label="Answer tokens, coloured by the model's probability (select one to see its alternatives)",
-                                              color_map=ANSWER_COLORS, show_legend=True, show_inline_category=False,
+                                              color_map=legend_colors([]), show_legend=True, show_inline_category=False,
                                               elem_id="text-tokens")
                 alternatives = gr.Markdown(elem_id="text-alternatives")
                 recipe, recipe_raw = recipe_view()
@@ -212,7 +219,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             with gr.Row():
                 columns = [gr.Textbox(label=f"Variant {i + 1}", lines=8, elem_id=f"text-variant-{i}") for i in range(MAX_COLUMNS)]
             with gr.Row():
-                column_tokens = [gr.HighlightedText(label=f"Variant {i + 1} tokens", color_map=COLOR_MAP, show_legend=i == 0,
+                column_tokens = [gr.HighlightedText(label=f"Variant {i + 1} tokens", color_map=legend_colors([]), show_legend=i == 0,
                                                     show_inline_category=False, elem_id=f"text-variant-tokens-{i}")
                                  for i in range(MAX_COLUMNS)]
             # the figures are in each column's label; API users get them as numbers
@@ -259,7 +266,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, min_p=min_p, typical_p=typical_p,
                 no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
                 system_prompt=system_prompt, prompt_mode=prompt_mode))
+            told = ""
             for update in studio.text_stream(prompt, chosen, model, stop=sessions.fresh_stop(request)):
+                if update.status.startswith("Note:") and update.status != told:
+                    # e.g. a server that refused logprobs: said once, beside the answer that streams on
+                    told = update.status
+                    gr.Warning(update.status)
                 state = None
                 if update.result is not None:
                     sessions.keep_recipes(request, [update.result.recipe])
@@ -321,7 +333,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             return round(value, 3)
 
     def show_tokens(state):
-        return highlighted(state["tokens"]) if state else None
+        pairs = highlighted(state["tokens"]) if state else []
+        return gr.update(value=pairs or None, color_map=legend_colors(pairs))
 
     def select_token(state, evt: gr.SelectData):
         if not state or evt.index is None:
@@ -332,9 +345,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def show_columns(state):
         if not state:
             return [gr.update(value=None, visible=False)] * MAX_COLUMNS
-        shown_columns = [gr.update(value=highlighted(tokens, state["diverge_at"]), visible=True,
-                                   label=column_label(label, tokens, rate))
-                         for label, tokens, rate in zip(state["labels"], state["columns"], state["rates"])]
+        columns = [highlighted(tokens, state["diverge_at"]) for tokens in state["columns"]]
+        every_pair = [pair for pairs in columns for pair in pairs]  # one legend (on the first column) for all
+        shown_columns = [gr.update(value=pairs, visible=True, label=column_label(label, tokens, rate),
+                                   color_map=legend_colors(every_pair))
+                         for pairs, label, tokens, rate in zip(columns, state["labels"], state["columns"],
+                                                               state["rates"])]
         return shown_columns + [gr.update(value=None, visible=False)] * (MAX_COLUMNS - len(shown_columns))
 
     def apply_style(name, model):
@@ -375,12 +391,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
     controls = {name: component for name, component in zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_inputs + new_knob_inputs)}
     explain_inputs = [prompt, answer, position, *explain_knob_inputs, top_n, model, answer_state]
 
-    explain.click(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")  # public: ui/api.py
+    explain.click(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private",
+                  concurrency_id="text")  # public: ui/api.py
     # Generate shows "Running…" and waits while a run is in flight (Stop ends it)
     run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
                 api_visibility="private").then(
         generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs], outputs=[answer, answer_state],
-        api_visibility="private")
+        api_visibility="private", concurrency_id="text")
     run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
@@ -409,7 +426,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
         outputs=columns, api_visibility="private")
     comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
                                                        *new_knob_inputs],
-                                 outputs=[*columns, compare_state, compare_numbers], api_visibility="private")
+                                 outputs=[*columns, compare_state, compare_numbers], api_visibility="private",
+                                 concurrency_id="text")
     labelled.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
@@ -417,6 +435,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     comparing.then(label_from_recipes, outputs=columns, api_visibility="private")
     comparing.then(show_columns, inputs=compare_state, outputs=column_tokens, api_visibility="private")
 
-    score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_visibility="private")
+    score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_visibility="private",
+                concurrency_id="text")
     stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private").then(
         lambda: (ready(), ready("Compare")), outputs=[generate, compare], queue=False, api_visibility="private")
