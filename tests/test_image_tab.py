@@ -87,3 +87,25 @@ def test_batch_size_makes_consecutive_seeds_and_returns_the_first(client):
     assert np.abs(pixels(first).astype(int) - pixels(alone).astype(int)).max() <= 1
     again = client.predict(prompt="a red square", steps=5, seed=40, batch_size=3, api_name="/generate_image")
     assert np.array_equal(pixels(first), pixels(again))  # the same recipe, batch size included: identical
+
+
+def test_every_handler_that_asks_for_the_session_gets_it(studio):
+    """Gradio passes gr.Request (and gr.Progress) only to positional parameters before any
+    *args: one declared after *knob_values stays None, and the Image tab then kept every
+    browser's trajectory, recipes and Stop under one shared "api" session."""
+    import inspect
+
+    import gradio as gr
+    from gradio.helpers import special_args
+
+    from aigc_studio.ui import build_demo
+
+    demo = build_demo(studio())
+    asking = [block_fn.fn for block_fn in demo.fns.values() if block_fn.fn is not None
+              and any(p.annotation in (gr.Request, "gr.Request", "gr.Request | None")
+                      for p in inspect.signature(block_fn.fn).parameters.values())]
+    assert len(asking) >= 10  # every tab's generations and the views that follow them
+    marker = object()
+    for fn in asking:
+        inputs, *_ = special_args(fn, inputs=[], request=marker)
+        assert marker in inputs, f"{fn.__qualname__} never gets the request"

@@ -36,8 +36,6 @@ def visible_labels_over(page: Page, container: str) -> list[str]:
 
 # ----- (1) the trajectory strip and the output pane ---------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason="issue 14, open: seen failing in the last browser run of the session that built it "
-                                        "(not yet diagnosed); must pass before issue 14 is resolved")
 def test_trajectory_strip_is_tall_with_no_label_over_the_images(page):
     open_tab(page, "Image")
     page.locator("#image-prompt textarea").fill("a green square")
@@ -58,8 +56,6 @@ def test_trajectory_strip_is_tall_with_no_label_over_the_images(page):
 
 # ----- (2) errors stay beside what caused them; (5) one rule for out-of-range numbers ----------
 
-@pytest.mark.xfail(strict=False, reason="issue 14, open: seen failing in the last browser run of the session that built it "
-                                        "(not yet diagnosed); must pass before issue 14 is resolved")
 @pytest.mark.parametrize("tab, field, typed, message", [
     ("Image", "steps", "100000", "steps: must be a number in [1, 150], got 100000"),
     ("Image", "guidance", "-5", "guidance: must be a number in [0.0, 20.0], got -5"),

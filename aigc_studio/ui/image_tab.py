@@ -170,7 +170,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def image_params(model, knob_values, **overrides) -> ImageParams:
         return studio.params("image", model, **{**dict(zip(ALL_KNOBS, knob_values)), **overrides})
 
-    def generate_image(prompt, model, *knob_values, request: gr.Request = None, progress=gr.Progress()):
+    # request and progress come first: Gradio fills these special arguments only among the
+    # positional parameters before *knob_values (after it they would stay None: no session).
+    def generate_image(request: gr.Request, progress=gr.Progress(), prompt="", model=None, *knob_values):
         """One image for prompt: streams a few denoising previews, then the PNG (with its
         recipe embedded). With batch_size > 1 the Batch gallery shows them all."""
         with user_errors():
@@ -205,8 +207,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             except GenerationStopped as stopped:
                 gr.Info(f"Stopped ({stopped}).")
 
-    def compare_image(prompt, mode, count, knob_name, values, model, *knob_values, request: gr.Request = None,
-                      progress=gr.Progress()):
+    def compare_image(request: gr.Request, progress=gr.Progress(), prompt="", mode=None, count=None, knob_name=None,
+                      values=None, model=None, *knob_values):
         """2-4 labelled variants (seed variants share one batched call); a gallery of PNGs."""
         with user_errors():
             base = image_params(model, knob_values, batch_size=1)
@@ -221,8 +223,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             sessions.keep_recipes(request, [r.recipe for r in results])
             return list(zip(keep_pictures(studio.save, results), [r.label for r in results]))
 
-    def image_grid(prompt, x_knob, x_values, y_knob, y_values, model, *knob_values, request: gr.Request = None,
-                   progress=gr.Progress()):
+    def image_grid(request: gr.Request, progress=gr.Progress(), prompt="", x_knob=None, x_values=None, y_knob=None,
+                   y_values=None, model=None, *knob_values):
         """An X/Y grid over one or two knobs (seed fixed unless it is an axis).
         Returns the labelled grid PNG and a gallery of every cell."""
         with user_errors():
