@@ -77,8 +77,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 with gr.Accordion("Output", open=False):
                     controls["gain_db"] = control(AudioParams, "gain_db", elem_id="audio-gain_db")
                     file_format = KnobDropdown(list(FILE_FORMATS), value="wav", label="file format",
-                                               info="FLAC is lossless and smaller; both carry the recipe.")
-                    file_format.knob_name = "file_format"
+                                               info="FLAC is lossless and smaller; both carry the recipe.",
+                                               knob_name="file_format")
                 upload = gr.File(label="Load a studio WAV/FLAC to restore its recipe", file_types=[".wav", ".flac"],
                                  elem_id="audio-upload")
         with gr.Accordion("Side by side: 2-4 variants of one text, loudness-matched", open=False):

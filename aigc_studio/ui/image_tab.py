@@ -151,13 +151,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
             axes = grid_axes(used)
             with gr.Row():
                 x_knob = SweepDropdown(knob_choices_for(axes), value="steps" if "steps" in axes else axes[0],
-                                       label="X knob", info="The knob that varies across columns.")
+                                       label="X knob", info="The knob that varies across columns.", knob_name="x_knob")
                 x_values = gr.Textbox(value="4, 8, 16, 32", label="X values (1-6, comma-separated)")
                 y_knob = SweepDropdown([("none", "none"), *knob_choices_for(axes)],
                                        value="guidance" if "guidance" in axes else "none",
-                                       label="Y knob", info="The knob that varies down rows (none: one row).")
+                                       label="Y knob", info="The knob that varies down rows (none: one row).",
+                                       knob_name="y_knob")
                 y_values = gr.Textbox(value="1, 3, 7", label="Y values")
-            x_knob.knob_name, y_knob.knob_name = "x_knob", "y_knob"  # errors name the fields
             x_knob.sweepable, y_knob.sweepable = tuple(grid_axes(ALL_KNOBS)), ("none", *grid_axes(ALL_KNOBS))
             make_grid = gr.Button("Make grid", elem_id="image-grid-button")
             error_box("image-grid-button")

@@ -37,16 +37,33 @@ def shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def own_init(parent: type, component, *args, **kwargs) -> None:
+    """Run `parent`'s own __init__ body on component.
+
+    Gradio rebuilds a component from its constructor arguments whenever an event updates
+    it (a model change updates a knob's range) and keeps the new object for the session;
+    inside an event it runs only the outermost __init__ of the class. So a knob's name
+    and range are constructor arguments (attributes set later would be lost), and the
+    Knob* classes call their Gradio parent's body directly (it sets choices, bounds...)."""
+    parent.__init__.__wrapped__(component, *args, **kwargs)
+
+
 class KnobSlider(gr.Slider):
     """A slider whose range errors name the knob (Gradio's own say only "Value 0 is
-    less than minimum value 0.25"), and that refuses non-numbers with a message."""
+    less than minimum value 0.25"), and that refuses non-numbers with a message.
+    knob_range: the knob's own range; the slider may show a model's narrower one."""
 
-    knob_name = "value"  # set after construction: Gradio reads props from Slider's own signature
-    knob_range: tuple | None = None  # the knob's own range; the slider may show a model's narrower one
+    def __init__(self, minimum: float = 0, maximum: float = 100, value=None, *, knob_name: str = "value",
+                 knob_range: tuple | None = None, **kwargs):
+        self.knob_name, self.knob_range = knob_name, knob_range
+        own_init(gr.Slider, self, minimum, maximum, value=value, **kwargs)
 
     @classmethod
     def get_block_name(cls) -> str:
         return "slider"  # the browser renders it as a plain slider
+
+    def get_config(self, cls=None):
+        return super().get_config(cls or gr.Slider)  # the browser gets a Slider's props
 
     def preprocess(self, payload):
         low, high = self.knob_range or (self.minimum, self.maximum)
@@ -73,21 +90,42 @@ class _NamesItsKnob:
 
 
 class KnobDropdown(_NamesItsKnob, gr.Dropdown):
+    def __init__(self, choices=None, *, knob_name: str = "value", **kwargs):
+        self.knob_name = knob_name
+        own_init(gr.Dropdown, self, choices, **kwargs)
+
     @classmethod
     def get_block_name(cls) -> str:
         return "dropdown"
 
+    def get_config(self, cls=None):
+        return super().get_config(cls or gr.Dropdown)
+
 
 class KnobRadio(_NamesItsKnob, gr.Radio):
+    def __init__(self, choices=None, *, knob_name: str = "value", **kwargs):
+        self.knob_name = knob_name
+        own_init(gr.Radio, self, choices, **kwargs)
+
     @classmethod
     def get_block_name(cls) -> str:
         return "radio"
 
+    def get_config(self, cls=None):
+        return super().get_config(cls or gr.Radio)
+
 
 class KnobNumber(_NamesItsKnob, gr.Number):
+    def __init__(self, value=None, *, knob_name: str = "value", **kwargs):
+        self.knob_name = knob_name
+        own_init(gr.Number, self, value, **kwargs)
+
     @classmethod
     def get_block_name(cls) -> str:
         return "number"
+
+    def get_config(self, cls=None):
+        return super().get_config(cls or gr.Number)
 
     def preprocess(self, payload):
         # Gradio's Number compares the payload with its bounds as is: text or NaN
@@ -108,8 +146,7 @@ def model_dropdown(choices: list[str], value: str | None, **kwargs) -> KnobDropd
     """The model picker: an id outside the catalog (a path, a Hub repo) is refused
     before any handler runs, with a message naming the `model` field."""
     kwargs.setdefault("info", "Which model generates: loaded on first use, then kept while memory allows.")
-    dropdown = KnobDropdown(choices, value=value, label="model", **kwargs)
-    dropdown.knob_name = "model"
+    dropdown = KnobDropdown(choices, value=value, label="model", knob_name="model", **kwargs)
     return dropdown
 
 
@@ -166,24 +203,19 @@ def control(params_type: type, name: str, value=None, choices=None, **kwargs) ->
     if isinstance(meta["default"], bool):
         return gr.Checkbox(value=default, label=label, info=info, **kwargs)
     if meta["choices"]:
-        dropdown = KnobDropdown(knob_choices(choices or meta["choices"]), value=default, label=label, info=info,
-                                **kwargs)
-        dropdown.knob_name = name
-        return dropdown
+        return KnobDropdown(knob_choices(choices or meta["choices"]), value=default, label=label, info=info,
+                            knob_name=name, **kwargs)
     if isinstance(meta["default"], str):
         return gr.Textbox(value=default, label=label, info=info, **kwargs)
     if name == "seed":
-        number = KnobNumber(value=default, label=label, info=info, precision=0,
-                            minimum=meta["low"], maximum=meta["high"], **kwargs)
-        number.knob_name = name
-        return number
+        return KnobNumber(value=default, label=label, info=info, precision=0,
+                          minimum=meta["low"], maximum=meta["high"], knob_name=name, **kwargs)
     step = 1 if isinstance(meta["default"], int) else 0.01
     if name in ("width", "height"):
         step = 8
     low, high = suggested_range(name, meta, value)
-    slider = KnobSlider(low, high, value=default, step=step, label=label, info=info, **kwargs)
-    slider.knob_name, slider.knob_range = name, (meta["low"], meta["high"])
-    return slider
+    return KnobSlider(low, high, value=default, step=step, label=label, info=info, knob_name=name,
+                      knob_range=(meta["low"], meta["high"]), **kwargs)
 
 
 def knob_updates(studio: Studio, modality: str, model: str | None, controls: dict) -> list:
@@ -267,12 +299,12 @@ def variant_controls(params_type: type, used, extra_modes: tuple[str, ...] = (),
     values in sweep mode."""
     names = sweep_names(params_type, used)
     with gr.Row():
-        mode = KnobRadio([SEEDS, SWEEP, *extra_modes], value=SEEDS, label="Variants", info=info)
-        count = KnobSlider(2, 4, value=3, step=1, label="How many (seeds)")
-        knob_name = SweepDropdown(knob_choices_for(names), value=names[0], label="Knob to sweep", visible=False)
+        # API users see these names in error messages: they are the endpoints' keywords.
+        mode = KnobRadio([SEEDS, SWEEP, *extra_modes], value=SEEDS, label="Variants", info=info, knob_name="mode")
+        count = KnobSlider(2, 4, value=3, step=1, label="How many (seeds)", knob_name="count")
+        knob_name = SweepDropdown(knob_choices_for(names), value=names[0], label="Knob to sweep", visible=False,
+                                  knob_name="knob_name")
         values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)", visible=False)
-    # API users see these names in error messages: they are the endpoints' keywords.
-    mode.knob_name, count.knob_name, knob_name.knob_name = "mode", "count", "knob_name"
     mode.change(lambda m: (gr.update(visible=m == SEEDS), gr.update(visible=m == SWEEP), gr.update(visible=m == SWEEP)),
                 mode, [count, knob_name, values], api_visibility="private", queue=False)
     return mode, count, knob_name, values
