@@ -1,7 +1,7 @@
 """Results and their recipes: everything needed to make the same output again.
 
 A recipe travels inside the files the studio writes (a PNG text chunk, the
-comment field of WAV/FLAC), so a kept result can be reloaded and reproduced.
+comment field of WAV/FLAC, the comment of a latent walk's GIF or the XMP of its WebP), so a kept result can be reloaded and reproduced.
 """
 
 from __future__ import annotations
@@ -176,13 +176,16 @@ def save_grid(picture: Image.Image, cells: list[Recipe], folder: Path) -> Path:
 
 
 def read_recipe(path: str | Path) -> Recipe:
-    """The recipe embedded in a studio PNG, WAV/FLAC or text JSON file. A file
-    that is damaged, truncated, too big or nested too deep gets a ValueError saying so."""
+    """The recipe embedded in a studio PNG, WAV/FLAC, text JSON or latent-walk GIF/WebP
+    file. A file that is damaged, truncated, too big or nested too deep gets a ValueError
+    saying so."""
     path = Path(path)
     suffix = path.suffix.lower()
-    readers = {".png": _png_recipe, ".wav": _audio_recipe, ".flac": _audio_recipe, ".json": _json_recipe}
+    readers = {".png": _png_recipe, ".wav": _audio_recipe, ".flac": _audio_recipe, ".json": _json_recipe,
+               ".gif": _animation_recipe, ".webp": _animation_recipe}
     if suffix not in readers:
-        raise ValueError(f"recipe file: must be a .png, .wav, .flac or .json made by the studio, got {suffix or 'no extension'}")
+        raise ValueError(f"recipe file: must be a .png, .wav, .flac, .json, .gif or .webp made by the studio, "
+                         f"got {suffix or 'no extension'}")
     try:
         text = readers[suffix](path)
     except (OSError, soundfile.LibsndfileError, UnicodeDecodeError) as error:
@@ -211,6 +214,29 @@ def _png_recipe(path: Path) -> str | None:
         message = str(error)
         raise ValueError(message if message.startswith("recipe") else f"recipe file: {message}") from None
     return str(text) if text is not None else None
+
+
+def _animation_recipe(path: Path) -> str | None:
+    """A latent walk's recipe: the GIF comment or the WebP XMP that grid.animate writes."""
+    expected = "GIF" if path.suffix.lower() == ".gif" else "WEBP"
+    try:
+        with Image.open(path) as image:
+            if image.format != expected:
+                raise ValueError(f"recipe file: not a {expected} image (it is {image.format or 'unknown'})")
+            data = image.info.get("comment" if expected == "GIF" else "xmp")
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"recipe file: image too large ({error})") from None
+    except (SyntaxError, EOFError, struct.error) as error:
+        raise ValueError(f"recipe file: the {expected} is damaged or truncated ({error})") from None
+    if expected == "GIF":
+        # the comment comes before the frames, so a cut file still has it: a whole GIF ends in its trailer byte
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b";":
+                raise ValueError("recipe file: the GIF is truncated (no trailer)")
+    if data is not None and len(data) > MAX_RECIPE_CHARS * 4:  # UTF-8: at most 4 bytes a character
+        raise ValueError(f"recipe file: its recipe is {len(data):,} bytes, above the limit")
+    return data.decode("utf-8") if isinstance(data, bytes) else data
 
 
 def _audio_recipe(path: Path) -> str | None:

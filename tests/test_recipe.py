@@ -319,3 +319,24 @@ def test_a_file_renamed_to_png_names_its_real_format(tmp_path):
     make_result("image").output.save(path, format="JPEG")
     with pytest.raises(ValueError, match="not a PNG image .*JPEG"):
         read_recipe(path)
+
+
+@pytest.mark.parametrize("image_format", ["GIF", "WEBP"])
+def test_a_latent_walk_animation_carries_a_readable_recipe(tmp_path, image_format):
+    """Studio.latent_walk writes its recipe in the GIF comment or the WebP XMP (grid.animate)."""
+    from aigc_studio import grid
+
+    walk = make_recipe("image")
+    walk.params.update(walk_to_seed=9, walk_frames=3)
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "green", "blue")]
+    path = tmp_path / f"walk.{image_format.lower()}"
+    path.write_bytes(grid.animate(frames, walk.to_json(), image_format=image_format))
+    assert read_recipe(path) == walk
+    if image_format == "GIF":
+        path.write_bytes(path.read_bytes()[:-40])  # cut: the comment survives, the last frame does not
+        with pytest.raises(ValueError, match="recipe file: the GIF is truncated"):
+            read_recipe(path)
+    plain = tmp_path / f"plain.{image_format.lower()}"
+    frames[0].save(plain, format=image_format)
+    with pytest.raises(ValueError, match="recipe file: carries no studio recipe"):
+        read_recipe(plain)
