@@ -133,17 +133,21 @@ class AudioParams:
 
 @dataclass
 class TuneParams:
-    """Knobs of a LoRA fine-tune (aigc_studio/tune.py). The defaults finish a ~20 kB text on the
-    embedded SmolLM2-135M in a few minutes on a 2-core CPU."""
+    """Knobs of a fine-tune (aigc_studio/tune.py): LoRA by default, or full fine-tuning of a small
+    model. The defaults finish a ~20 kB text on the embedded SmolLM2-135M in a few minutes on a
+    2-core CPU. rank and alpha apply to LoRA only."""
 
     rank: int = knob(8, 1, 256, "LoRA rank r: the size of the low-rank update per weight matrix (more = more capacity, more memory).")
     alpha: int = knob(16, 1, 1024, "LoRA alpha: the update is scaled by alpha / rank.")
-    learning_rate: float = knob(1e-3, 1e-6, 1e-1, "AdamW step size for the adapter weights.")
+    learning_rate: float = knob(1e-3, 1e-6, 1e-1, "AdamW step size (LoRA: around 1e-3; full fine-tuning wants far less, around 3e-5).")
     steps: int = knob(20, 1, 5000, "Optimizer steps; each reads batch_size blocks of sequence_length tokens.")
     batch_size: int = knob(4, 1, 64, "Blocks of text per step.")
     sequence_length: int = knob(128, 8, 2048, "Tokens per block (the text is cut into blocks of this length).")
     seed: int = knob(0, -1, MAX_SEED, "Random seed of the split, the adapter's start and the batches; -1 draws one (the recipe records it).")
     eval_every: int = knob(10, 1, 5000, "Measure the held-out perplexity every this many steps (and at the start and end).")
+    method: str = knob("lora", help="lora trains small low-rank matrices beside the weights (saved: ~1 MB); full trains "
+                                    "every weight (saved: the whole model in fp32, ~540 MB for SmolLM2-135M; small "
+                                    "models only, see tune.FULL_MAX_PARAMETERS).", choices=("lora", "full"))
 
 
 Params = TypeVar("Params", TextParams, ImageParams, AudioParams, TuneParams)

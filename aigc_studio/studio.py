@@ -120,6 +120,7 @@ class Studio:
         apply_threads(self.threads)
         self.models = ModelManager(int(self.settings.memory_budget_gb * 2**30))
         self._global_rng_lock = threading.Lock()
+        self._restore_adapters()
 
     # ----- settings and models -------------------------------------------------
     @functools.cached_property
@@ -355,10 +356,12 @@ class Studio:
     def fine_tune(self, text: str, model: str | None = None, params: knobs.TuneParams | None = None,
                   name: str = "tuned", on_progress: Callable | None = None, stop: threading.Event | None = None,
                   files: list | None = None):
-        """LoRA-tune a text model on text (and .txt/.md files) and add it to the catalog as
-        `<base>+<name>` (source "adapter", runs on torch). Returns a tune.TuneResult with the
-        held-out perplexity before and after; on_progress gets tune.TuneProgress reports;
-        setting stop ends training and keeps the adapter of the last finished step."""
+        """Fine-tune a text model on text (and .txt/.md files): LoRA, or every weight with
+        params.method "full" (refused, naming `method`, when the model is too big for the memory
+        budget: tune.check_full_fits). The result joins the catalog as `<base>+<name>` (source
+        "adapter", runs on torch). Returns a tune.TuneResult with the held-out perplexity before
+        and after; on_progress gets tune.TuneProgress reports; setting stop ends training and
+        keeps the weights of the last finished step."""
         import torch
 
         from aigc_studio import tune
@@ -371,22 +374,38 @@ class Studio:
         data_text = tune.read_texts(text, files)
         base = text_engine().load(spec, self.device, torch.float32, self.settings.cache_dir, log.info, "torch",
                                   self.threads)  # a fresh copy: training changes it
+        if chosen.method == "full":
+            tune.check_full_fits(sum(p.numel() for p in base.model.parameters()),
+                                 int(self.settings.memory_budget_gb * 2**30))
         data = tune.split(data_text, base.tokenizer, chosen)
         folder = self.settings.output_dir / "adapters" / f"{spec.id}+{name}"
         result = tune.train(base, spec, data, chosen, folder, name, on_progress, stop, self.threads)
         self._add_adapter(spec, name, folder, result.recipe)
         return result
 
-    def load_adapter(self, folder: str | Path) -> str:
+    def load_adapter(self, folder: str | Path, recipe: dict | None = None) -> str:
         """Restore an adapter folder that fine_tune wrote (safetensors only); its base must be
-        in the catalog. Returns its model id, `<base>+<name>`."""
+        in the catalog. Returns its model id, `<base>+<name>`. recipe: the folder's, when
+        already read (tune.read_adapter_recipe)."""
         from aigc_studio import tune
 
-        recipe = tune.read_adapter_recipe(Path(folder))
+        recipe = recipe or tune.read_adapter_recipe(Path(folder))
         base = self.model_spec("text", recipe["base_model"])  # UnknownModelError names the catalog
         if base.source == "adapter":
             raise knobs.ParamError("adapter", f"its base {base.id} is itself an adapter")
         return self._add_adapter(base, recipe["name"], Path(folder), recipe)
+
+    def _restore_adapters(self) -> None:
+        """List again the adapters that fine_tune saved under the output folder (a restart
+        keeps them); one whose base is not in this catalog, or that cannot be read, is
+        skipped with one log line."""
+        from aigc_studio import tune
+
+        for folder, recipe in tune.saved_adapters(self.settings.output_dir / "adapters"):
+            try:
+                self.load_adapter(folder, recipe)
+            except (knobs.ParamError, UnknownModelError) as error:
+                log.warning("skipped the adapter folder %s: %s", folder, error)
 
     def _add_adapter(self, base: ModelSpec, name: str, folder: Path, recipe: dict) -> str:
         from aigc_studio import tune
@@ -471,16 +490,20 @@ class Studio:
 
     def compare_models(self, prompt: str, models: list[str], params: ImageParams | None = None,
                        on_step: image_engine.StepCallback | None = None,
-                       stop: threading.Event | None = None) -> list[Result]:
+                       stop: threading.Event | None = None, **values: Any) -> list[Result]:
         """Side by side by model: one prompt and one seed on 2-4 image models (e.g.
         shapes-diffusion, shapes-vae, shapes-gan), columns labelled model=<id>. Without
-        params each model uses its own recommended knobs; with params every column gets
-        them (each model reads only its own knobs)."""
+        params each model uses its own recommended knobs under `values` (e.g. seed=3,
+        width=64; None keeps the recommendation); with params every column gets them
+        (each model reads only its own knobs). A seed of -1 is drawn once for all."""
         if not 2 <= len(models) <= 4:
             raise knobs.ParamError("models", f"give 2 to 4 models to compare, got {len(models)}")
-        seed = knobs.resolve_seed(params or ImageParams()).seed
-        variants = [(f"model={m}", dataclasses.replace(params, seed=seed) if params else self.params("image", m, seed=seed))
-                    for m in models]
+        if params is not None:
+            chosen = {m: params for m in models}
+        else:  # each model's own recommendations: a turbo model keeps its 1 step beside a 30-step one
+            chosen = {m: self.params("image", m, **values) for m in models}
+        seed = knobs.resolve_seed(params or chosen[models[0]]).seed
+        variants = [(f"model={m}", dataclasses.replace(chosen[m], seed=seed)) for m in models]
         return self.images_by_model(prompt, variants, list(models), on_step, stop)
 
     def latent_walk(self, prompt: str, seed_a: int, seed_b: int, frames: int = 8, model: str | None = None,

@@ -1,17 +1,22 @@
-"""Fine-tune a text model on your own writing: LoRA (peft), judged by held-out perplexity.
+"""Fine-tune a text model on your own writing: LoRA (peft) or, for small models, every
+weight ("full"), judged by held-out perplexity.
 
     data = read_texts(pasted_text, ["notes.md"])                 # TuneError names what is wrong
     base = engines.text.load(spec, "cpu", torch.float32, cache_dir, runtime="torch")
-    result = train(base, spec, data, TuneParams(steps=30), out_folder, on_progress=print)
+    result = train(base, spec, data, TuneParams(steps=30), out_folder, "mine", on_progress=print)
     print(result.perplexity_before, "->", result.perplexity_after)
 
 Read it top to bottom like nanoGPT's train.py: the text is tokenised and cut into blocks
 of `sequence_length` tokens; a fixed fraction of the blocks (chosen by the seed) is held
-out; LoRA matrices are added to every linear layer; each step reads `batch_size` random
-training blocks (the seed's own generator) and takes one AdamW step; the held-out
-perplexity is measured at the start, every `eval_every` steps and at the end. The adapter
-is saved as safetensors with a recipe (tune_recipe.json). On the CPU with the same thread
-count, the same seed, text and knobs give the same adapter, bit for bit.
+out; LoRA matrices are added to every linear layer (method "full": every weight trains
+instead); each step reads `batch_size` random training blocks (the seed's own generator) and
+takes one AdamW step; the held-out perplexity is measured at the start, every `eval_every`
+steps and at the end. The adapter (or the full weights) is saved as safetensors with a recipe
+(tune_recipe.json). On the CPU with the same thread count, the same seed, text and knobs give
+the same weights, bit for bit.
+
+torch is imported inside the functions: the Studio lists saved adapters at start-up (their
+recipes are JSON) before any model library is needed.
 
 No gradio here: the Studio, the UI, the API and bench/fine_tune.py all call this module.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import shutil
@@ -27,12 +33,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from aigc_studio.params import MAX_SEED, ParamError, TuneParams, resolve_seed, validate
 from aigc_studio.recipe import library_versions
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
 
 HELDOUT_FRACTION = 0.1  # of the blocks, at least one
 MAX_TEXT_CHARS = 1_000_000  # pasted and uploaded text together
@@ -41,6 +50,14 @@ MAX_FILES = 10
 MIN_BLOCKS = 2  # one to train on, one held out
 FILE_TYPES = (".txt", ".md")
 RECIPE_FILE = "tune_recipe.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # LoRA, with peft's adapter_config.json
+FULL_WEIGHTS = "model.safetensors"  # method "full": every weight, fp32
+# Full fine-tuning keeps, per parameter, fp32 weights, gradients, AdamW's two moments and the
+# last good step's copy (Stop and a non-finite loss go back to it): 5 x 4 bytes. It is refused
+# above the studio's memory budget (AIGC_MEMORY_BUDGET_GB) or above FULL_MAX_PARAMETERS, the
+# small models it is meant for (SmolLM2-135M and -360M); LoRA has no such limit.
+FULL_BYTES_PER_PARAMETER = 20
+FULL_MAX_PARAMETERS = 500_000_000
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 
 
@@ -131,6 +148,8 @@ def read_texts(pasted: str | None = None, files: list[str | Path] | None = None)
 def split(text: str, tokenizer: Any, params: TuneParams) -> TuneData:
     """Tokenise text, cut it into blocks of params.sequence_length tokens (a shorter tail is
     dropped) and hold out HELDOUT_FRACTION of them (at least one), chosen by params.seed."""
+    import torch
+
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
     length = params.sequence_length
     count = ids.numel() // length
@@ -148,6 +167,8 @@ def split(text: str, tokenizer: Any, params: TuneParams) -> TuneData:
 
 def heldout_perplexity(model: Any, blocks: torch.Tensor, batch_size: int, device: str) -> float:
     """exp of the mean negative log-likelihood of every held-out token after the first of its block."""
+    import torch
+
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -170,16 +191,28 @@ def check_name(name: Any) -> str:
     return name
 
 
+def check_full_fits(parameters: int, budget_bytes: int) -> None:
+    """Refuse full fine-tuning (naming `method`) when the model is too big for it."""
+    need = parameters * FULL_BYTES_PER_PARAMETER
+    if parameters > FULL_MAX_PARAMETERS or need > budget_bytes:
+        raise ParamError("method", f"full fine-tuning of {parameters / 1e6:,.0f}M parameters needs about "
+                                   f"{need / 2**30:.1f} GiB ({FULL_BYTES_PER_PARAMETER} bytes per parameter) and is "
+                                   f"allowed up to {FULL_MAX_PARAMETERS / 1e6:,.0f}M parameters within the memory "
+                                   f"budget of {budget_bytes / 2**30:.1f} GiB (AIGC_MEMORY_BUDGET_GB); use method "
+                                   "'lora' or a smaller model")
+
+
 def train(text_model: Any, spec: Any, data: TuneData, params: TuneParams, folder: Path, name: str,
           on_progress: Callable[[TuneProgress], None] | None = None, stop: threading.Event | None = None,
           threads: int = 1) -> TuneResult:
-    """LoRA-tune text_model (a torch TextModel that this call may change: load a fresh one)
-    on data and save the adapter into folder (replaced atomically).
+    """Tune text_model (a torch TextModel that this call changes: load a fresh one) on data and
+    save the result into folder (replaced atomically): a LoRA adapter, or with method "full"
+    every weight (check_full_fits first).
 
-    Setting `stop` ends training after the current step; the adapter of the last finished
-    step is kept (a step whose loss is not finite is undone and ends training too).
+    Setting `stop` ends training after the current step; the weights of the last finished
+    step are kept (a step whose loss is not finite is undone and ends training too).
     """
-    from peft import LoraConfig, get_peft_model
+    import torch
 
     params = validate(params)
     if params.seed < 0 or params.seed > MAX_SEED:
@@ -190,11 +223,7 @@ def train(text_model: Any, spec: Any, data: TuneData, params: TuneParams, folder
     started = time.perf_counter()
     stop = stop or threading.Event()
     report = on_progress or (lambda progress: None)
-    config = LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=0.0, target_modules="all-linear",
-                        task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=[]):  # LoRA's initial A matrices come from the global RNG
-        torch.manual_seed(params.seed)
-        model = get_peft_model(text_model.model, config)
+    model = _trainable(text_model.model, params)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate)
@@ -203,7 +232,7 @@ def train(text_model: Any, spec: Any, data: TuneData, params: TuneParams, folder
     before = heldout_perplexity(model, data.heldout, params.batch_size, device)
     history = [TuneProgress(0, params.steps, None, before, time.perf_counter() - started)]
     report(history[-1])
-    last_good = _adapter_state(model)
+    last_good = _trained_state(model)
     after, done, note = before, 0, ""
     for step in range(1, params.steps + 1):
         if stop.is_set():
@@ -216,10 +245,10 @@ def train(text_model: Any, spec: Any, data: TuneData, params: TuneParams, folder
         optimizer.step()
         loss = loss.detach()
         if not math.isfinite(float(loss)):
-            _load_adapter_state(model, last_good)
-            note = f"step {step}: the loss is not finite (lower learning_rate); kept the adapter of step {done}"
+            _load_trained_state(model, last_good)
+            note = f"step {step}: the loss is not finite (lower learning_rate); kept the weights of step {done}"
             break
-        last_good, done = _adapter_state(model), step
+        last_good, done = _trained_state(model), step
         measured = None
         if step % params.eval_every == 0 or step == params.steps:
             measured = after = heldout_perplexity(model, data.heldout, params.batch_size, device)
@@ -230,30 +259,51 @@ def train(text_model: Any, spec: Any, data: TuneData, params: TuneParams, folder
         history[-1].perplexity = after
         report(history[-1])
     seconds = time.perf_counter() - started
+    lora = params.method == "lora"
     recipe = {
-        "kind": "lora", "name": name, "adapter": f"{spec.id}+{name}",
+        "kind": params.method, "name": name, "adapter": f"{spec.id}+{name}",
         "base_model": spec.id, "base_location": spec.location, "base_revision": spec.revision,
         "runtime": "torch", "device": device, "threads": threads,
         "data_hash": data.data_hash, "data_chars": len(data.text), "heldout_fraction": HELDOUT_FRACTION,
         "train_tokens": data.train_tokens, "heldout_tokens": data.heldout_tokens,
-        "params": asdict(params), "target_modules": "all-linear", "lora_dropout": 0.0, "optimizer": "AdamW",
+        "params": asdict(params), "optimizer": "AdamW",
+        **({"target_modules": "all-linear", "lora_dropout": 0.0} if lora else {"trained_parameters": sum(p.numel() for p in trainable)}),
         "steps_done": done, "stopped": done < params.steps, "note": note,
         "perplexity_before": round(before, 4), "perplexity_after": round(after, 4),
         "perplexity_history": [[p.step, round(p.perplexity, 4)] for p in history if p.perplexity is not None],
         "loss_history": [[p.step, round(p.loss, 5)] for p in history if p.loss is not None],
-        "seconds": round(seconds, 2), "versions": {**library_versions(), **_versions("peft")},
+        "seconds": round(seconds, 2), "versions": {**library_versions(), **(_versions("peft") if lora else {})},
     }
     save_adapter(model, folder, recipe)
-    model.unload()  # text_model.model without the LoRA layers again
+    if lora:
+        model.unload()  # text_model.model without the LoRA layers again
     return TuneResult(f"{spec.id}+{name}", folder, before, after, data.train_tokens, data.heldout_tokens, done,
                       done < params.steps, seconds, recipe, history)
 
 
-def _adapter_state(model: Any) -> dict[str, torch.Tensor]:
+def _trainable(model: Any, params: TuneParams) -> Any:
+    """The model to train: with LoRA layers on every linear layer (only those train), or,
+    for method "full", the model itself with every weight trainable."""
+    import torch
+
+    if params.method == "full":
+        return model.requires_grad_(True)
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=0.0, target_modules="all-linear",
+                        task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):  # LoRA's initial A matrices come from the global RNG
+        torch.manual_seed(params.seed)
+        return get_peft_model(model, config)
+
+
+def _trained_state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
-def _load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
+def _load_trained_state(model: Any, state: dict[str, torch.Tensor]) -> None:
+    import torch
+
     with torch.no_grad():
         for k, v in model.named_parameters():
             if k in state:
@@ -267,12 +317,20 @@ def _versions(*names: str) -> dict[str, str]:
 
 
 def save_adapter(model: Any, folder: Path, recipe: dict) -> Path:
-    """adapter_model.safetensors, adapter_config.json and tune_recipe.json into folder,
-    which appears whole (written beside it, then renamed)."""
+    """Into folder, which appears whole (written beside it, then renamed): a LoRA adapter's
+    adapter_model.safetensors and adapter_config.json, or a full fine-tune's model.safetensors
+    (every weight, tied ones once); and tune_recipe.json."""
+    from safetensors.torch import save_model
+
     folder = Path(folder)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(str(partial), safe_serialization=True)
+    if recipe["kind"] == "full":
+        # not save_pretrained: a model loaded from GGUF refuses it ("not serializable")
+        partial.mkdir(parents=True)
+        save_model(model, str(partial / FULL_WEIGHTS), metadata={"base_model": recipe["base_model"]})
+    else:
+        model.save_pretrained(str(partial), safe_serialization=True)
     (partial / RECIPE_FILE).write_text(json.dumps(recipe, indent=1, sort_keys=True))
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
@@ -280,21 +338,42 @@ def save_adapter(model: Any, folder: Path, recipe: dict) -> Path:
 
 
 def read_adapter_recipe(folder: Path) -> dict:
-    """The recipe of an adapter folder; refuses a folder without safetensors weights."""
+    """The recipe of a folder that train() wrote; refuses one without safetensors weights."""
     folder = Path(folder)
-    recipe_file, weights = folder / RECIPE_FILE, folder / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise TuneError("adapter", f"{folder} has no adapter_model.safetensors (adapters load from safetensors only)")
-    if not recipe_file.is_file() or not (folder / "adapter_config.json").is_file():
-        raise TuneError("adapter", f"{folder} lacks {RECIPE_FILE} or adapter_config.json: not a studio adapter")
+    recipe_file = folder / RECIPE_FILE
+    if not (folder / ADAPTER_WEIGHTS).is_file() and not (folder / FULL_WEIGHTS).is_file():
+        raise TuneError("adapter", f"{folder} has no {ADAPTER_WEIGHTS} or {FULL_WEIGHTS} "
+                                   "(adapters load from safetensors only)")
+    if not recipe_file.is_file():
+        raise TuneError("adapter", f"{folder} lacks {RECIPE_FILE}: not a studio adapter")
     try:
         recipe = json.loads(recipe_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise TuneError("adapter", f"{recipe_file.name}: not valid JSON ({error})") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("base_model"), str) or "name" not in recipe:
         raise TuneError("adapter", f"{recipe_file.name}: no base_model or name")
+    full = recipe.get("kind") == "full"
+    if not (folder / (FULL_WEIGHTS if full else ADAPTER_WEIGHTS)).is_file():
+        raise TuneError("adapter", f"{folder} has no {FULL_WEIGHTS if full else ADAPTER_WEIGHTS} for its kind "
+                                   f"{recipe.get('kind', 'lora')!r}")
+    if not full and not (folder / "adapter_config.json").is_file():
+        raise TuneError("adapter", f"{folder} lacks adapter_config.json: not a studio adapter")
     check_name(recipe["name"])
     return recipe
+
+
+def saved_adapters(folder: Path) -> list[tuple[Path, dict]]:
+    """(folder, recipe) of every adapter saved under folder (e.g. outputs/adapters), by name;
+    a folder that cannot be read is skipped with one log line (half-written .partial ones too)."""
+    found = []
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if not path.is_dir() or path.name.endswith(".partial"):
+            continue
+        try:
+            found.append((path, read_adapter_recipe(path)))
+        except (OSError, ParamError) as error:
+            log.warning("skipped the adapter folder %s: %s", path, error)
+    return found
 
 
 def draw_seed(params: TuneParams) -> TuneParams:
@@ -302,16 +381,19 @@ def draw_seed(params: TuneParams) -> TuneParams:
 
 
 def adapter_spec(base: Any, name: str, folder: Path, recipe: dict | None = None) -> Any:
-    """The catalog entry of an adapter: `<base>+<name>`, source "adapter", runs on torch."""
+    """The catalog entry of a tuned model: `<base>+<name>`, source "adapter", runs on torch
+    (its folder holds a LoRA adapter or, kind "full", every weight)."""
     from dataclasses import replace
 
-    perplexities = ""
+    perplexities, full = "", bool(recipe) and recipe.get("kind") == "full"
     if recipe:
         perplexities = f" Held-out perplexity {recipe['perplexity_before']:.2f} -> {recipe['perplexity_after']:.2f}."
+    what = f"Fully fine-tuned copy '{name}' of" if full else f"LoRA adapter '{name}' on"
     return replace(base, id=f"{base.id}+{name}", source="adapter", location=str(folder), base=base,
-                   size_mb=base.size_mb + 1, zero_gpu=False,
-                   description=f"LoRA adapter '{name}' on {base.id}; runs on torch.{perplexities}")
+                   size_mb=2 * base.size_mb if full else base.size_mb + 1, zero_gpu=False,
+                   description=f"{what} {base.id}; runs on torch.{perplexities}")
 
 
 __all__ = ["TuneError", "TuneData", "TuneProgress", "TuneResult", "read_texts", "split", "train", "heldout_perplexity",
-           "check_name", "save_adapter", "read_adapter_recipe", "adapter_spec", "draw_seed"]
+           "check_name", "check_full_fits", "save_adapter", "read_adapter_recipe", "saved_adapters", "adapter_spec",
+           "draw_seed"]

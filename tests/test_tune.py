@@ -246,3 +246,53 @@ def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path)
     import gradio as gr
     with pytest.raises(gr.Error, match="upload exactly"):
         tune_tab.load_adapter(fresh, [str(folder / "adapter_config.json")])
+
+
+# ----- full fine-tuning and restarts ------------------------------------------------------------
+
+def test_full_fine_tuning_is_reproducible_runs_and_is_refused_when_too_big(studio):
+    text = corpus_text()
+    full = dict(SMALL, method="full", learning_rate=1e-3, steps=3)
+    first = studio().fine_tune(text, TEXT_ID, make(TuneParams, seed=3, **full), name="all")
+    s = studio()
+    second = s.fine_tune(text, TEXT_ID, make(TuneParams, seed=3, **full), name="all")
+    one, two = (load_file(str(r.folder / tune.FULL_WEIGHTS)) for r in (first, second))
+    assert not (first.folder / tune.ADAPTER_WEIGHTS).exists() and len(one) > 0
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    assert second.recipe["kind"] == "full" and second.recipe["trained_parameters"] > 0
+    assert second.perplexity_after != second.perplexity_before
+    # it runs like any tuned model, on its own weights (not the base's)
+    spec = s.model_spec("text", second.adapter)
+    assert second.adapter == f"{TEXT_ID}+all" and spec.source == "adapter" and "Fully fine-tuned" in spec.description
+    tuned_ppl, _ = s.perplexity("the quick brown fox jumps over the lazy dog", second.adapter)
+    base_ppl, _ = s.perplexity("the quick brown fox jumps over the lazy dog", TEXT_ID)
+    assert tuned_ppl != pytest.approx(base_ppl, rel=1e-4)
+    assert s.text("the quick brown", model=second.adapter, seed=2, max_new_tokens=4, prompt_mode="completion").output
+    with pytest.raises(ParamError, match=r"method: full fine-tuning of .* memory budget of 0\.0 GiB.*use method 'lora'"):
+        studio(memory_budget_gb=1e-4).fine_tune(text, TEXT_ID, make(TuneParams, **full), name="big")
+    with pytest.raises(ParamError, match="method: must be one of lora, full"):
+        make(TuneParams, method="qlora")
+
+
+def test_adapters_saved_under_the_output_folder_are_listed_after_a_restart(studio, caplog):
+    s = studio()
+    result = s.fine_tune(corpus_text(), TEXT_ID, make(TuneParams, **{**SMALL, "steps": 2}), name="kept")
+    broken = s.settings.output_dir / "adapters" / "broken"
+    broken.mkdir()
+    (broken / tune.ADAPTER_WEIGHTS).write_bytes(b"not weights")
+    (broken / tune.RECIPE_FILE).write_text("{not json")
+    orphan = s.settings.output_dir / "adapters" / "orphan"
+    orphan.mkdir()
+    for name in (tune.ADAPTER_WEIGHTS, "adapter_config.json"):
+        (orphan / name).write_bytes((result.folder / name).read_bytes())
+    (orphan / tune.RECIPE_FILE).write_text(json.dumps({**result.recipe, "base_model": "gone", "name": "orphan"}))
+    with caplog.at_level("WARNING"):
+        restarted = studio(output_dir=s.settings.output_dir)
+    assert [m for m in restarted.catalog.choices("text") if "+" in m] == [result.adapter]
+    assert restarted.model_spec("text", result.adapter).base.id == TEXT_ID
+    skipped = [r.getMessage() for r in caplog.records if "skipped the adapter folder" in r.getMessage()]
+    assert len(skipped) == 2 and any("broken" in m and "not valid JSON" in m for m in skipped)
+    assert any("orphan" in m and "'gone' is not in the catalog" in m for m in skipped)
+    again = restarted.text("the quick brown", model=result.adapter, seed=7, max_new_tokens=5, prompt_mode="completion")
+    assert again.output == s.text("the quick brown", model=result.adapter, seed=7, max_new_tokens=5,
+                                  prompt_mode="completion").output

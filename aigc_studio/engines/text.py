@@ -224,26 +224,33 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, repo
 
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FULL_WEIGHTS = "model.safetensors"  # aigc_studio/tune.py's method "full"
 
 
 def _load_adapter(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, report: Callable[[str], None],
                   runtime: str, threads: int) -> TextModel:
     """A LoRA adapter (made by aigc_studio/tune.py) on its base model: the base loads on torch,
     peft adds the adapter from its safetensors file (never a pickle), and the two are merged
-    into plain weights. Adapters always run on torch; runtime_note says so when another was asked."""
+    into plain weights; a full fine-tune's model.safetensors replaces the base's weights instead.
+    Adapters always run on torch; runtime_note says so when another was asked."""
     from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, load_model
 
     folder = Path(spec.location)
-    if spec.base is None or not (folder / ADAPTER_WEIGHTS).is_file():
-        raise FileNotFoundError(f"model: {spec.id}: no base model or no {ADAPTER_WEIGHTS} in {folder} "
-                                "(adapters load from safetensors only)")
+    full = (folder / FULL_WEIGHTS).is_file()  # a full fine-tune: every weight, on the base's architecture
+    if spec.base is None or not (full or (folder / ADAPTER_WEIGHTS).is_file()):
+        raise FileNotFoundError(f"model: {spec.id}: no base model or no {ADAPTER_WEIGHTS} or {FULL_WEIGHTS} in "
+                                f"{folder} (adapters load from safetensors only)")
     base = load(spec.base, device, dtype, cache_dir, report, runtime="torch", threads=threads)
-    # peft would also read a pickled adapter_model.bin: build the adapter from its config
-    # and fill it from the safetensors file ourselves
-    adapted = get_peft_model(base.model, PeftConfig.from_pretrained(str(folder)))
-    set_peft_model_state_dict(adapted, load_file(str(folder / ADAPTER_WEIGHTS)))
-    model = adapted.merge_and_unload()
+    if full:
+        load_model(base.model, str(folder / FULL_WEIGHTS), device=str(base.model.device))
+        model = base.model
+    else:
+        # peft would also read a pickled adapter_model.bin: build the adapter from its config
+        # and fill it from the safetensors file ourselves
+        adapted = get_peft_model(base.model, PeftConfig.from_pretrained(str(folder)))
+        set_peft_model_state_dict(adapted, load_file(str(folder / ADAPTER_WEIGHTS)))
+        model = adapted.merge_and_unload()
     model.to(device).eval()
     note = "" if runtime in ("auto", "torch") else f"{runtime} does not run adapters; running on torch"
     return TextModel(base.tokenizer, TorchBackend(model, device), device, base.eos_ids, model, note)
