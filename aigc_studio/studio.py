@@ -415,16 +415,35 @@ class Studio:
         self.catalog.add(spec)
         return spec.id
 
+    def text_models_stream(self, prompt: str, models: list[str], params: TextParams | None = None,
+                           stop: threading.Event | None = None, alternatives: int = 5) -> Iterator[CompareUpdate]:
+        """Stream 2-4 text models (e.g. a base and its tuned adapters) answering one prompt with
+        the same knobs and seed, side by side: each model runs alone (models cannot share a
+        batch), one column after another, each column streaming as it goes. Columns are
+        labelled by model id; diverge_at compares token ids, meaningful for models that
+        share a tokenizer (a base and its adapters)."""
+        if not isinstance(models, (list, tuple)) or not 2 <= len(models) <= 4:
+            raise knobs.ParamError("models", f"give 2 to 4 text models, got {models!r}")
+        specs = [self.model_spec("text", m) for m in models]  # every id is checked before anything runs
+        chosen = knobs.resolve_seed(knobs.validate(params or self.params("text", specs[0].id)))
+        done: list[TextUpdate] = [TextUpdate() for _ in specs]
+        status = ""
+        for index, spec in enumerate(specs):
+            for update in self.text_compare_stream(prompt, [(spec.id, chosen)], spec.id, stop, alternatives):
+                done[index] = update.columns[0]
+                status = update.status
+                finished = index == len(specs) - 1 and done[index].result is not None
+                yield CompareUpdate(list(done), status=status,
+                                    diverge_at=_first_divergence([c.tokens for c in done[:index + 1]], finished))
+            if stop is not None and stop.is_set():
+                return
+
     def text_by_model(self, prompt: str, models: list[str], params: TextParams | None = None) -> list[Result]:
         """One answer per model (e.g. a base and its tuned adapter) with the same knobs and seed."""
-        chosen = knobs.resolve_seed(knobs.validate(params or self.params("text", models[0])))
-        results = []
-        for model_id in models:
-            update = TextUpdate()
-            for update in self.text_stream(prompt, chosen, model_id, label=f"model={model_id}"):
-                pass
-            results.append(update.result)
-        return results
+        update = CompareUpdate([])
+        for update in self.text_models_stream(prompt, models, params):
+            pass
+        return [column.result for column in update.columns]
 
     # ----- image -----------------------------------------------------------------
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,

@@ -122,4 +122,54 @@ def test_coming_back_to_the_text_tab_lists_models_added_meanwhile(studio):
     refresh = next(f for f in demo.fns.values()
                    if any(t[1] == "select" and getattr(demo.blocks[t[0]], "id", None) == "text" for t in f.targets))
     s.catalog.add(local_spec("tiny-lm+mine", "text", "causal-lm", s.catalog.specs["tiny-lm"].location))
-    assert "tiny-lm+mine" in refresh.fn()["choices"]
+    model_picker, compare_picker = refresh.fn()
+    assert "tiny-lm+mine" in model_picker["choices"] and "tiny-lm+mine" in compare_picker["choices"]
+
+
+def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
+    """The "Different models" mode: by default the chosen model and its tuned versions, each
+    column streamed in turn, labelled by model, equal to a lone generation; the tab's
+    handler and the public /compare_text give the same columns."""
+    from aigc_studio.ui import api, build_demo
+    from aigc_studio.ui.widgets import SEEDS
+
+    from aigc_studio.params import TuneParams, make
+    from tests.conftest import TEXT_ID
+    from tests.test_tune import SMALL, corpus_text
+
+    s = studio()
+    with pytest.raises(ParamError, match=f"models: pick 2 to 4 text models, or tune {TEXT_ID} first"):
+        text_tab.models_to_compare(s, TEXT_ID, None)
+    tuned = s.fine_tune(corpus_text(), TEXT_ID, make(TuneParams, **{**SMALL, "steps": 2}), name="mine").adapter
+    assert text_tab.tuned_family(s, tuned) == [TEXT_ID, tuned]  # a tuned model brings its base along
+    assert text_tab.models_to_compare(s, None, f"{tuned}, {TEXT_ID}") == [tuned, TEXT_ID]
+    with pytest.raises(ValueError, match="'nope' is not in the catalog"):
+        text_tab.models_to_compare(s, TEXT_ID, [TEXT_ID, "nope"])
+
+    base = TextParams(seed=9, max_new_tokens=5, prompt_mode="completion")
+    labels, stream = text_tab.compare_stream(s, "the quick brown", base, TEXT_ID, text_tab.MODELS, 3, "temperature", "")
+    updates = list(stream)
+    assert labels == [TEXT_ID, tuned]
+    assert any(u.columns[0].tokens and not u.columns[1].tokens for u in updates)  # the first streams before the second
+    final = updates[-1].columns
+    for column, model_id in zip(final, labels):
+        assert column.result.recipe.model_id == model_id and column.result.recipe.label == model_id
+        assert column.result.recipe.params["seed"] == 9
+        assert column.text == s.text("the quick brown", model=model_id, seed=9, max_new_tokens=5,
+                                     prompt_mode="completion").output
+
+    demo = build_demo(s)
+    handler = next(f.fn for f in demo.fns.values()
+                   if getattr(f.fn, "__name__", "") == "compare_text" and f.fn.__module__ == text_tab.__name__)
+    knob_values = [None, None, None, 5, None, 9, None]  # KNOB_NAMES: temperature ... seed, greedy
+    new_values = [None, None, None, None, None, "completion"]
+    *texts, state, numbers = list(handler("the quick brown", text_tab.MODELS, 3, "temperature", "", *knob_values,
+                                          TEXT_ID, *new_values, []))[-1]
+    assert texts[:2] == [c.text for c in final] and texts[2:] == ["", ""]
+    assert [c["label"] for c in numbers["columns"]] == labels and state["labels"] == labels
+    *api_texts, api_numbers = list(api.compare_text("the quick brown", "Different models", max_new_tokens=5, seed=9,
+                                                    prompt_mode="completion", models=[TEXT_ID, tuned]))[-1]
+    figures = lambda n: [(c["label"], c["tokens"], c["mean_logprob"]) for c in n["columns"]]  # not the tok/s
+    assert api_texts == texts and figures(api_numbers) == figures(numbers)
+    assert api_numbers["first_difference"] == numbers["first_difference"]
+    assert list(api.compare_text("the quick brown", SEEDS, count=2, seed=1, max_new_tokens=2))[-1][-1]["columns"]

@@ -28,7 +28,10 @@ from aigc_studio.storage import NotKept
 from aigc_studio.studio import Studio
 from aigc_studio.ui.audio_tab import MAX_PLAYERS, check_format
 from aigc_studio.ui.image_tab import preview_steps
-from aigc_studio.ui.text_tab import LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, text_variants, token_dicts, whole_number
+from aigc_studio.ui.text_tab import (
+    LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, compare_stream, token_dicts, whole_number,
+)
+from aigc_studio.ui.text_tab import MODELS as TEXT_MODELS
 from aigc_studio.ui.widgets import SEEDS, SWEEP, make_variants, run_in_worker, user_error, user_errors
 
 File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
@@ -147,7 +150,8 @@ def generate_text(prompt: str, temperature: float | None = None, top_k: int | No
             stop.set()  # a cancelled request (Stop, a vanished client) ends the generation
 
 
-def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Styles side by side", "Presets side by side"] | None = None,
+def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Styles side by side", "Different models",
+                                             "Presets side by side"] | None = None,
                  count: int | None = None, knob_name: str | None = None, values: str | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  max_new_tokens: int | None = None, repetition_penalty: float | None = None,
@@ -155,14 +159,16 @@ def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob",
                  min_p: float | None = None, typical_p: float | None = None,
                  no_repeat_ngram_size: int | None = None, stop_sequences: str | None = None,
                  system_prompt: str | None = None, prompt_mode: Literal["chat", "completion"] | None = None,
-                 ) -> Iterator[tuple[str, str, str, str, dict | None]]:
-    """Generate 2-4 variants of one prompt side by side, streamed together (one batched step per token).
+                 models: list[str] | str | None = None) -> Iterator[tuple[str, str, str, str, dict | None]]:
+    """Generate 2-4 variants of one prompt side by side, streamed together (one batched step per token),
+    or the same prompt, knobs and seed on 2-4 text models (one model after another).
 
     Args:
         prompt: the prompt every column answers.
         mode: "Different seeds" (count consecutive seeds), "Sweep one knob" (knob_name over values)
-            or "Styles side by side" (the sampling styles Precise, Balanced, Creative with one seed;
-            "Presets side by side", its earlier name, still works).
+            "Styles side by side" (the sampling styles Precise, Balanced, Creative with one seed;
+            "Presets side by side", its earlier name, still works) or "Different models" (the
+            models in `models`, each column labelled by its model id).
         count: 2-4 columns for "Different seeds" (default 3).
         knob_name: the text knob to sweep, e.g. "temperature".
         values: 2-4 comma-separated values for the swept knob, e.g. "0.3, 0.8, 1.4".
@@ -180,6 +186,9 @@ def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob",
         stop_sequences: up to 4 comma-separated texts.
         system_prompt: chat mode instructions.
         prompt_mode: "chat" or "completion".
+        models: for "Different models", 2-4 text model ids (a list or comma-separated), e.g.
+            ["smollm2-135m-instruct", "smollm2-135m-instruct+mine"]; None: `model` (or the
+            preset's default) and its tuned versions "<model>+<name>" (fine_tune_text).
     Returns:
         Four column texts (unused columns are ""), then, on the last update only, the numbers:
         {"first_difference": token index or null, "columns": [{"label", "tokens", "tokens_per_s", "mean_logprob"}]}.
@@ -187,24 +196,24 @@ def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob",
     with user_errors():
         s = studio()
         model = _model(model)
-        mode = _mode(mode, (STYLES, LEGACY_STYLES))
+        mode = _mode(mode, (STYLES, TEXT_MODELS, LEGACY_STYLES))
         base = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
                         max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed,
                         greedy=greedy, min_p=min_p, typical_p=typical_p, no_repeat_ngram_size=no_repeat_ngram_size,
                         stop_sequences=stop_sequences, system_prompt=system_prompt, prompt_mode=prompt_mode)
         count = _count(count) if mode == SEEDS else 3
         knob_name = _knob_name("knob_name", knob_name, type(base), "temperature") if mode == SWEEP else "temperature"
-        variants = text_variants(base, mode, count, knob_name, _text("values", values, "0.3, 0.8, 1.4"),
-                                 s.params("text", model))
-        texts = [""] * MAX_COLUMNS
         stop = threading.Event()
+        labels, stream = compare_stream(s, prompt, base, model, mode, count, knob_name,
+                                        _text("values", values, "0.3, 0.8, 1.4"), models, stop)
+        texts = [""] * MAX_COLUMNS
         try:
-            for update in s.text_compare_stream(prompt, variants, model, stop=stop):
+            for update in stream:
                 for i, column in enumerate(update.columns):
                     texts[i] = column.text or update.status
                 numbers = None
                 if all(column.result is not None for column in update.columns):
-                    numbers = column_numbers({"labels": [label for label, _ in variants],
+                    numbers = column_numbers({"labels": labels,
                                               "diverge_at": update.diverge_at,
                                               "columns": [token_dicts(c.tokens) for c in update.columns],
                                               "rates": [c.tokens_per_s for c in update.columns]})

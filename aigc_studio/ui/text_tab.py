@@ -1,6 +1,7 @@
 """Text tab: prompt -> streamed answer coloured by probability, every sampling knob
 (with Precise / Balanced / Creative sampling styles), a next-token explainer, 2-4 variants
-streamed side by side, and the perplexity of a pasted text."""
+streamed side by side (seeds, a swept knob, styles, or different models such as a base and
+its tuned versions), and the perplexity of a pasted text."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ MAX_COLUMNS = 4
 STYLES = "Styles side by side"  # a third variants mode: Precise, Balanced, Creative with one seed
 # what the mode was called before "preset" came to mean only the model preset (hub, offline)
 LEGACY_STYLES = "Presets side by side"
+# a fourth: the same prompt, knobs and seed on 2-4 text models (a base and its tuned versions)
+MODELS = "Different models"
 # /generate_text's original keywords, in order; the newer knobs follow `model` (NEW_KNOB_NAMES).
 KNOB_NAMES = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed", "greedy")
 NEW_KNOB_NAMES = ("min_p", "typical_p", "no_repeat_ngram_size", "stop_sequences", "system_prompt", "prompt_mode")
@@ -169,6 +172,44 @@ def text_variants(base: TextParams, mode: str, count: int, knob_name: str, value
     return make_variants(base, mode, count, knob_name, values)
 
 
+def tuned_family(studio: Studio, model: str | None) -> list[str]:
+    """The chosen model's base (itself, unless it is tuned) and the base's tuned versions
+    (Tune tab), at most MAX_COLUMNS: what "Different models" compares when none are picked."""
+    spec = studio.model_spec("text", model)
+    base = spec.base or spec
+    tuned = [m for m in studio.catalog.choices("text") if getattr(studio.model_spec("text", m).base, "id", None) == base.id]
+    return [base.id, *tuned][:MAX_COLUMNS]
+
+
+def models_to_compare(studio: Studio, model: str | None, picked) -> list[str]:
+    """2-4 text model ids: the picked ones (a list, or comma-separated text), else the chosen
+    model's family (tuned_family). Refused naming `models`."""
+    if isinstance(picked, str):
+        picked = [m.strip() for m in picked.split(",") if m.strip()]
+    if picked is not None and (not isinstance(picked, (list, tuple)) or not all(isinstance(m, str) for m in picked)):
+        raise knobs.ParamError("models", f"must be a list of text model ids, got {picked!r}")
+    names = list(dict.fromkeys(picked or tuned_family(studio, model)))
+    if len(names) < 2:
+        raise knobs.ParamError("models", f"pick 2 to {MAX_COLUMNS} text models, or tune "
+                                         f"{names[0] if names else 'the model'} first (Tune tab) to compare it with its base")
+    if len(names) > MAX_COLUMNS:
+        raise knobs.ParamError("models", f"pick 2 to {MAX_COLUMNS} text models, got {len(names)}")
+    for name in names:
+        studio.model_spec("text", name)  # an unknown id names the catalog
+    return names
+
+
+def compare_stream(studio: Studio, prompt: str, base: TextParams, model: str | None, mode: str, count: int,
+                   knob_name: str, values: str, models=None, stop=None):
+    """(column labels, CompareUpdate stream) of a side-by-side run in any mode: variants of
+    one model batched together, or (MODELS) each model in turn with the same knobs and seed."""
+    if mode == MODELS:
+        names = models_to_compare(studio, model, models)
+        return names, studio.text_models_stream(prompt, names, base, stop=stop)
+    variants = text_variants(base, mode, count, knob_name, values, studio.params("text", model))
+    return [label for label, _ in variants], studio.text_compare_stream(prompt, variants, model, stop=stop)
+
+
 # ----- the tab --------------------------------------------------------------------------------
 
 def build(studio: Studio, sessions: Sessions) -> None:
@@ -212,8 +253,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     system_prompt = control(TextParams, "system_prompt", lines=1)
         with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
             mode, count, knob_name, values = variant_controls(
-                TextParams, used, extra_modes=(STYLES,), info="What differs between the columns (sweeps and styles share one seed).")
+                TextParams, used, extra_modes=(STYLES, MODELS),
+                info="What differs between the columns (sweeps, styles and models share one seed).")
             values.value = sweep_values(studio.params("text"), knob_name.value)
+            models = gr.Dropdown(studio.catalog.choices("text"), value=[], multiselect=True, max_choices=MAX_COLUMNS,
+                                 label="Models (2-4)", visible=False, elem_id="text-compare-models",
+                                 info="Empty: the chosen model and its tuned versions (Tune tab), same knobs and seed.")
             compare = gr.Button("Compare", elem_id="text-compare")
             error_box("text-compare")
             with gr.Row():
@@ -303,8 +348,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def compare_text(prompt, mode, count, knob_name, values, temperature, top_k, top_p, max_new_tokens,
                      repetition_penalty, seed, greedy, model=None, min_p=None, typical_p=None,
                      no_repeat_ngram_size=None, stop_sequences=None, system_prompt=None, prompt_mode=None,
-                     request: gr.Request = None):
-        """Stream 2-4 variants of one prompt together, token by token in turn, each labelled with its settings."""
+                     models=None, request: gr.Request = None):
+        """Stream 2-4 variants of one prompt together, token by token in turn, each labelled with
+        its settings (or 2-4 models one after another, labelled by model)."""
         with user_errors():
             base = chosen_params(model, dict(
                 temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -312,15 +358,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
                 system_prompt=system_prompt, prompt_mode=prompt_mode))
             check_sweep(studio, "text", model, mode, knob_name)
-            variants = text_variants(base, mode, count, knob_name, values, studio.params("text", model))
+            labels, stream = compare_stream(studio, prompt, base, model, mode, count, knob_name, values, models,
+                                            sessions.fresh_stop(request))
             texts = [""] * MAX_COLUMNS
-            for update in studio.text_compare_stream(prompt, variants, model, stop=sessions.fresh_stop(request)):
+            for update in stream:
                 for i, column in enumerate(update.columns):
                     texts[i] = column.text or update.status
                 state = numbers = None
                 if all(column.result is not None for column in update.columns):
                     sessions.keep_recipes(request, [column.result.recipe for column in update.columns])
-                    state = {"labels": [label for label, _ in variants], "diverge_at": update.diverge_at,
+                    state = {"labels": labels, "diverge_at": update.diverge_at,
                              "columns": [token_dicts(c.tokens) for c in update.columns],
                              "rates": [c.tokens_per_s for c in update.columns]}
                     numbers = column_numbers(state)
@@ -358,11 +405,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
             values = studio.sampling_style(name, model)
         return [values[n] for n in STYLE_KNOBS]
 
-    def label_columns(mode, count, knob_name, values, model, *knob_values):
+    def label_columns(mode, count, knob_name, values, models, model, *knob_values):
         with user_errors():
             base = studio.params("text", model, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values)))
             if mode in (STYLES, LEGACY_STYLES):
                 labels = list(SAMPLING_STYLES)
+            elif mode == MODELS:
+                labels = models_to_compare(studio, model, models)
             else:
                 check_sweep(studio, "text", model, mode, knob_name)
                 labels = variant_labels(base, mode, count, knob_name, values)
@@ -413,8 +462,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     explanation.change(chart_html, inputs=[explanation, prompt, answer_state], outputs=chart, api_visibility="private")
     style.change(apply_style, inputs=[style, model], outputs=style_outputs, api_visibility="private")
     # models tuned in the Tune tab join the catalog while the page is open: coming back here lists them
-    tab.select(lambda: gr.update(choices=studio.catalog.choices("text")), outputs=model, queue=False,
+    tab.select(lambda: [gr.update(choices=studio.catalog.choices("text"))] * 2, outputs=[model, models], queue=False,
                api_visibility="private")
+    mode.change(lambda m: gr.update(visible=m == MODELS), mode, models, api_visibility="private", queue=False)
     # a newly picked model starts at its own recommended knobs (the Balanced style)
     model.input(use_model, inputs=[model, knob_name],
                 outputs=[card, style, *style_outputs, *controls.values(), knob_name, values], api_visibility="private")
@@ -422,10 +472,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     api_visibility="private")
 
     labelled = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
-        label_columns, inputs=[mode, count, knob_name, values, model, *knob_inputs, *new_knob_inputs],
+        label_columns, inputs=[mode, count, knob_name, values, models, model, *knob_inputs, *new_knob_inputs],
         outputs=columns, api_visibility="private")
     comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
-                                                       *new_knob_inputs],
+                                                       *new_knob_inputs, models],
                                  outputs=[*columns, compare_state, compare_numbers], api_visibility="private",
                                  concurrency_id="text")
     labelled.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
