@@ -239,3 +239,145 @@ def test_tiny_random_family_models_load_through_a_local_spec(tmp_path):
         model = image_engine.load(local_spec(family, "image", family, folder), "cpu", __import__("torch").float32)
         pictures = image_engine.generate(model, ["a red circle"] * 2, ImageParams(width=32, height=32), [1, 2])
         assert [p.size for p in pictures] == [(32, 32)] * 2
+
+
+# ----- in the UI: the Image tab and the public API -------------------------------------------
+
+@pytest.fixture(scope="module")
+def tab(real):
+    """The Image tab alone over the embedded models: its handlers by name, its components by elem_id."""
+    import gradio as gr
+
+    from aigc_studio.ui import image_tab
+    from aigc_studio.ui.widgets import Sessions
+
+    sessions = Sessions()
+    with gr.Blocks() as demo:
+        image_tab.build(real, sessions)
+    handlers = {f.fn.__name__: f.fn for f in demo.fns.values() if f.fn is not None}
+    components = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    return handlers, components, sessions
+
+
+def knob_values(real, model_id, **values) -> list:
+    from aigc_studio.ui.image_tab import ALL_KNOBS
+
+    chosen = real.params("image", model_id, **values)
+    return [getattr(chosen, name) for name in ALL_KNOBS]
+
+
+def quiet(*args, **kwargs):  # stands in for gr.Progress
+    pass
+
+
+def refusal(call, *args, **kwargs) -> str:
+    """The message of the gr.Error that call(*args, **kwargs) raises (a generator is run)."""
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as error:
+        result = call(*args, **kwargs)
+        if hasattr(result, "__next__"):
+            list(result)
+    return error.value.message
+
+
+def test_the_image_tab_compares_models_at_one_seed(real, tab):
+    from aigc_studio.ui.image_tab import MODELS
+
+    handlers, components, sessions = tab
+    assert components["image-models"].value == list(ALL_IDS)  # defaults: the catalog's embedded image models
+    cells = handlers["compare_image"](None, quiet, "a blue triangle", MODELS, 3, "guidance", "", list(ALL_IDS),
+                                      "shapes-diffusion", *knob_values(real, "shapes-diffusion", seed=21, steps=8))
+    assert [caption for _, caption in cells] == [f"model={m}" for m in ALL_IDS]
+    kept = sessions.recipes(None)  # the recipe card shows these
+    assert [r.model_id for r in kept] == list(ALL_IDS) and {r.params["seed"] for r in kept} == {21}
+    assert same(Image.open(cells[1][0]).convert("RGB"), real.image("a blue triangle", "shapes-vae", seed=21).output)
+    assert refusal(handlers["compare_image"], None, quiet, "a blue triangle", MODELS, 3, "guidance", "",
+                   ["shapes-vae"], "shapes-vae", *knob_values(real, "shapes-vae")).startswith(
+        "models: give 2 to 4 models to compare, got 1")
+
+
+def test_the_image_tab_grid_takes_model_as_an_axis(real, tab):
+    handlers, _, _ = tab
+    assert handlers["grid_values_for"]("model", "shapes-diffusion", *knob_values(real, "shapes-diffusion")) == \
+        ", ".join(ALL_IDS)
+    grid_path, cells = handlers["image_grid"](None, quiet, "a green square", "model", "shapes-vae, shapes-gan", "seed",
+                                              "4, 5", "shapes-vae", *knob_values(real, "shapes-vae"))
+    assert [caption for _, caption in cells] == ["model=shapes-vae, seed=4", "model=shapes-gan, seed=4",
+                                                 "model=shapes-vae, seed=5", "model=shapes-gan, seed=5"]
+    assert Image.open(grid_path).width >= 2 * 64
+    # a model change keeps "model" among the grid pickers' choices
+    picker = handlers["use_model"]("shapes-gan", "model", "none", "guidance")[-4]
+    assert ("model", "model") in picker["choices"] and picker["value"] == "model"
+
+
+def test_the_grid_pickers_accept_model_after_a_rebuild():
+    from gradio.context import LocalContext
+
+    from aigc_studio.ui.widgets import SweepDropdown
+
+    picker = SweepDropdown([("steps", "steps")], value="steps", knob_name="x_knob", sweepable=("steps", "model"),
+                           render=False)
+    token = LocalContext.in_event_listener.set(True)
+    try:
+        rebuilt = SweepDropdown(**{**picker.constructor_args, "visible": True, "render": False})
+    finally:
+        LocalContext.in_event_listener.reset(token)
+    assert rebuilt.preprocess("model") == "model"
+    assert refusal(rebuilt.preprocess, "warp").startswith("x_knob: must be one of steps, model")
+
+
+def test_the_image_tab_walks_from_seed_a_to_seed_b(real, tab):
+    from aigc_studio.recipe import read_recipe
+
+    handlers, components, sessions = tab
+    assert components["image-frames"].knob_range == (2, 32)
+    walk = handlers["walk_image"]
+    [(gif, frames, card, raw)] = list(walk(None, quiet, "a red square", 5, 9, 4.0, "shapes-gan",
+                                           *knob_values(real, "shapes-gan")))
+    recipe = read_recipe(gif)
+    assert gif.endswith(".gif") and recipe.model_id == "shapes-gan" and recipe.params["seed"] == 5
+    assert recipe.params["walk_to_seed"] == 9 and recipe.params["walk_frames"] == 4
+    assert [caption for _, caption in frames][0] == "walk frame 1/4: seed 5 -> 9" and len(frames) == 4
+    assert same(frames[0][0], real.image("a red square", "shapes-gan", seed=5).output)
+    assert "shapes-gan" in card and raw[0]["params"]["walk_frames"] == 4
+    assert refusal(walk, None, quiet, "a red square", 5, 9, 50, "shapes-gan", *knob_values(real, "shapes-gan")
+                   ).startswith("frames: must be a whole number in [2, 32], got 50")
+
+    def stop_at_once(*args, **kwargs):  # Stop pressed during the first denoising step
+        sessions.stop(None, "image")
+
+    assert list(walk(None, stop_at_once, "a red square", 5, 9, 3, "shapes-diffusion",
+                     *knob_values(real, "shapes-diffusion", steps=4))) == []
+
+
+def test_the_image_tab_shows_what_a_vae_or_gan_learned(tab):
+    handlers, components, _ = tab
+    assert components["image-family"].visible is False  # the default model is a diffusion model
+    *_, box, views = handlers["use_model"]("shapes-vae", "steps", "none", "guidance")
+    assert box["visible"] is True
+    assert [caption for _, caption in views["value"]][0].startswith("reference render")
+    *_, box, views = handlers["use_model"]("shapes-gan", "steps", "none", "guidance")
+    assert box["visible"] is True and "hinge losses" in views["value"][0][1]
+    *_, box, _ = handlers["use_model"]("shapes-diffusion", "steps", "none", "guidance")
+    assert box["visible"] is False
+
+
+def test_the_api_walks_and_compares_models(real):
+    import gradio as gr
+
+    from aigc_studio.recipe import read_recipe
+    from aigc_studio.ui import api
+
+    with gr.Blocks():
+        api.register(real)
+    gif, frames = api.latent_walk("a blue circle", seed_a=1, seed_b=2, frames=3, model="shapes-vae")
+    assert read_recipe(gif["path"]).params["walk_to_seed"] == 2 and len(frames) == 3
+    assert read_recipe(frames[1]["image"]["path"]).params["walk_t"] == 0.5
+    assert refusal(api.latent_walk, "a blue circle", frames=2.5, model="shapes-vae").startswith(
+        "frames: must be a whole number in [2, 32], got 2.5")
+    cells = api.compare_image("a blue circle", mode="Different models", models="shapes-vae, shapes-gan", seed=4)
+    assert [c["caption"] for c in cells] == ["model=shapes-vae", "model=shapes-gan"]
+    assert {read_recipe(c["image"]["path"]).params["seed"] for c in cells} == {4}
+    names = {fn.__name__: group for fn, group in api.ENDPOINTS.items()}
+    assert names["latent_walk"] == "image"

@@ -27,7 +27,8 @@ from aigc_studio.params import ImageParams, parse_values
 from aigc_studio.storage import NotKept
 from aigc_studio.studio import Studio
 from aigc_studio.ui.audio_tab import MAX_PLAYERS, check_format
-from aigc_studio.ui.image_tab import preview_steps
+from aigc_studio.recipe import RECIPE_KEY
+from aigc_studio.ui.image_tab import MAX_WALK_FRAMES, MODELS, axis_values, compare_choices, keep_walk, preview_steps
 from aigc_studio.ui.text_tab import (
     LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, compare_stream, token_dicts, whole_number,
 )
@@ -89,6 +90,16 @@ def _knob_name(name: str, value: Any, params_type: type, default: str) -> str:
     return value
 
 
+def _whole_in(name: str, value: Any, default: int, low: int, high: int) -> int:
+    """A whole number in [low, high] (None = default), refused naming the field and the range."""
+    if value is None:
+        return default
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+    if not (number == number and low <= number <= high and float(number).is_integer()):  # NaN fails too
+        raise knobs.ParamError(name, f"must be a whole number in [{low}, {high}], got {value!r}")
+    return int(number)
+
+
 def _file(path: str | Path) -> File:
     return gr.FileData(path=str(path), orig_name=Path(path).name).model_dump()
 
@@ -101,7 +112,7 @@ def _picture_file(save, result) -> File:
     except NotKept as error:
         gr.Warning(f"{error}. Download it to keep it.")
         picture = result.output.copy()
-        picture.info["aigc_recipe"] = result.recipe.to_json()
+        picture.info[RECIPE_KEY] = result.recipe.to_json()  # the PNG text chunk read_recipe reads
         return _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(), format="png"))
 
 
@@ -381,17 +392,20 @@ def generate_image(prompt: str, negative_prompt: str | None = None, steps: int |
             gr.Info(f"Stopped ({stopped}).")
 
 
-def compare_image(prompt: str, mode: VariantMode | None = None, count: int | None = None,
+def compare_image(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Different models"] | None = None,
+                  count: int | None = None,
                   knob_name: str | None = None, values: str | None = None, negative_prompt: str | None = None,
                   steps: int | None = None, guidance: float | None = None, width: int | None = None,
                   height: int | None = None, seed: int | None = None,
                   scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
-                  model: str | None = None) -> list[dict]:
-    """2-4 labelled image variants of one prompt (seed variants share one batched call).
+                  model: str | None = None, models: str | None = None) -> list[dict]:
+    """2-4 labelled image variants of one prompt (seed variants share one batched call), or one
+    prompt and seed on 2-4 image models side by side.
 
     Args:
         prompt: what to draw.
-        mode: "Different seeds" (count consecutive seeds) or "Sweep one knob" (knob_name over values).
+        mode: "Different seeds" (count consecutive seeds), "Sweep one knob" (knob_name over values)
+            or "Different models" (the models, one seed; each at its recommended knobs under the knobs given).
         count: 2-4 images for "Different seeds" (default 3).
         knob_name: the image knob to sweep, e.g. "guidance" or "steps".
         values: 2-4 comma-separated values, e.g. "1, 3, 7".
@@ -403,15 +417,23 @@ def compare_image(prompt: str, mode: VariantMode | None = None, count: int | Non
         seed: -1 to 2147483647.
         scheduler: the sampler.
         model: an image model id of the catalog.
+        models: "Different models": 2-4 comma-separated image model ids (default: the embedded
+            shapes-diffusion, shapes-vae, shapes-gan); columns are labelled model=<id>.
     Returns:
         A gallery: [{"image": PNG file with its recipe, "caption": the variant's label}].
     """
     with user_errors():
         s = studio()
         model = _model(model)
+        mode = _mode(mode, (MODELS,))
+        if mode == MODELS:
+            ids = [m.strip() for m in _text("models", models, ", ".join(compare_choices(s))).split(",") if m.strip()]
+            given = dict(negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width, height=height,
+                         seed=seed, scheduler=scheduler)
+            results = s.compare_models(prompt, ids, stop=threading.Event(), **given)
+            return [{"image": _picture_file(s.save, r), "caption": r.label} for r in results]
         base = _image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
                              height=height, seed=seed, scheduler=scheduler)
-        mode = _mode(mode)
         count = _count(count) if mode == SEEDS else 3
         knob_name = _knob_name("knob_name", knob_name, ImageParams, "guidance") if mode == SWEEP else "guidance"
         variants = make_variants(base, mode, count, knob_name, _text("values", values, "1, 3, 7"))
@@ -426,12 +448,13 @@ def image_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
                scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
                model: str | None = None) -> tuple[File, list[dict]]:
     """An X/Y grid: one or two image knobs over their values, the seed fixed unless it is an axis.
+    An axis may also be "model": its values are image model ids (e.g. "shapes-diffusion, shapes-vae, shapes-gan").
 
     Args:
         prompt: what to draw.
-        x_knob: the knob across columns, e.g. "steps" (default "steps").
-        x_values: 1-6 comma-separated values (default "4, 8, 16, 32").
-        y_knob: the knob down rows, or "none" for one row (default "guidance").
+        x_knob: the knob (or "model") across columns, e.g. "steps" (default "steps").
+        x_values: 1-6 comma-separated values (default "4, 8, 16, 32"), or model ids for "model".
+        y_knob: the knob (or "model") down rows, or "none" for one row (default "guidance").
         y_values: 1-6 comma-separated values (default "1, 3, 7").
         negative_prompt: what to steer away from.
         steps: 1-150.
@@ -449,18 +472,16 @@ def image_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
         model = _model(model)
         base = _image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
                              height=height, seed=seed, scheduler=scheduler)
-        axes = [name for name in knobs.sweepable(ImageParams) if name != "batch_size"]
+        axes = [name for name in knobs.sweepable(ImageParams) if name != "batch_size"] + ["model"]
         x_knob = x_knob if x_knob is not None else "steps"
         if not isinstance(x_knob, str) or x_knob not in axes:
             raise knobs.ParamError("x_knob", f"must be one of {', '.join(axes)}, got {x_knob!r}")
         y_knob = y_knob if y_knob is not None else "guidance"
         if not isinstance(y_knob, str) or y_knob not in ("none", *axes):
             raise knobs.ParamError("y_knob", f"must be one of none, {', '.join(axes)}, got {y_knob!r}")
-        xs = parse_values(_text("x_values", x_values, "4, 8, 16, 32"), ImageParams, x_knob, low=1, high=6,
-                          field="x_values")
+        xs = axis_values(_text("x_values", x_values, "4, 8, 16, 32"), x_knob, "x_values")
         use_y = y_knob != "none"
-        ys = parse_values(_text("y_values", y_values, "1, 3, 7"), ImageParams, y_knob, low=1, high=6,
-                          field="y_values") if use_y else None
+        ys = axis_values(_text("y_values", y_values, "1, 3, 7"), y_knob, "y_values") if use_y else None
         picture, cells = s.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model,
                                       stop=threading.Event())
         try:
@@ -470,6 +491,52 @@ def image_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
             grid_file = _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(),
                                                                     format="png"))
         return grid_file, [{"image": _picture_file(s.save, c), "caption": c.label} for c in cells]
+
+
+def latent_walk(prompt: str, seed_a: int | None = None, seed_b: int | None = None, frames: int | None = None,
+                model: str | None = None, negative_prompt: str | None = None, steps: int | None = None,
+                guidance: float | None = None, width: int | None = None, height: int | None = None,
+                scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
+                latent_temperature: float | None = None, truncation: float | None = None) -> tuple[File, list[dict]]:
+    """A latent walk: images from seed A's to seed B's, the starting noise (diffusion) or latent
+    (VAE, GAN) slerped between them; the first and last frames are the two seeds' own images.
+
+    Args:
+        prompt: what to draw (e.g. "a blue triangle").
+        seed_a: 0-2147483647, where the walk starts (default 3).
+        seed_b: 0-2147483647, where it ends (default 7).
+        frames: 2-32 images along the walk (default 8).
+        model: an image model id of the catalog (e.g. shapes-diffusion, shapes-vae, shapes-gan).
+        negative_prompt: what to steer away from.
+        steps: 1-150 (diffusion).
+        guidance: 0-20 (diffusion).
+        width: 16-1536, a multiple of 8.
+        height: 16-1536, a multiple of 8.
+        scheduler: the sampler (diffusion).
+        latent_temperature: 0-2 (VAE): how far from the mean latent.
+        truncation: 0-1 (GAN): 1 = as trained, lower = less varied.
+    Returns:
+        The animated GIF (there and back; its recipe, with walk_to_seed and walk_frames, in the GIF
+        comment) and a gallery of the frames: [{"image": PNG with its recipe, "caption"}].
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        chosen = _image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
+                               height=height, scheduler=scheduler, latent_temperature=latent_temperature,
+                               truncation=truncation)
+        seed_a = _whole_in("seed_a", seed_a, 3, 0, knobs.MAX_SEED)
+        seed_b = _whole_in("seed_b", seed_b, 7, 0, knobs.MAX_SEED)
+        frames = _whole_in("frames", frames, 8, 2, MAX_WALK_FRAMES)
+        results, animation = s.latent_walk(prompt, seed_a, seed_b, frames, model, chosen, stop=threading.Event())
+        return _file(keep_walk(s, animation)), [{"image": _cached_picture(r), "caption": r.label} for r in results]
+
+
+def _cached_picture(result) -> File:
+    """A frame as a PNG in Gradio's cache (not the output folder: a walk's GIF keeps it), its recipe inside."""
+    picture = result.output.copy()
+    picture.info[RECIPE_KEY] = result.recipe.to_json()
+    return _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(), format="png"))
 
 
 # ----- audio ----------------------------------------------------------------------------------
@@ -580,7 +647,7 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
 # Endpoint -> its concurrency group. A tab's button and its public endpoint share the
 # group, so AIGC_CONCURRENCY bounds the generations of a modality however they arrive.
 ENDPOINTS = {generate_text: "text", compare_text: "text", explain_next_token: "text", perplexity: "text",
-             generate_image: "image", compare_image: "image", image_grid: "image",
+             generate_image: "image", compare_image: "image", image_grid: "image", latent_walk: "image",
              generate_audio: "audio", compare_audio: "audio"}
 
 

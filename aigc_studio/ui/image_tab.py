@@ -1,23 +1,29 @@
 """Image tab: prompt -> image through diffusers, every knob, the denoising trajectory,
-variants side by side, an X/Y grid, and recipes restored from studio PNGs."""
+variants side by side (seeds, a knob, or models), an X/Y grid (knobs or models), a latent
+walk from one seed to another, what a VAE or GAN learned, and recipes restored from
+studio PNGs."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import logging
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from aigc_studio.params import ImageParams, parse_values
+from aigc_studio.engines.image import FAMILY_KINDS
+from aigc_studio.grid import MAX_AXIS_VALUES, MODEL_AXIS
+from aigc_studio.params import MAX_SEED, ImageParams, ParamError, parse_values
 from aigc_studio.studio import (
     RECIPE_KEY, GenerationStopped, NotKept, Result, Studio, UnknownModelError, read_recipe,
 )
 from aigc_studio.ui.widgets import (
-    Sessions, SweepDropdown, busy, check_sweep, control, error_box, knob_choices_for, knob_updates, make_variants,
-    model_card, model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, run_in_worker,
-    sweep_names, sweep_updates, sweep_values, user_errors, variant_controls,
+    KnobDropdown, KnobNumber, KnobSlider, Sessions, SweepDropdown, busy, check_sweep, control, error_box,
+    knob_choices_for, knob_updates, make_variants, model_card, model_dropdown, page_assets, ready, recipe_card,
+    recipe_json, recipe_view, run_in_worker, sweep_names, sweep_updates, sweep_values, user_errors, variant_controls,
 )
 
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
@@ -31,6 +37,8 @@ VIEW_PX = 256  # the largest side of a kept trajectory step (the step view shows
 # Each streamed preview costs a file in Gradio's cache (30 per image before), so a
 # request streams this many, evenly spaced; the trajectory strip still shows every step.
 MAX_PREVIEWS = 3
+MODELS = "Different models"  # the side-by-side mode whose columns differ by model (one prompt, one seed)
+MAX_WALK_FRAMES = 32
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,59 @@ def trajectory_strip(pictures: list[Image.Image]) -> Image.Image:
     return strip
 
 
+def compare_choices(studio: Studio) -> list[str]:
+    """The models "Different models" starts with: the catalog's embedded image models
+    (diffusion, VAE, GAN: fast, no download), else its first image models; 2-4 of them."""
+    ids = studio.catalog.choices("image")
+    embedded = [i for i in ids if i in studio.catalog.specs and studio.catalog.specs[i].source == "embedded"]
+    return (embedded if len(embedded) >= 2 else ids)[:4]
+
+
+def is_family(studio: Studio, model_id: str | None) -> bool:
+    """Whether a model has training views (a VAE or a GAN; diffusion models do not)."""
+    try:
+        return studio.model_spec("image", model_id).kind in FAMILY_KINDS
+    except ValueError:  # no image model installed (UnknownModelError): nothing to show
+        return False
+
+
+def family_gallery(studio: Studio, model_id: str | None) -> tuple:
+    """(accordion update, gallery update) for a model: its training views, or hidden."""
+    if not is_family(studio, model_id):
+        return gr.update(visible=False), gr.update(value=None)
+    with user_errors():
+        views = studio.family_views(model_id)
+    return gr.update(visible=True), gr.update(value=[(picture, caption) for caption, picture in views])
+
+
+def axis_values(text: str, knob: str, field: str) -> list:
+    """1-6 values for a grid axis: a knob's (checked when the grid is planned) or model ids."""
+    if knob != MODEL_AXIS:
+        return parse_values(text, ImageParams, knob, low=1, high=MAX_AXIS_VALUES, field=field)
+    values = [v.strip() for v in str(text or "").split(",") if v.strip()]
+    if not 1 <= len(values) <= MAX_AXIS_VALUES:
+        raise ParamError(field, f"give 1 to {MAX_AXIS_VALUES} comma-separated model ids, got {len(values)}")
+    return values
+
+
+def whole(value):
+    """A slider's 8.0 as 8; anything else unchanged, for the backend to name and refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def keep_walk(studio: Studio, animation: bytes) -> str:
+    """Write a walk's GIF into the output folder; when it cannot be written (disk full),
+    into Gradio's upload folder, with a warning (the file still carries its recipe)."""
+    try:
+        return str(studio.save_walk(animation))
+    except NotKept as error:
+        log.warning("%s", error)
+        gr.Warning(f"{error}. Download it to keep it.")
+        path = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder())) / "walk.gif"
+        path.write_bytes(animation)
+        return str(path)
+
+
 def build(studio: Studio, sessions: Sessions) -> None:
     try:
         spec = studio.model_spec("image")
@@ -138,7 +199,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
                                  elem_id="image-upload")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
-            mode, count, knob_name, values = variant_controls(ImageParams, [n for n in used if n != "batch_size"])
+            mode, count, knob_name, values = variant_controls(
+                ImageParams, [n for n in used if n != "batch_size"], extra_modes=(MODELS,),
+                info="What differs between the columns. Different models: one prompt and seed, each model at its "
+                     "recommended knobs.")
+            models = KnobDropdown(studio.catalog.choices("image"), value=compare_choices(studio), multiselect=True,
+                                  label="Models (2-4)", visible=False, knob_name="models", elem_id="image-models")
+            mode.change(lambda m: gr.update(visible=m == MODELS), mode, models, api_visibility="private", queue=False)
             if "guidance" in used:
                 knob_name.value = "guidance"
             values.value = sweep_values(studio.params("image") if default_id else ImageParams(), knob_name.value)
@@ -149,21 +216,45 @@ def build(studio: Studio, sessions: Sessions) -> None:
             compare_recipes, compare_recipes_raw = recipe_view("Recipes")
         with gr.Accordion("X/Y grid: one or two knobs over their values", open=False):
             axes = grid_axes(used)
+            # "model" is an axis too: its values are model ids (diffusion vs VAE vs GAN, one seed)
+            every_axis = (*grid_axes(ALL_KNOBS), MODEL_AXIS)
             with gr.Row():
-                x_knob = SweepDropdown(knob_choices_for(axes), value="steps" if "steps" in axes else axes[0],
-                                       label="X knob", info="The knob that varies across columns.", knob_name="x_knob")
+                x_knob = SweepDropdown(knob_choices_for([*axes, MODEL_AXIS]), value="steps" if "steps" in axes else axes[0],
+                                       label="X knob", info="The knob (or model) that varies across columns.",
+                                       knob_name="x_knob", sweepable=every_axis)
                 x_values = gr.Textbox(value="4, 8, 16, 32", label="X values (1-6, comma-separated)")
-                y_knob = SweepDropdown([("none", "none"), *knob_choices_for(axes)],
+                y_knob = SweepDropdown([("none", "none"), *knob_choices_for([*axes, MODEL_AXIS])],
                                        value="guidance" if "guidance" in axes else "none",
-                                       label="Y knob", info="The knob that varies down rows (none: one row).",
-                                       knob_name="y_knob")
+                                       label="Y knob", info="The knob (or model) that varies down rows (none: one row).",
+                                       knob_name="y_knob", sweepable=("none", *every_axis))
                 y_values = gr.Textbox(value="1, 3, 7", label="Y values")
-            x_knob.sweepable, y_knob.sweepable = tuple(grid_axes(ALL_KNOBS)), ("none", *grid_axes(ALL_KNOBS))
             make_grid = gr.Button("Make grid", elem_id="image-grid-button")
             error_box("image-grid-button")
             grid_image = gr.Image(type="filepath", format="png", show_label=False, elem_id="image-grid")
             grid_gallery = gr.Gallery(label="Cells", columns=6, object_fit="contain", height="auto",
                                       elem_id="image-grid-cells", elem_classes=["studio-grid"])
+        with gr.Accordion("Latent walk: from one seed to another", open=False):
+            with gr.Row():
+                seed_a = KnobNumber(3, label="seed A", precision=0, minimum=0, maximum=MAX_SEED,
+                                    knob_name="seed_a", elem_id="image-seed_a")
+                seed_b = KnobNumber(7, label="seed B", precision=0, minimum=0, maximum=MAX_SEED,
+                                    knob_name="seed_b", elem_id="image-seed_b")
+                frames = KnobSlider(2, MAX_WALK_FRAMES, value=8, step=1, label="frames", knob_name="frames",
+                                    knob_range=(2, MAX_WALK_FRAMES), elem_id="image-frames",
+                                    info="Images from seed A's to seed B's, the noise (or latent) between slerped.")
+            walk = gr.Button("Walk", elem_id="image-walk")
+            error_box("image-walk")
+            with gr.Row():
+                walk_gif = gr.Image(type="filepath", label="The walk (GIF, there and back; its recipe inside)",
+                                    elem_id="image-walk-gif", buttons=["download", "fullscreen"], scale=1)
+                walk_frames = gr.Gallery(label="Frames", columns=8, object_fit="contain", height="auto", format="png",
+                                         elem_id="image-walk-frames", elem_classes=["studio-grid"], scale=2)
+            walk_recipe, walk_recipe_raw = recipe_view("Walk recipe (in the GIF comment)")
+        with gr.Accordion("What this model learned", open=True, visible=is_family(studio, default_id),
+                          elem_id="image-family") as family_box:
+            family_views = gr.Gallery(family_gallery(studio, default_id)[1]["value"], label="Training views", columns=3,
+                                      object_fit="contain", height="auto", format="png", elem_id="image-family-views",
+                                      elem_classes=["studio-grid"])
 
     knob_inputs = [controls[name] for name in ALL_KNOBS]
 
@@ -208,15 +299,22 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 gr.Info(f"Stopped ({stopped}).")
 
     def compare_image(request: gr.Request, progress=gr.Progress(), prompt="", mode=None, count=None, knob_name=None,
-                      values=None, model=None, *knob_values):
-        """2-4 labelled variants (seed variants share one batched call); a gallery of PNGs."""
+                      values=None, models=None, model=None, *knob_values):
+        """2-4 labelled variants (seed variants share one batched call), or 2-4 models at
+        one seed, each at its recommended knobs; a gallery of PNGs."""
         with user_errors():
             base = image_params(model, knob_values, batch_size=1)
-            check_sweep(studio, "image", model, mode, knob_name)
-            variants = make_variants(base, mode, count, knob_name, values)
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
+            stop_event = sessions.fresh_stop(request, "image")
+            if mode == MODELS:
+                run = lambda: studio.compare_models(prompt, list(models or []), None, on_step, stop_event,
+                                                    seed=base.seed)
+            else:
+                check_sweep(studio, "image", model, mode, knob_name)
+                variants = make_variants(base, mode, count, knob_name, values)
+                run = lambda: studio.images(prompt, variants, model, on_step, stop=stop_event)
             try:
-                results = studio.images(prompt, variants, model, on_step, stop=sessions.fresh_stop(request, "image"))
+                results = run()
             except GenerationStopped as stopped:
                 gr.Info(f"Stopped ({stopped}).")
                 return gr.skip()
@@ -229,9 +327,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
         Returns the labelled grid PNG and a gallery of every cell."""
         with user_errors():
             base = image_params(model, knob_values, batch_size=1)
-            xs = parse_values(x_values, ImageParams, x_knob, low=1, high=6, field="x_values")
+            xs = axis_values(x_values, x_knob, "x_values")
             use_y = y_knob and y_knob != "none"
-            ys = parse_values(y_values, ImageParams, y_knob, low=1, high=6, field="y_values") if use_y else None
+            ys = axis_values(y_values, y_knob, "y_values") if use_y else None
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
             try:
                 picture, cells = studio.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model,
@@ -247,6 +345,31 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 gr.Warning(f"{error}. Download it to keep it.")
                 return picture, [(_with_recipe(c), c.label) for c in cells]
             return grid_shown, list(zip(keep_pictures(studio.save, cells), [c.label for c in cells]))
+
+    def walk_image(request: gr.Request, progress=gr.Progress(), prompt="", seed_a=None, seed_b=None, frames=None,
+                   model=None, *knob_values):
+        """A latent walk from seed A to seed B (2-32 frames, the chosen model at the knobs
+        shown): the GIF (its recipe in the comment), the frames (each PNG with its recipe)
+        and the walk's recipe."""
+        with user_errors():
+            chosen = image_params(model, knob_values, batch_size=1)
+            stop_event = sessions.fresh_stop(request, "image")
+
+            def work(emit):
+                on_step = lambda step, total: progress((step + 1, total), desc="walking")
+                return studio.latent_walk(prompt, whole(seed_a), whole(seed_b), whole(frames), model, chosen, on_step,
+                                          stop_event)
+
+            try:
+                for kind, value in run_in_worker(work, stop_event):
+                    if kind == "result":
+                        results, animation = value
+            except GenerationStopped as stopped:
+                gr.Info(f"Stopped ({stopped}).")
+                return
+            path = keep_walk(studio, animation)
+            walked = read_recipe(path)  # what the file itself carries
+            yield path, [(_with_recipe(r), r.label) for r in results], recipe_card([walked]), recipe_json([walked])
 
     def stop_image(request: gr.Request):
         sessions.stop(request, "image")
@@ -292,9 +415,11 @@ def build(studio: Studio, sessions: Sessions) -> None:
             names = studio.knobs_used("image", model_id)
             picker, sweep = sweep_updates(studio, "image", model_id, knob)
             axes = grid_axes(names)
+            grid_choices = knob_choices_for([*axes, MODEL_AXIS])
             return (model_card(chosen), *knob_updates(studio, "image", model_id, controls), picker, sweep,
-                    gr.update(choices=knob_choices_for(axes), value=x if x in axes else axes[0]),
-                    gr.update(choices=[("none", "none"), *knob_choices_for(axes)], value=y if y in axes else "none"))
+                    gr.update(choices=grid_choices, value=x if x in (*axes, MODEL_AXIS) else axes[0]),
+                    gr.update(choices=[("none", "none"), *grid_choices], value=y if y in (*axes, MODEL_AXIS) else "none"),
+                    *family_gallery(studio, model_id))
 
     def sweep_for(knob, model_id, *knob_values):
         with user_errors():
@@ -303,6 +428,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def grid_values_for(knob, model_id, *knob_values):
         if knob == "none":
             return ""
+        if knob == MODEL_AXIS:
+            return ", ".join(compare_choices(studio))
         with user_errors():
             return sweep_values(image_params(model_id, knob_values), knob)
 
@@ -317,7 +444,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
     comparing = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
-        compare_image, inputs=[prompt, mode, count, knob_name, values, model, *knob_inputs], outputs=gallery,
+        compare_image, inputs=[prompt, mode, count, knob_name, values, models, model, *knob_inputs], outputs=gallery,
         api_visibility="private", concurrency_id="image")
     comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
@@ -327,14 +454,20 @@ def build(studio: Studio, sessions: Sessions) -> None:
         outputs=[grid_image, grid_gallery], api_visibility="private", concurrency_id="image")
     gridding.then(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
     gridding.failure(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
+    walking = walk.click(lambda: busy(), outputs=walk, queue=False, api_visibility="private").then(
+        walk_image, inputs=[prompt, seed_a, seed_b, frames, model, *knob_inputs],
+        outputs=[walk_gif, walk_frames, walk_recipe, walk_recipe_raw], api_visibility="private", concurrency_id="image")
+    walking.then(lambda: ready("Walk"), outputs=walk, queue=False, api_visibility="private")
+    walking.failure(lambda: ready("Walk"), outputs=walk, queue=False, api_visibility="private")
     # The stop event ends a running generation at its next step; cancels also drops
     # one still waiting in the queue, which would otherwise start after Stop.
-    stop.click(stop_image, None, None, cancels=[run, comparing, gridding], api_visibility="private").then(
-        lambda: (ready(), ready("Compare"), ready("Make grid")), outputs=[generate, compare, make_grid], queue=False,
-        api_visibility="private")
+    stop.click(stop_image, None, None, cancels=[run, comparing, gridding, walking], api_visibility="private").then(
+        lambda: (ready(), ready("Compare"), ready("Make grid"), ready("Walk")),
+        outputs=[generate, compare, make_grid, walk], queue=False, api_visibility="private")
     upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs], api_visibility="private")
     model.input(use_model, [model, x_knob, y_knob, knob_name],
-                [card, *controls.values(), knob_name, values, x_knob, y_knob], api_visibility="private")
+                [card, *controls.values(), knob_name, values, x_knob, y_knob, family_box, family_views],
+                api_visibility="private")
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
     x_knob.input(grid_values_for, [x_knob, model, *knob_inputs], x_values, api_visibility="private")
     y_knob.input(grid_values_for, [y_knob, model, *knob_inputs], y_values, api_visibility="private")

@@ -281,6 +281,14 @@ class SweepDropdown(KnobDropdown):
                                                 for name in knobs.sweepable(kind)))  # "none": a grid's absent Y axis
     knob_name = "knob_name"
 
+    def __init__(self, choices=None, *, knob_name: str = "knob_name", sweepable: tuple | None = None, **kwargs):
+        """sweepable: the names this picker accepts beyond the class's (e.g. a grid's
+        "model" axis); a constructor argument, so a rebuilt picker keeps them."""
+        self.knob_name = knob_name
+        if sweepable is not None:
+            self.sweepable = tuple(sweepable)
+        own_init(gr.Dropdown, self, choices, **kwargs)
+
     @classmethod
     def get_block_name(cls) -> str:
         return "dropdown"
