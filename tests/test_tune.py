@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from aigc_studio import tune
 from aigc_studio.catalog import UnknownModelError
 from aigc_studio.params import ParamError, TextParams, TuneParams, make
+from aigc_studio.ui.widgets import Sessions
 from tests.conftest import CORPUS, TEXT_ID
 
 DATA = Path(__file__).resolve().parent / "data" / "austen_pride_and_prejudice.txt"
@@ -213,10 +214,11 @@ def test_the_tune_tab_and_the_api_endpoint_use_the_studio(studio):
     assert "fine_tune_text" in names and names["fine_tune_text"].concurrency_id == "tune"
     assert any(getattr(block, "id", None) == "tune" for block in demo.blocks.values() if isinstance(block, gr.Tab))
     updates = list(api.fine_tune_text(corpus_text(200), TEXT_ID, rank=4, alpha=8, learning_rate=0.01, steps=2, seed=1,
-                                      name="viaapi"))
+                                      name="viaapi", method="full"))
     assert [u["step"] for u in updates[:-1]] == [0, 1, 2] and updates[0]["perplexity"] is not None
     final = updates[-1]
     assert final["adapter"] == f"{TEXT_ID}+viaapi" and final["train_tokens"] > final["heldout_tokens"] > 0
+    assert final["method"] == "full" and (s.settings.output_dir / "adapters" / final["adapter"] / tune.FULL_WEIGHTS).is_file()
     assert final["perplexity_after"] != final["perplexity_before"]
     answer = list(api.generate_text("the quick brown", model=final["adapter"], seed=1, max_new_tokens=3,
                                     prompt_mode="completion"))
@@ -251,23 +253,33 @@ def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path)
 # ----- full fine-tuning and restarts ------------------------------------------------------------
 
 def test_full_fine_tuning_is_reproducible_runs_and_is_refused_when_too_big(studio):
+    from aigc_studio.ui import tune_tab
+
     text = corpus_text()
     full = dict(SMALL, method="full", learning_rate=1e-3, steps=3)
     first = studio().fine_tune(text, TEXT_ID, make(TuneParams, seed=3, **full), name="all")
-    s = studio()
-    second = s.fine_tune(text, TEXT_ID, make(TuneParams, seed=3, **full), name="all")
-    one, two = (load_file(str(r.folder / tune.FULL_WEIGHTS)) for r in (first, second))
+    s = studio()  # the same knobs through the Tune tab's handler
+    *_, (status, _, summary, _) = tune_tab.train(s, Sessions(), None, text, None, TEXT_ID, 4, 8, 1e-3, 3, 2, 16, 3, 3,
+                                                 "all", "full")
+    assert status == "Done." and "(every weight tuned)" in summary
+    folder = s.settings.output_dir / "adapters" / f"{TEXT_ID}+all"
+    one, two = (load_file(str(f / tune.FULL_WEIGHTS)) for f in (first.folder, folder))
     assert not (first.folder / tune.ADAPTER_WEIGHTS).exists() and len(one) > 0
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
-    assert second.recipe["kind"] == "full" and second.recipe["trained_parameters"] > 0
-    assert second.perplexity_after != second.perplexity_before
-    # it runs like any tuned model, on its own weights (not the base's)
-    spec = s.model_spec("text", second.adapter)
-    assert second.adapter == f"{TEXT_ID}+all" and spec.source == "adapter" and "Fully fine-tuned" in spec.description
-    tuned_ppl, _ = s.perplexity("the quick brown fox jumps over the lazy dog", second.adapter)
+    assert first.recipe["kind"] == "full" and first.recipe["trained_parameters"] > 0
+    assert first.perplexity_after != first.perplexity_before
+    # it runs like any tuned model, on its own weights (not the base's), and restores from its two files
+    adapter = f"{TEXT_ID}+all"
+    spec = s.model_spec("text", adapter)
+    assert spec.source == "adapter" and "Fully fine-tuned" in spec.description
+    tuned_ppl, _ = s.perplexity("the quick brown fox jumps over the lazy dog", adapter)
     base_ppl, _ = s.perplexity("the quick brown fox jumps over the lazy dog", TEXT_ID)
     assert tuned_ppl != pytest.approx(base_ppl, rel=1e-4)
-    assert s.text("the quick brown", model=second.adapter, seed=2, max_new_tokens=4, prompt_mode="completion").output
+    answer = s.text("the quick brown", model=adapter, seed=2, max_new_tokens=4, prompt_mode="completion").output
+    fresh = studio()
+    message, _ = tune_tab.load_adapter(fresh, [str(folder / name) for name in tune_tab.FULL_FILES])
+    assert adapter in message
+    assert fresh.text("the quick brown", model=adapter, seed=2, max_new_tokens=4, prompt_mode="completion").output == answer
     with pytest.raises(ParamError, match=r"method: full fine-tuning of .* memory budget of 0\.0 GiB.*use method 'lora'"):
         studio(memory_budget_gb=1e-4).fine_tune(text, TEXT_ID, make(TuneParams, **full), name="big")
     with pytest.raises(ParamError, match="method: must be one of lora, full"):

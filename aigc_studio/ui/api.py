@@ -298,8 +298,9 @@ def perplexity(text: str, model: str | None = None) -> float:
 
 def fine_tune_text(text: str, model: str | None = None, rank: int | None = None, alpha: int | None = None,
                    learning_rate: float | None = None, steps: int | None = None, seed: int | None = None,
-                   name: str | None = None) -> Iterator[dict]:
-    """Fine-tune a text model on your own text (LoRA); streams progress, then the result.
+                   name: str | None = None, method: Literal["lora", "full"] | None = None) -> Iterator[dict]:
+    """Fine-tune a text model on your own text (LoRA, or every weight of a small model); streams
+    progress, then the result.
     The tuned model joins the catalog as "<model>+<name>" (runs on torch): pass it as `model`
     to generate_text, compare_text, explain_next_token or perplexity.
 
@@ -312,13 +313,17 @@ def fine_tune_text(text: str, model: str | None = None, rank: int | None = None,
         steps: 1-5000 optimizer steps of 4 blocks of 128 tokens (default 20).
         seed: -1 to 2147483647; the same seed, text and knobs give the same adapter (default 0).
         name: the adapter's name: 1-40 letters, digits, '-', '_' or '.' (default "tuned").
+        method: "lora" (default) or "full": every weight trains and is saved (fp32, ~540 MB for
+            SmolLM2-135M); refused for models above 500M parameters or the memory budget.
+            Full fine-tuning wants a far lower learning_rate, around 3e-5.
     Returns:
         Progress as {"step", "steps", "loss", "perplexity"} (perplexity when measured), then
-        {"adapter", "perplexity_before", "perplexity_after", "train_tokens", "heldout_tokens"}.
+        {"adapter", "method", "perplexity_before", "perplexity_after", "train_tokens", "heldout_tokens"}.
     """
     with user_errors():
         s = studio()
-        chosen = knobs.make(knobs.TuneParams, rank=rank, alpha=alpha, learning_rate=learning_rate, steps=steps, seed=seed)
+        chosen = knobs.make(knobs.TuneParams, rank=rank, alpha=alpha, learning_rate=learning_rate, steps=steps, seed=seed,
+                            method=method)
         stop = threading.Event()
 
         def work(emit):
@@ -329,7 +334,7 @@ def fine_tune_text(text: str, model: str | None = None, rank: int | None = None,
             if kind == "update":
                 yield {"step": value.step, "steps": value.steps, "loss": value.loss, "perplexity": value.perplexity}
             else:
-                yield {"adapter": value.adapter, "perplexity_before": round(value.perplexity_before, 4),
+                yield {"adapter": value.adapter, "method": value.recipe["kind"], "perplexity_before": round(value.perplexity_before, 4),
                        "perplexity_after": round(value.perplexity_after, 4), "train_tokens": value.train_tokens,
                        "heldout_tokens": value.heldout_tokens}
 

@@ -1,5 +1,6 @@
-"""Tune tab: fine-tune the text model on your own writing (LoRA), watch the loss curve and
-the held-out perplexity, then run base and tuned side by side with one seed.
+"""Tune tab: fine-tune the text model on your own writing (LoRA, or every weight of a small
+model), watch the loss curve and the held-out perplexity, then run base and tuned side by side
+with one seed (here, and in the Text tab's "Different models" mode).
 
 Training runs in its own concurrency group ("tune", one at a time), so the other tabs keep
 serving while it runs. Stop ends training after the current step and keeps that adapter.
@@ -21,6 +22,9 @@ from aigc_studio.ui.widgets import Sessions, run_in_worker, user_errors
 
 KNOB_SLIDERS = ("rank", "alpha", "steps", "batch_size", "sequence_length", "eval_every")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "tune_recipe.json")
+FULL_FILES = ("model.safetensors", "tune_recipe.json")  # a full fine-tune (method "full")
+# AdamW step sizes that suit each method: LoRA's small matrices take large steps, every weight small ones
+LEARNING_RATES = {"lora": 1e-3, "full": 3e-5}
 
 
 def _slider(name: str, high: float | None = None) -> gr.Slider:
@@ -48,11 +52,13 @@ def adapters(studio: Studio) -> list[str]:
 
 
 def train(studio: Studio, sessions: Sessions, request: gr.Request | None, text, files, model, rank, alpha,
-          learning_rate, steps, batch_size, sequence_length, seed, eval_every, name, progress=None):
-    """Stream (status, loss curve, result, tuned-model picker) while the adapter trains."""
+          learning_rate, steps, batch_size, sequence_length, seed, eval_every, name, method="lora", progress=None):
+    """Stream (status, loss curve, result, tuned-model picker) while the adapter trains
+    (method: "lora" or "full", see TuneParams)."""
     with user_errors():
         chosen = knobs.make(TuneParams, rank=rank, alpha=alpha, learning_rate=learning_rate, steps=steps,
-                            batch_size=batch_size, sequence_length=sequence_length, seed=seed, eval_every=eval_every)
+                            batch_size=batch_size, sequence_length=sequence_length, seed=seed, eval_every=eval_every,
+                            method=method)
         stop = sessions.fresh_stop(request, "tune")
         paths = [getattr(f, "name", f) for f in (files or [])]
         rows: list[tuple[int, float]] = []
@@ -81,7 +87,8 @@ def train(studio: Studio, sessions: Sessions, request: gr.Request | None, text, 
             else:
                 result = value
                 stopped = f" (stopped after step {result.steps_done})" if result.stopped else ""
-                summary = (f"**{result.adapter}**{stopped}: held-out perplexity **{result.perplexity_before:.2f} → "
+                kind = "every weight tuned" if chosen.method == "full" else "LoRA"
+                summary = (f"**{result.adapter}** ({kind}){stopped}: held-out perplexity **{result.perplexity_before:.2f} → "
                            f"{result.perplexity_after:.2f}** ({result.perplexity_after / result.perplexity_before:.2f}×) · "
                            f"{result.train_tokens:,} training tokens, {result.heldout_tokens:,} held out · "
                            f"{result.seconds / 60:.1f} min · runs on torch · saved in `{result.folder}`")
@@ -89,12 +96,14 @@ def train(studio: Studio, sessions: Sessions, request: gr.Request | None, text, 
 
 
 def load_adapter(studio: Studio, files):
-    """Restore an adapter from its three files (safetensors weights, config, recipe)."""
+    """Restore an adapter from its three files (safetensors weights, config, recipe), or a
+    full fine-tune from its two (model.safetensors, recipe)."""
     with user_errors():
         paths = [Path(getattr(f, "name", f)) for f in (files or [])]
         names = sorted(p.name for p in paths)
-        if names != sorted(ADAPTER_FILES):
-            raise knobs.ParamError("adapter", f"upload exactly {', '.join(ADAPTER_FILES)}; got {', '.join(names) or 'nothing'}")
+        if names not in (sorted(ADAPTER_FILES), sorted(FULL_FILES)):
+            raise knobs.ParamError("adapter", f"upload exactly {', '.join(ADAPTER_FILES)} (LoRA) or "
+                                              f"{', '.join(FULL_FILES)} (full); got {', '.join(names) or 'nothing'}")
         folder = studio.settings.output_dir / "adapters" / f"uploaded-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
         for path in paths:
@@ -122,8 +131,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
     choices = base_models(studio)
     default = studio.catalog.defaults.get("text")
     with gr.Tab("Tune", id="tune"):
-        gr.Markdown("Fine-tune the text model on your own writing (LoRA): 10% of the text is held out to measure "
-                    "perplexity before and after. The tuned model joins the model list as `<base>+<name>` and runs on torch.")
+        gr.Markdown("Fine-tune the text model on your own writing (LoRA, or every weight of a small model): 10% of the "
+                    "text is held out to measure perplexity before and after. The tuned model joins the model list as "
+                    "`<base>+<name>`, runs on torch, is listed again after a restart, and the Text tab's side by side "
+                    "(mode *Different models*) runs it beside its base.")
         with gr.Row():
             with gr.Column(scale=3):
                 text = gr.Textbox(label="Text to tune on", lines=8, max_length=1_000_000,
@@ -134,6 +145,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 model = gr.Dropdown(choices, value=default if default in choices else (choices[0] if choices else None),
                                     label="Base model")
                 name = gr.Textbox("mine", label="Adapter name", info="The tuned model is listed as <base>+<name>.")
+                method = gr.Radio(list(knobs.spec(TuneParams, "method")["choices"]), value="lora", label="method",
+                                  info=knobs.spec(TuneParams, "method")["help"])
                 with gr.Accordion("Knobs", open=False):
                     sliders = {k: _slider(k, 64 if k == "rank" else (200 if k in ("steps", "eval_every") else None))
                                for k in KNOB_SLIDERS}
@@ -156,17 +169,25 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 base_out = gr.Textbox(label="Base", lines=6)
                 tuned_out = gr.Textbox(label="Tuned", lines=6)
         with gr.Accordion("Restore an adapter", open=False):
-            upload = gr.File(label=f"Upload {', '.join(ADAPTER_FILES)}", file_count="multiple", type="filepath")
+            upload = gr.File(label=f"Upload {', '.join(ADAPTER_FILES)} (LoRA) or {', '.join(FULL_FILES)} (full)",
+                             file_count="multiple", type="filepath")
             restore = gr.Button("Restore")
             restored = gr.Markdown()
 
-    def on_train(text_, files_, model_, rank, alpha, lr, steps, batch, length_, seed_, every, name_,
+    def on_train(text_, files_, model_, rank, alpha, lr, steps, batch, length_, seed_, every, name_, method_,
                  request: gr.Request, progress=gr.Progress()):
         yield from train(studio, sessions, request, text_, files_, model_, rank, alpha, lr, steps, batch, length_,
-                         seed_, every, name_, progress)
+                         seed_, every, name_, method_, progress)
 
+    def use_method(chosen):
+        """LoRA's knobs show only for LoRA; the learning rate moves to one that suits the method."""
+        lora = chosen == "lora"
+        return gr.update(visible=lora), gr.update(visible=lora), LEARNING_RATES.get(chosen, LEARNING_RATES["lora"])
+
+    method.change(use_method, method, [sliders["rank"], sliders["alpha"], learning_rate], api_visibility="private",
+                  queue=False)
     inputs = [text, files, model, sliders["rank"], sliders["alpha"], learning_rate, sliders["steps"],
-              sliders["batch_size"], sliders["sequence_length"], seed, sliders["eval_every"], name]
+              sliders["batch_size"], sliders["sequence_length"], seed, sliders["eval_every"], name, method]
     start.click(on_train, inputs, [status, loss_plot, summary, tuned], concurrency_id="tune", concurrency_limit=1,
                 api_visibility="private")
     def on_stop(request: gr.Request):
