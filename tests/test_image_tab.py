@@ -109,3 +109,28 @@ def test_every_handler_that_asks_for_the_session_gets_it(studio):
     for fn in asking:
         inputs, *_ = special_args(fn, inputs=[], request=marker)
         assert marker in inputs, f"{fn.__qualname__} never gets the request"
+
+
+def test_different_models_shows_one_labelled_column_per_model(app_server):
+    """Issue 17 in the browser: the Side by side mode "Different models" runs the three
+    embedded models (diffusion, VAE, GAN) at one seed, one labelled image each."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_ui import GENERATION, open_studio, open_tab
+
+    with sync_playwright() as playwright:
+        page = open_studio(playwright, app_server[0])
+        open_tab(page, "Image")
+        page.locator("#image-prompt textarea").fill("a red circle")
+        page.get_by_role("button", name="Side by side: 2-4 variants of one prompt").click()
+        expect(page.locator("#image-models")).to_be_hidden()
+        page.get_by_label("Different models", exact=True).check()
+        models = page.locator("#image-models")
+        expect(models).to_be_visible()
+        for model_id in ("shapes-diffusion", "shapes-vae", "shapes-gan"):
+            expect(models).to_contain_text(model_id)  # the catalog's embedded image models, chosen by default
+        page.locator("#image-compare").click()
+        gallery = page.locator("#image-gallery")
+        for model_id in ("shapes-diffusion", "shapes-vae", "shapes-gan"):
+            expect(gallery).to_contain_text(f"model={model_id}", timeout=GENERATION)
+        expect(gallery.locator("img")).to_have_count(3)

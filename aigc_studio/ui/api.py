@@ -351,7 +351,7 @@ def generate_image(prompt: str, negative_prompt: str | None = None, steps: int |
                    scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
                    model: str | None = None, batch_size: int | None = None) -> Iterator[File]:
     """Generate an image for a prompt; streams up to 3 denoising previews, then the final PNG,
-    whose recipe (model, every knob, seed, versions) is embedded in its text chunk `aigc_recipe`.
+    whose recipe (model, every knob, seed, versions) is embedded in its text chunk `aigc-studio-recipe`.
 
     Args:
         prompt: what to draw (the embedded shapes model understands e.g. "a small red circle").
