@@ -124,7 +124,7 @@ def test_different_models_shows_one_labelled_column_per_model(app_server):
         page.locator("#image-prompt textarea").fill("a red circle")
         page.get_by_role("button", name="Side by side: 2-4 variants of one prompt").click()
         expect(page.locator("#image-models")).to_be_hidden()
-        page.get_by_label("Different models", exact=True).check()
+        page.locator("#image-variants-mode").get_by_label("Different models", exact=True).check()
         models = page.locator("#image-models")
         expect(models).to_be_visible()
         for model_id in ("shapes-diffusion", "shapes-vae", "shapes-gan"):
