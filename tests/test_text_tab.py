@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -12,7 +13,6 @@ from aigc_studio import params as knobs
 from aigc_studio.params import ParamError, TextParams
 from aigc_studio.ui import text_tab
 from aigc_studio.ui.widgets import SWEEP
-from tests.live_server import running_app
 from tests.test_ui import GENERATION, open_studio
 
 
@@ -73,9 +73,9 @@ def test_whole_number_refuses_the_rest_naming_the_field(value):
         text_tab.whole_number("position", value, 0)
 
 
-def test_browser_explainer_follows_styles_and_selected_tokens(tmp_path):
-    with running_app(tmp_path / "server") as url, sync_playwright() as playwright:
-        page = open_studio(playwright, url)
+def test_browser_explainer_follows_styles_and_selected_tokens(app_server):
+    with sync_playwright() as playwright:  # the session's shared server: its settings are the defaults
+        page = open_studio(playwright, app_server[0])
         page.locator("#text-prompt textarea").fill("What is the capital of France?")
         page.locator("#text-explain").click()
         temperature = page.locator("#text-explainer th").nth(3)
@@ -111,25 +111,11 @@ def test_the_legend_lists_unknown_and_difference_only_when_a_token_has_them():
     assert list(text_tab.legend_colors(columns)) == [*bins, text_tab.DIVERGES]
 
 
-def test_coming_back_to_the_text_tab_lists_models_added_meanwhile(studio):
-    """A model tuned in the Tune tab joins the catalog while the page is open; selecting
-    the Text tab refreshes the model picker's choices."""
-    from aigc_studio.catalog import local_spec
-    from aigc_studio.ui import build_demo
-
-    s = studio()
-    demo = build_demo(s)
-    refresh = next(f for f in demo.fns.values()
-                   if any(t[1] == "select" and getattr(demo.blocks[t[0]], "id", None) == "text" for t in f.targets))
-    s.catalog.add(local_spec("tiny-lm+mine", "text", "causal-lm", s.catalog.specs["tiny-lm"].location))
-    model_picker, compare_picker = refresh.fn()
-    assert "tiny-lm+mine" in model_picker["choices"] and "tiny-lm+mine" in compare_picker["choices"]
-
-
 def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
     """The "Different models" mode: by default the chosen model and its tuned versions, each
     column streamed in turn, labelled by model, equal to a lone generation; the tab's
-    handler and the public /compare_text give the same columns."""
+    handler and the public /compare_text give the same columns; selecting the Text tab
+    lists models tuned meanwhile."""
     from aigc_studio.ui import api, build_demo
     from aigc_studio.ui.widgets import SEEDS
 
@@ -173,3 +159,8 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
     assert api_texts == texts and figures(api_numbers) == figures(numbers)
     assert api_numbers["first_difference"] == numbers["first_difference"]
     assert list(api.compare_text("the quick brown", SEEDS, count=2, seed=1, max_new_tokens=2))[-1][-1]["columns"]
+    # coming back to the Text tab lists the models tuned meanwhile, in both model pickers
+    refresh = next(f for f in demo.fns.values()
+                   if any(t[1] == "select" and getattr(demo.blocks[t[0]], "id", None) == "text" for t in f.targets))
+    s.catalog.add(dataclasses.replace(s.model_spec("text", tuned), id=f"{TEXT_ID}+later"))
+    assert all(f"{TEXT_ID}+later" in picker["choices"] for picker in refresh.fn())
