@@ -61,7 +61,7 @@ SERVER_STARTERS = {"running_app", "launch"}
 EMBEDDED_LOADERS = {"EMBEDDED_MODELS", "load_pipeline"}
 QUALITY_FIXTURES = {"real"}  # test_engines_text: a Studio over the embedded SmolLM2
 QUALITY_MODULES = {"test_shapes_pipeline.py"}  # the shipped shapes weights, measured and retrained
-SLOW_NAMES = {"subprocess"}
+SLOW_NAMES = {"subprocess", "run_concurrently"}
 SLOW_FIXTURES = {"runtimes", "onnx_lm"}  # test_engines_text: tiny models converted to ONNX
 
 

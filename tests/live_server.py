@@ -50,3 +50,14 @@ def running_app(output_dir: Path, **env: str):
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def run_concurrently(commands: list[list[str]]) -> None:
+    """Run the commands side by side (e.g. the same training twice, to compare): on a
+    2-core machine two 1-thread processes take about the time of one. Fails with the
+    output of any command that fails."""
+    processes = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for c in commands]
+    outputs = [p.communicate()[0] for p in processes]
+    for command, process, output in zip(commands, processes, outputs):
+        assert process.returncode == 0, f"{' '.join(command)} exited with {process.returncode}:\n{output[-3000:]}"

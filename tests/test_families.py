@@ -6,10 +6,9 @@ side (a compare mode and a grid axis)."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from aigc_studio.engines.image import GenerationStopped
 from aigc_studio.params import ImageParams, ParamError
 from aigc_studio.studio import Studio
 from aigc_studio.train import evaluate_family
+from tests.live_server import run_concurrently
 
 FAMILY_IDS = ("shapes-vae", "shapes-gan")
 ALL_IDS = ("shapes-diffusion", *FAMILY_IDS)
@@ -47,12 +47,11 @@ def real(tmp_path_factory) -> Studio:
 
 @pytest.mark.parametrize("family, logged", [("vae", {"reconstruction", "kl", "elbo"}), ("gan", {"d_loss", "g_loss"})])
 def test_training_is_reproducible_from_its_seed_and_logs_each_epoch(tmp_path, family, logged):
-    def run(out):
-        subprocess.run([sys.executable, "-m", "aigc_studio.train", family, "--epochs", "2", "--dataset", "128",
-                        "--out", str(out), "--no-eval"], check=True, capture_output=True)
-        return load_file(out / families.WEIGHTS), json.loads((out / families.TRAINING_LOG).read_text())
-
-    (first, log), (second, _) = run(tmp_path / "a"), run(tmp_path / "b")
+    outs = [tmp_path / "a", tmp_path / "b"]
+    run_concurrently([[sys.executable, "-m", "aigc_studio.train", family, "--epochs", "2", "--dataset", "128",
+                       "--out", str(out), "--no-eval"] for out in outs])
+    first, second = (load_file(out / families.WEIGHTS) for out in outs)
+    log = json.loads((outs[0] / families.TRAINING_LOG).read_text())
     assert first.keys() == second.keys()
     assert all((first[k] == second[k]).all() for k in first)
     assert [e["epoch"] for e in log["epochs"]] == [1, 2]

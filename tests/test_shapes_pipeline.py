@@ -3,7 +3,6 @@ by the deterministic checker, guidance that matters, reproducible training."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
@@ -12,9 +11,10 @@ from safetensors.torch import load_file
 from aigc_studio import shapes
 from aigc_studio.catalog import EMBEDDED_MODELS
 from aigc_studio.train import DEFAULT_OUT, evaluate, load_pipeline
+from tests.live_server import run_concurrently
 
 SHAPES_SPEC = next(s for s in EMBEDDED_MODELS if s.id == "shapes-diffusion")
-PER_CLASS = 20  # 12 classes x 20 seeds = 240 images per measurement
+PER_CLASS = 10  # 12 classes x 10 seeds = 120 images per measurement (bench/image_quality.py measures more)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,10 @@ def test_guidance_zero_is_clearly_worse_than_default(pipe, default_adherence):
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpm++", "euler", "euler_a"])
 def test_every_scheduler_follows_the_prompt(pipe, scheduler):
-    """Each scheduler samples the same trained model: 36 images over every colour x shape
+    """Each scheduler samples the same trained model: 24 images over every colour x shape
     (measured 0.98-1.00 for each; Euler's first noise and DDIM's x0 clipping once broke them)."""
     d = SHAPES_SPEC.defaults
-    assert evaluate(pipe, 3, d["guidance"], scheduler, d["steps"], first_seed=100) >= 0.85
+    assert evaluate(pipe, 2, d["guidance"], scheduler, d["steps"], first_seed=100) >= 0.85
 
 
 def test_colour_alone_is_honoured(pipe):
@@ -65,11 +65,9 @@ def test_colour_alone_is_honoured(pipe):
 
 
 def test_training_is_reproducible_from_its_seed(tmp_path):
-    def run(out):
-        subprocess.run([sys.executable, "-m", "aigc_studio.train", "shapes", "--steps", "3", "--dataset", "96",
-                        "--out", str(out), "--no-eval"], check=True, capture_output=True)
-        return load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
-
-    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    outs = [tmp_path / "a", tmp_path / "b"]
+    run_concurrently([[sys.executable, "-m", "aigc_studio.train", "shapes", "--steps", "3", "--dataset", "96",
+                       "--out", str(out), "--no-eval"] for out in outs])
+    first, second = (load_file(out / "unet" / "diffusion_pytorch_model.safetensors") for out in outs)
     assert first.keys() == second.keys()
     assert all((first[k] == second[k]).all() for k in first)
