@@ -5,6 +5,7 @@ the embedded SmolLM2 that lowers the held-out perplexity."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -22,6 +23,13 @@ from tests.conftest import CORPUS, TEXT_ID
 
 DATA = Path(__file__).resolve().parent / "data" / "austen_pride_and_prejudice.txt"
 SMALL = dict(steps=6, batch_size=2, sequence_length=16, eval_every=3, rank=4, alpha=8, learning_rate=0.01)
+
+
+def drain(updates) -> list:
+    """Every update of an async generator handler (what Gradio iterates), in order."""
+    async def collect():
+        return [update async for update in updates]
+    return asyncio.run(collect())
 
 
 def corpus_text(lines: int = 60, seed: int = 0) -> str:
@@ -227,7 +235,7 @@ def test_the_tune_tab_and_the_api_endpoint_use_the_studio(studio):
     names = {fn.api_name: fn for fn in demo.fns.values()}
     assert "fine_tune_text" in names and names["fine_tune_text"].concurrency_id == "tune"
     assert any(getattr(block, "id", None) == "tune" for block in demo.blocks.values() if isinstance(block, gr.Tab))
-    updates = list(api.fine_tune_text(corpus_text(200), TEXT_ID, rank=4, alpha=8, learning_rate=0.01, steps=2, seed=1,
+    updates = drain(api.fine_tune_text(corpus_text(200), TEXT_ID, rank=4, alpha=8, learning_rate=0.01, steps=2, seed=1,
                                       name="viaapi", method="full"))
     assert [u["step"] for u in updates[:-1]] == [0, 1, 2] and updates[0]["perplexity"] is not None
     final = updates[-1]
@@ -239,7 +247,7 @@ def test_the_tune_tab_and_the_api_endpoint_use_the_studio(studio):
     assert answer and answer[-1] == s.text("the quick brown", model=final["adapter"], seed=1, max_new_tokens=3,
                                            prompt_mode="completion").output
     with pytest.raises(gr.Error, match="rank"):
-        list(api.fine_tune_text("the quick brown fox", TEXT_ID, rank=0))
+        drain(api.fine_tune_text("the quick brown fox", TEXT_ID, rank=0))
 
 
 def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path):
@@ -247,7 +255,7 @@ def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path)
     from aigc_studio.ui.widgets import Sessions
 
     s = studio()
-    updates = list(tune_tab.train(s, Sessions(), None, corpus_text(200), None, TEXT_ID, 4, 8, 0.01, 3, 2, 16, 1, 2, "tab"))
+    updates = drain(tune_tab.train(s, Sessions(), None, corpus_text(200), None, TEXT_ID, 4, 8, 0.01, 3, 2, 16, 1, 2, "tab"))
     status, plot, summary, picker = updates[-1]
     assert status == "Done." and list(plot["step"]) == [1, 2, 3] and plot["loss"].notna().all()
     assert f"{TEXT_ID}+tab" in summary and "runs on torch" in summary and picker["value"] == f"{TEXT_ID}+tab"
@@ -273,8 +281,8 @@ def test_full_fine_tuning_is_reproducible_runs_and_is_refused_when_too_big(studi
     full = dict(SMALL, method="full", learning_rate=1e-3, steps=3)
     first = studio().fine_tune(text, TEXT_ID, make(TuneParams, seed=3, **full), name="all")
     s = studio()  # the same knobs through the Tune tab's handler
-    *_, (status, _, summary, _) = tune_tab.train(s, Sessions(), None, text, None, TEXT_ID, 4, 8, 1e-3, 3, 2, 16, 3, 3,
-                                                 "all", "full")
+    *_, (status, _, summary, _) = drain(tune_tab.train(s, Sessions(), None, text, None, TEXT_ID, 4, 8, 1e-3, 3, 2, 16,
+                                                       3, 3, "all", "full"))
     assert status == "Done." and "(every weight tuned)" in summary
     folder = s.settings.output_dir / "adapters" / f"{TEXT_ID}+all"
     one, two = (load_file(str(f / tune.FULL_WEIGHTS)) for f in (first.folder, folder))

@@ -13,10 +13,12 @@ chunk, WAV/FLAC tag), which gradio_client downloads and MCP clients get as image
 content plus a URL of the original file.
 """
 
+import asyncio
 import dataclasses
+import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, AsyncIterator, Iterator, Literal
 
 import gradio as gr
 
@@ -38,6 +40,7 @@ from aigc_studio.ui.widgets import SEEDS, SWEEP, make_variants, run_in_worker, u
 File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
 VariantMode = Literal["Different seeds", "Sweep one knob"]
 
+log = logging.getLogger(__name__)
 _studio: Studio | None = None
 
 
@@ -110,6 +113,7 @@ def _picture_file(save, result) -> File:
     try:
         return _file(save(result))
     except NotKept as error:
+        log.warning("%s", error)  # the operator sees it too: the disk needs attention
         gr.Warning(f"{error}. Download it to keep it.")
         picture = result.output.copy()
         picture.info[RECIPE_KEY] = result.recipe.to_json()  # the PNG text chunk read_recipe reads
@@ -296,9 +300,10 @@ def perplexity(text: str, model: str | None = None) -> float:
 
 # ----- fine-tuning (issue 16) -------------------------------------------------------------------
 
-def fine_tune_text(text: str, model: str | None = None, rank: int | None = None, alpha: int | None = None,
-                   learning_rate: float | None = None, steps: int | None = None, seed: int | None = None,
-                   name: str | None = None, method: Literal["lora", "full"] | None = None) -> Iterator[dict]:
+async def fine_tune_text(text: str, model: str | None = None, rank: int | None = None, alpha: int | None = None,
+                         learning_rate: float | None = None, steps: int | None = None, seed: int | None = None,
+                         name: str | None = None, method: Literal["lora", "full"] | None = None
+                         ) -> AsyncIterator[dict]:
     """Fine-tune a text model on your own text (LoRA, or every weight of a small model); streams
     progress, then the result.
     The tuned model joins the catalog as "<model>+<name>" (runs on torch): pass it as `model`
@@ -330,7 +335,7 @@ def fine_tune_text(text: str, model: str | None = None, rank: int | None = None,
             return s.fine_tune(_text("text", text), _model(model), chosen, _text("name", name, "tuned"),
                                on_progress=emit, stop=stop)
 
-        for kind, value in run_in_worker(work, stop):
+        async for kind, value in run_in_worker(work, stop):
             if kind == "update":
                 yield {"step": value.step, "steps": value.steps, "loss": value.loss, "perplexity": value.perplexity}
             else:
@@ -345,11 +350,11 @@ def _image_params(model: str | None, **values: Any) -> ImageParams:
     return studio().params("image", model, **values)
 
 
-def generate_image(prompt: str, negative_prompt: str | None = None, steps: int | None = None,
-                   guidance: float | None = None, width: int | None = None, height: int | None = None,
-                   seed: int | None = None,
-                   scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
-                   model: str | None = None, batch_size: int | None = None) -> Iterator[File]:
+async def generate_image(prompt: str, negative_prompt: str | None = None, steps: int | None = None,
+                         guidance: float | None = None, width: int | None = None, height: int | None = None,
+                         seed: int | None = None,
+                         scheduler: Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"] | None = None,
+                         model: str | None = None, batch_size: int | None = None) -> AsyncIterator[File]:
     """Generate an image for a prompt; streams up to 3 denoising previews, then the final PNG,
     whose recipe (model, every knob, seed, versions) is embedded in its text chunk `aigc-studio-recipe`.
 
@@ -387,12 +392,12 @@ def generate_image(prompt: str, negative_prompt: str | None = None, steps: int |
             return s.images(prompt, [("", chosen)], model, on_step, on_preview, stop)
 
         try:
-            for kind, value in run_in_worker(work, stop):
+            async for kind, value in run_in_worker(work, stop):
                 if kind == "update":
-                    yield _file(gr.processing_utils.save_pil_to_cache(value, gr.utils.get_upload_folder(),
-                                                                      format="png"))
+                    yield _file(await asyncio.to_thread(gr.processing_utils.save_pil_to_cache, value,
+                                                        gr.utils.get_upload_folder(), format="png"))
                 else:
-                    yield _picture_file(s.save, value[0])
+                    yield await asyncio.to_thread(_picture_file, s.save, value[0])
         except GenerationStopped as stopped:
             gr.Info(f"Stopped ({stopped}).")
 
@@ -492,6 +497,7 @@ def image_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
         try:
             grid_file = _file(s.save_grid(picture, cells))
         except NotKept as error:
+            log.warning("%s", error)
             gr.Warning(f"{error}. Download it to keep it.")
             grid_file = _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(),
                                                                     format="png"))

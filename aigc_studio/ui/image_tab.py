@@ -5,6 +5,7 @@ studio PNGs."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import logging
@@ -264,7 +265,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     # request and progress come first: Gradio fills these special arguments only among the
     # positional parameters before *knob_values (after it they would stay None: no session).
-    def generate_image(request: gr.Request, progress=gr.Progress(), prompt="", model=None, *knob_values):
+    async def generate_image(request: gr.Request, progress=gr.Progress(), prompt="", model=None, *knob_values):
         """One image for prompt: streams a few denoising previews, then the PNG (with its
         recipe embedded). With batch_size > 1 the Batch gallery shows them all."""
         with user_errors():
@@ -287,13 +288,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event)
 
             try:
-                for kind, value in run_in_worker(work, stop_event):
+                async for kind, value in run_in_worker(work, stop_event):
                     if kind == "update":
                         yield value
                     else:
                         sessions.keep_recipes(request, [r.recipe for r in value])
                         sessions.keep(request, "trajectory", previews)
-                        shown = keep_pictures(studio.save, value)
+                        shown = await asyncio.to_thread(keep_pictures, studio.save, value)
                         sessions.keep(request, "batch", list(zip(shown, [r.label for r in value])))
                         yield shown[0]
             except GenerationStopped as stopped:
@@ -347,8 +348,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 return picture, [(_with_recipe(c), c.label) for c in cells]
             return grid_shown, list(zip(keep_pictures(studio.save, cells), [c.label for c in cells]))
 
-    def walk_image(request: gr.Request, progress=gr.Progress(), prompt="", seed_a=None, seed_b=None, frames=None,
-                   model=None, *knob_values):
+    async def walk_image(request: gr.Request, progress=gr.Progress(), prompt="", seed_a=None, seed_b=None,
+                         frames=None, model=None, *knob_values):
         """A latent walk from seed A to seed B (2-32 frames, the chosen model at the knobs
         shown): the GIF (its recipe in the comment), the frames (each PNG with its recipe)
         and the walk's recipe."""
@@ -362,13 +363,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                           stop_event)
 
             try:
-                for kind, value in run_in_worker(work, stop_event):
+                async for kind, value in run_in_worker(work, stop_event):
                     if kind == "result":
                         results, animation = value
             except GenerationStopped as stopped:
                 gr.Info(f"Stopped ({stopped}).")
                 return
-            path = keep_walk(studio, animation)
+            path = await asyncio.to_thread(keep_walk, studio, animation)
             walked = read_recipe(path)  # what the file itself carries
             yield path, [(_with_recipe(r), r.label) for r in results], recipe_card([walked]), recipe_json([walked])
 

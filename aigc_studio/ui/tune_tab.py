@@ -51,8 +51,9 @@ def adapters(studio: Studio) -> list[str]:
     return [m for m in studio.catalog.choices("text") if studio.model_spec("text", m).source == "adapter"]
 
 
-def train(studio: Studio, sessions: Sessions, request: gr.Request | None, text, files, model, rank, alpha,
-          learning_rate, steps, batch_size, sequence_length, seed, eval_every, name, method="lora", progress=None):
+async def train(studio: Studio, sessions: Sessions, request: gr.Request | None, text, files, model, rank, alpha,
+                learning_rate, steps, batch_size, sequence_length, seed, eval_every, name, method="lora",
+                progress=None):
     """Stream (status, loss curve, result, tuned-model picker) while the adapter trains
     (method: "lora" or "full", see TuneParams)."""
     with user_errors():
@@ -68,7 +69,7 @@ def train(studio: Studio, sessions: Sessions, request: gr.Request | None, text, 
         def work(emit):
             return studio.fine_tune(text, model, chosen, name, on_progress=emit, stop=stop, files=paths)
 
-        for kind, value in run_in_worker(work, stop):
+        async for kind, value in run_in_worker(work, stop):
             if kind == "update":
                 if value.loss is not None:
                     rows.append((value.step, value.loss))
@@ -174,10 +175,11 @@ def build(studio: Studio, sessions: Sessions) -> None:
             restore = gr.Button("Restore")
             restored = gr.Markdown()
 
-    def on_train(text_, files_, model_, rank, alpha, lr, steps, batch, length_, seed_, every, name_, method_,
-                 request: gr.Request, progress=gr.Progress()):
-        yield from train(studio, sessions, request, text_, files_, model_, rank, alpha, lr, steps, batch, length_,
-                         seed_, every, name_, method_, progress)
+    async def on_train(text_, files_, model_, rank, alpha, lr, steps, batch, length_, seed_, every, name_, method_,
+                       request: gr.Request, progress=gr.Progress()):
+        async for update in train(studio, sessions, request, text_, files_, model_, rank, alpha, lr, steps, batch,
+                                  length_, seed_, every, name_, method_, progress):
+            yield update
 
     def use_method(chosen):
         """LoRA's knobs show only for LoRA; the learning rate moves to one that suits the method."""

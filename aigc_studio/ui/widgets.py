@@ -4,18 +4,18 @@ action, and the translation of backend errors into gr.Error."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import json
 import logging
 import math
-import queue
 import re
 import threading
 import traceback
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import gradio as gr
 
@@ -578,26 +578,34 @@ class Sessions:
         return self.kept(request, "recipes", [])
 
 
-def run_in_worker(work: Callable[[Callable[[Any], None]], Any],
-                  stop: threading.Event | None = None) -> Iterator[tuple[str, Any]]:
+async def run_in_worker(work: Callable[[Callable[[Any], None]], Any],
+                        stop: threading.Event | None = None) -> AsyncIterator[tuple[str, Any]]:
     """Run work(emit) in a thread and yield ("update", item) for every emit, then
-    ("result", its return value). Lets a Gradio generator stream progress
-    (e.g. denoising previews) from a blocking backend call. Errors re-raise here.
-    A consumer that goes away early (a cancelled request) sets `stop`, so the work
-    can end at its next check instead of running on for nobody."""
-    events: queue.Queue = queue.Queue()
+    ("result", its return value). Lets a Gradio handler stream progress (e.g.
+    denoising previews) from a blocking backend call. Errors re-raise here.
+
+    An async generator on purpose: Gradio cancels a request (Stop, a cancelled API
+    job, a vanished client) by cancelling its task, which reaches the await here at
+    once and sets `stop`, so the work ends at its next step. A plain generator would
+    sit blocked in a thread until its next item (a preview 50 steps away) and could
+    not be closed before then."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+
+    def put(event: tuple[str, Any]) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, event)
 
     def target() -> None:
         try:
-            events.put(("result", work(lambda item: events.put(("update", item)))))
-        except BaseException as error:  # handed to the caller's thread
-            events.put(("error", error))
+            put(("result", work(lambda item: put(("update", item)))))
+        except BaseException as error:  # handed to the caller's task
+            put(("error", error))
 
     threading.Thread(target=target, daemon=True).start()
     finished = False
     try:
         while True:
-            kind, value = events.get()
+            kind, value = await events.get()
             finished = kind != "update"
             if kind == "error":
                 raise value
