@@ -35,12 +35,16 @@ browser:
 run: install
 	$(PY) app.py
 
+# Tests run in up to 4 processes, one per core, each test file in one of them (module servers
+# stay single); every process keeps torch on one thread, so they never fight over a core.
+TEST_JOBS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # The unit tier: no server, no browser, no embedded-model quality runs.
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -q -m unit
+	$(PY) -m pytest -q -m unit -n $(TEST_JOBS) --dist loadfile
 
 bench: install
 	$(PY) bench/startup.py

@@ -21,6 +21,12 @@ def page(app_server):
         yield open_studio(playwright, app_server[0])
 
 
+# an element and its ancestors by class name (or tag), for failure messages
+ANCESTRY = """e => { const chain = []; for (let x = e; x; x = x.parentElement)
+    chain.push(typeof x.className === 'string' && x.className ? x.className : x.tagName);
+    return chain.join(' < '); }"""
+
+
 def overlaps(a: dict, b: dict) -> bool:
     return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
                 or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
@@ -76,7 +82,7 @@ def test_a_number_typed_out_of_range_is_refused_and_the_message_stays(page, tab,
     expect(error).to_contain_text(message)  # still there: toasts fade, this does not
     expect(error).to_be_visible()
     assert page.locator(f"#{prefix}-{field}.studio-invalid").count() == 1  # the field is outlined
-    empty_badges = [e for e in page.get_by_text("Error", exact=True).all()
+    empty_badges = [e.evaluate(ANCESTRY) for e in page.get_by_text("Error", exact=True).all()
                     if e.is_visible() and not e.evaluate("e => !!e.closest('.toast-wrap')")]
     assert empty_badges == []
     if field == "steps":

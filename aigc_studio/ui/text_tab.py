@@ -236,21 +236,24 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 model = model_dropdown(studio.catalog.choices("text"), spec.id)
                 style = gr.Radio(list(SAMPLING_STYLES), value="Balanced", label="Sampling style",
                                   info="Sets the sampling knobs at once: Precise (focused), Balanced (the model's recommended knobs), Creative (varied).")
-                temperature = control(TextParams, "temperature", recommended.get("temperature"))
-                top_p = control(TextParams, "top_p", recommended.get("top_p"))
-                max_new_tokens = control(TextParams, "max_new_tokens")
+                temperature = control(TextParams, "temperature", recommended.get("temperature"), elem_id="text-temperature")
+                top_p = control(TextParams, "top_p", recommended.get("top_p"), elem_id="text-top_p")
+                max_new_tokens = control(TextParams, "max_new_tokens", elem_id="text-max_new_tokens")
                 with gr.Row():
-                    seed = control(TextParams, "seed", min_width=120)
-                    greedy = control(TextParams, "greedy", min_width=120)
+                    seed = control(TextParams, "seed", min_width=120, elem_id="text-seed")
+                    greedy = control(TextParams, "greedy", min_width=120, elem_id="text-greedy")
                 with gr.Accordion("Advanced knobs", open=False, elem_id="text-advanced"):
-                    top_k = control(TextParams, "top_k", recommended.get("top_k"))
-                    min_p = control(TextParams, "min_p", recommended.get("min_p"))
-                    typical_p = control(TextParams, "typical_p", recommended.get("typical_p"))
-                    repetition_penalty = control(TextParams, "repetition_penalty", recommended.get("repetition_penalty"))
-                    no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size", recommended.get("no_repeat_ngram_size"))
-                    stop_sequences = control(TextParams, "stop_sequences")
-                    prompt_mode = control(TextParams, "prompt_mode")
-                    system_prompt = control(TextParams, "system_prompt", lines=1)
+                    top_k = control(TextParams, "top_k", recommended.get("top_k"), elem_id="text-top_k")
+                    min_p = control(TextParams, "min_p", recommended.get("min_p"), elem_id="text-min_p")
+                    typical_p = control(TextParams, "typical_p", recommended.get("typical_p"), elem_id="text-typical_p")
+                    repetition_penalty = control(TextParams, "repetition_penalty", recommended.get("repetition_penalty"),
+                                                 elem_id="text-repetition_penalty")
+                    no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size",
+                                                   recommended.get("no_repeat_ngram_size"),
+                                                   elem_id="text-no_repeat_ngram_size")
+                    stop_sequences = control(TextParams, "stop_sequences", elem_id="text-stop_sequences")
+                    prompt_mode = control(TextParams, "prompt_mode", elem_id="text-prompt_mode")
+                    system_prompt = control(TextParams, "system_prompt", lines=1, elem_id="text-system_prompt")
         with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
             mode, count, knob_name, values = variant_controls(
                 TextParams, used, extra_modes=(STYLES, MODELS),
