@@ -122,6 +122,16 @@ def pytest_collection_finish(session):
     gc.collect()
     gc.freeze()
 
+def drain(updates) -> list:
+    """Every update of a handler that streams as an async generator (what Gradio
+    iterates; aigc_studio.ui.widgets.run_in_worker), in order."""
+    import asyncio
+
+    async def collect():
+        return [update async for update in updates]
+    return asyncio.run(collect())
+
+
 # Model ids of the tiny models in the test catalog.
 TEXT_ID, IMAGE_ID, SHAPES_ID, VITS_ID, MUSICGEN_ID = "tiny-lm", "tiny-sd", "tiny-shapes", "tiny-vits", "tiny-musicgen"
 TINY_IMAGE_SIZE = 32  # pixels; the tiny VAE halves it, the tiny UNet halves it again

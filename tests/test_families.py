@@ -22,6 +22,7 @@ from aigc_studio.engines.image import GenerationStopped
 from aigc_studio.params import ImageParams, ParamError
 from aigc_studio.studio import Studio
 from aigc_studio.train import evaluate_family
+from tests.conftest import drain
 from tests.live_server import run_concurrently
 
 FAMILY_IDS = ("shapes-vae", "shapes-gan")
@@ -277,6 +278,8 @@ def refusal(call, *args, **kwargs) -> str:
         result = call(*args, **kwargs)
         if hasattr(result, "__next__"):
             list(result)
+        elif hasattr(result, "__anext__"):
+            drain(result)
     return error.value.message
 
 
@@ -332,8 +335,8 @@ def test_the_image_tab_walks_from_seed_a_to_seed_b(real, tab):
     handlers, components, sessions = tab
     assert components["image-frames"].knob_range == (2, 32)
     walk = handlers["walk_image"]
-    [(gif, frames, card, raw)] = list(walk(None, quiet, "a red square", 5, 9, 4.0, "shapes-gan",
-                                           *knob_values(real, "shapes-gan")))
+    [(gif, frames, card, raw)] = drain(walk(None, quiet, "a red square", 5, 9, 4.0, "shapes-gan",
+                                            *knob_values(real, "shapes-gan")))
     recipe = read_recipe(gif)
     assert gif.endswith(".gif") and recipe.model_id == "shapes-gan" and recipe.params["seed"] == 5
     assert recipe.params["walk_to_seed"] == 9 and recipe.params["walk_frames"] == 4
@@ -346,8 +349,8 @@ def test_the_image_tab_walks_from_seed_a_to_seed_b(real, tab):
     def stop_at_once(*args, **kwargs):  # Stop pressed during the first denoising step
         sessions.stop(None, "image")
 
-    assert list(walk(None, stop_at_once, "a red square", 5, 9, 3, "shapes-diffusion",
-                     *knob_values(real, "shapes-diffusion", steps=4))) == []
+    assert drain(walk(None, stop_at_once, "a red square", 5, 9, 3, "shapes-diffusion",
+                      *knob_values(real, "shapes-diffusion", steps=4))) == []
 
 
 def test_the_image_tab_shows_what_a_vae_or_gan_learned(tab):

@@ -5,7 +5,6 @@ the embedded SmolLM2 that lowers the held-out perplexity."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import threading
@@ -19,17 +18,10 @@ from aigc_studio import tune
 from aigc_studio.catalog import UnknownModelError
 from aigc_studio.params import ParamError, TextParams, TuneParams, make
 from aigc_studio.ui.widgets import Sessions
-from tests.conftest import CORPUS, TEXT_ID
+from tests.conftest import CORPUS, TEXT_ID, drain
 
 DATA = Path(__file__).resolve().parent / "data" / "austen_pride_and_prejudice.txt"
 SMALL = dict(steps=6, batch_size=2, sequence_length=16, eval_every=3, rank=4, alpha=8, learning_rate=0.01)
-
-
-def drain(updates) -> list:
-    """Every update of an async generator handler (what Gradio iterates), in order."""
-    async def collect():
-        return [update async for update in updates]
-    return asyncio.run(collect())
 
 
 def corpus_text(lines: int = 60, seed: int = 0) -> str:
