@@ -36,9 +36,11 @@ def main() -> None:
         page.locator("#image-generate").click()
         expect(page.locator("#image-strip img")).to_be_visible(timeout=GENERATION)
         page.wait_for_timeout(1000)
-        page.locator("#image-prompt").scroll_into_view_if_needed()
-        page.screenshot(path=ASSETS / "screenshot.png", clip=VIEWPORT_CROP)
-        page.screenshot(path=ASSETS / "screenshot-image.png", clip=VIEWPORT_CROP, scale="css")
+        # the picture and, below it, its trajectory strip: taller than the window
+        strip = page.locator("#image-strip").bounding_box()
+        tall = {**VIEWPORT_CROP, "height": int(strip["y"] + strip["height"] + 80)}
+        page.screenshot(path=ASSETS / "screenshot.png", clip=tall, full_page=True)
+        page.screenshot(path=ASSETS / "screenshot-image.png", clip=tall, full_page=True, scale="css")
 
         open_tab(page, "Text")
         page.locator("#text-prompt textarea").fill("Write a haiku about rain.")
