@@ -34,7 +34,7 @@ from aigc_studio.engines import image as image_engine
 from aigc_studio.engines import text_remote
 from aigc_studio.models import (
     LoadedModel, ModelManager, apply_threads, free_memory, module_bytes, out_of_memory_errors, pick_device, pick_dtype,
-    pick_threads,
+    pick_threads, trim_heap,
 )
 from aigc_studio.params import AudioParams, ImageParams, TextParams
 from aigc_studio.recipe import RECIPE_KEY, Recipe, Result, read_recipe
@@ -216,7 +216,10 @@ class Studio:
                     loaded = self._load(spec)
                     with loaded.lock:
                         if loaded.value is not None:
-                            yield loaded.value
+                            try:
+                                yield loaded.value
+                            finally:
+                                trim_heap()  # the generation's freed activations go back to the system
                             return
             except out_of_memory_errors() as error:
                 if isinstance(error, ModelMemoryError):
