@@ -330,7 +330,7 @@ def test_the_grid_pickers_accept_model_after_a_rebuild():
 
 
 def test_the_image_tab_walks_from_seed_a_to_seed_b(real, tab):
-    from aigc_studio.recipe import read_recipe
+    from aigc_studio.recipe import RECIPE_KEY, read_recipe
 
     handlers, components, sessions = tab
     assert components["image-frames"].knob_range == (2, 32)
@@ -340,7 +340,8 @@ def test_the_image_tab_walks_from_seed_a_to_seed_b(real, tab):
     recipe = read_recipe(gif)
     assert gif.endswith(".gif") and recipe.model_id == "shapes-gan" and recipe.params["seed"] == 5
     assert recipe.params["walk_to_seed"] == 9 and recipe.params["walk_frames"] == 4
-    assert [caption for _, caption in frames][0] == "walk frame 1/4: seed 5 -> 9" and len(frames) == 4
+    assert [caption for _, caption in frames] == ["1/4", "2/4", "3/4", "4/4"]
+    assert json.loads(frames[0][0].info[RECIPE_KEY])["label"] == "walk frame 1/4: seed 5 -> 9"  # the full label
     assert same(frames[0][0], real.image("a red square", "shapes-gan", seed=5).output)
     assert "shapes-gan" in card and raw[0]["params"]["walk_frames"] == 4
     assert refusal(walk, None, quiet, "a red square", 5, 9, 50, "shapes-gan", *knob_values(real, "shapes-gan")

@@ -246,11 +246,14 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                     info="Images from seed A's to seed B's, the noise (or latent) between slerped.")
             walk = gr.Button("Walk", elem_id="image-walk")
             error_box("image-walk")
+            # the heading says what they are: a label pill would sit over the pictures
+            gr.Markdown("The walk as an animated GIF (there and back; its recipe inside), then frame by frame:")
             with gr.Row():
-                walk_gif = gr.Image(type="filepath", label="The walk (GIF, there and back; its recipe inside)",
+                walk_gif = gr.Image(type="filepath", label="The walk (GIF)", show_label=False,
                                     elem_id="image-walk-gif", buttons=["download", "fullscreen"], scale=1)
-                walk_frames = gr.Gallery(label="Frames", columns=8, object_fit="contain", height="auto", format="png",
-                                         elem_id="image-walk-frames", elem_classes=["studio-grid"], scale=2)
+                walk_frames = gr.Gallery(label="Frames", show_label=False, columns=4, object_fit="contain",
+                                         height="auto", format="png", elem_id="image-walk-frames",
+                                         elem_classes=["studio-grid"], scale=2)
             walk_recipe, walk_recipe_raw = recipe_view("Walk recipe (in the GIF comment)")
         with gr.Accordion("What this model learned", open=True, visible=is_family(studio, default_id),
                           elem_id="image-family") as family_box:
@@ -371,7 +374,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 return
             path = await asyncio.to_thread(keep_walk, studio, animation)
             walked = read_recipe(path)  # what the file itself carries
-            yield path, [(_with_recipe(r), r.label) for r in results], recipe_card([walked]), recipe_json([walked])
+            # short captions: a long one covers a small frame (each frame's recipe keeps the full label)
+            frames_shown = [(_with_recipe(r), f"{i + 1}/{len(results)}") for i, r in enumerate(results)]
+            yield path, frames_shown, recipe_card([walked]), recipe_json([walked])
 
     def stop_image(request: gr.Request):
         sessions.stop(request, "image")
