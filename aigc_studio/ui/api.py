@@ -30,7 +30,7 @@ from aigc_studio.storage import NotKept
 from aigc_studio.studio import Studio
 from aigc_studio.ui.audio_tab import MAX_PLAYERS, check_format
 from aigc_studio.recipe import RECIPE_KEY
-from aigc_studio.ui.image_tab import MAX_WALK_FRAMES, MODELS, axis_values, compare_choices, keep_walk, preview_steps
+from aigc_studio.ui.image_tab import MODELS, axis_values, compare_choices, keep_walk, preview_steps, whole
 from aigc_studio.ui.text_tab import (
     LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, compare_stream, token_dicts, whole_number,
 )
@@ -91,16 +91,6 @@ def _knob_name(name: str, value: Any, params_type: type, default: str) -> str:
     if not isinstance(value, str) or value not in knobs.sweepable(params_type):
         raise knobs.ParamError(name, f"must be one of {', '.join(knobs.sweepable(params_type))}, got {value!r}")
     return value
-
-
-def _whole_in(name: str, value: Any, default: int, low: int, high: int) -> int:
-    """A whole number in [low, high] (None = default), refused naming the field and the range."""
-    if value is None:
-        return default
-    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
-    if not (number == number and low <= number <= high and float(number).is_integer()):  # NaN fails too
-        raise knobs.ParamError(name, f"must be a whole number in [{low}, {high}], got {value!r}")
-    return int(number)
 
 
 def _file(path: str | Path) -> File:
@@ -536,9 +526,9 @@ def latent_walk(prompt: str, seed_a: int | None = None, seed_b: int | None = Non
         chosen = _image_params(model, negative_prompt=negative_prompt, steps=steps, guidance=guidance, width=width,
                                height=height, scheduler=scheduler, latent_temperature=latent_temperature,
                                truncation=truncation)
-        seed_a = _whole_in("seed_a", seed_a, 3, 0, knobs.MAX_SEED)
-        seed_b = _whole_in("seed_b", seed_b, 7, 0, knobs.MAX_SEED)
-        frames = _whole_in("frames", frames, 8, 2, MAX_WALK_FRAMES)
+        # whole() turns a client's 8.0 into 8; the studio checks the ranges and names the field
+        seed_a, seed_b, frames = (whole(default if value is None else value)
+                                  for value, default in ((seed_a, 3), (seed_b, 7), (frames, 8)))
         results, animation = s.latent_walk(prompt, seed_a, seed_b, frames, model, chosen, stop=threading.Event())
         return _file(keep_walk(s, animation)), [{"image": _cached_picture(r), "caption": r.label} for r in results]
 
