@@ -131,6 +131,11 @@ class AudioParams:
     gain_db: float = knob(0.0, -40.0, 40.0, "Gain in dB applied to the finished audio (clipped to full scale); side by side sets it to match loudness.")
 
 
+# Full fine-tuning is for small models (SmolLM2-135M and -360M): above this it is refused
+# (aigc_studio/tune.py checks it with the memory it needs); LoRA has no such limit.
+FULL_MAX_PARAMETERS = 500_000_000
+
+
 @dataclass
 class TuneParams:
     """Knobs of a fine-tune (aigc_studio/tune.py): LoRA by default, or full fine-tuning of a small
@@ -147,7 +152,9 @@ class TuneParams:
     eval_every: int = knob(10, 1, 5000, "Measure the held-out perplexity every this many steps (and at the start and end).")
     method: str = knob("lora", help="lora trains small low-rank matrices beside the weights (saved: ~1 MB); full trains "
                                     "every weight (saved: the whole model in fp32, ~540 MB for SmolLM2-135M; small "
-                                    "models only, see tune.FULL_MAX_PARAMETERS).", choices=("lora", "full"))
+                                    f"models only: up to {FULL_MAX_PARAMETERS // 10**6}M parameters, within the "
+                                    "memory budget).",
+                      choices=("lora", "full"))
 
 
 Params = TypeVar("Params", TextParams, ImageParams, AudioParams, TuneParams)

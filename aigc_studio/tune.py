@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from aigc_studio.params import MAX_SEED, ParamError, TuneParams, resolve_seed, validate
+from aigc_studio.params import FULL_MAX_PARAMETERS, MAX_SEED, ParamError, TuneParams, resolve_seed, validate
 from aigc_studio.recipe import library_versions
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ FULL_WEIGHTS = "model.safetensors"  # method "full": every weight, fp32
 # above the studio's memory budget (AIGC_MEMORY_BUDGET_GB) or above FULL_MAX_PARAMETERS, the
 # small models it is meant for (SmolLM2-135M and -360M); LoRA has no such limit.
 FULL_BYTES_PER_PARAMETER = 20
-FULL_MAX_PARAMETERS = 500_000_000
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 
 
