@@ -10,6 +10,7 @@ answer is a few tokens long: the whole suite must stay quick.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -220,6 +221,18 @@ def test_onnx_fp32_equals_torch_greedy_token_for_token_and_in_perplexity(runtime
     assert int8_ppl == pytest.approx(torch_ppl, rel=0.05)  # close, not equal: the weights are int8
 
 
+def test_the_onnx_cache_grows_past_its_first_room_without_changing_the_answer(runtimes, monkeypatch):
+    greedy = TextParams(greedy=True, max_new_tokens=24, repetition_penalty=1.0, seed=0)
+    sampled = TextParams(temperature=1.1, top_k=0, seed=5, max_new_tokens=24, repetition_penalty=1.0)
+    roomy = [ids_of(runtimes["onnx-fp32"], PROMPT, params) for params in (greedy, sampled)]
+    monkeypatch.setattr(text_backends.OnnxDecoder, "ROOM", 3)  # the cache doubles several times in 24 tokens
+    assert ids_of(runtimes["onnx-fp32"], PROMPT, greedy) == roomy[0] == ids_of(runtimes["torch"], PROMPT, greedy)
+    together = [[], []]
+    for index, token in text_engine.generate(runtimes["onnx-fp32"], PROMPT, [greedy, sampled]):
+        together[index].append(token.id)
+    assert together == roomy and len(roomy[1]) > 6
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_batched_columns_equal_lone_generations_and_stream_together(runtimes, runtime):
     text_model = runtimes[runtime]
@@ -313,6 +326,19 @@ def test_a_half_written_conversion_is_converted_again(onnx_lm, tmp_path):
     assert ids_of(again, PROMPT, TextParams(greedy=True, max_new_tokens=6)) == \
         ids_of(first, PROMPT, TextParams(greedy=True, max_new_tokens=6))
     shutil.rmtree(folder)
+
+
+def test_a_conversion_built_with_other_options_is_converted_again(onnx_lm, tmp_path):
+    spec = local_spec("onnx-lm", "text", "causal-lm", onnx_lm)
+    text_engine.load(spec, "cpu", torch.float32, tmp_path, report=lambda _: None, runtime="onnx-fp32")
+    folder = next(tmp_path.glob("*-onnx-fp32"))
+    marker = folder / text_backends.CONVERTED_MARKER
+    assert json.loads(marker.read_text())["options"] == list(text_backends.BUILD_OPTIONS)
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "options": []}))  # as an older studio wrote it
+    messages = []
+    text_engine.load(spec, "cpu", torch.float32, tmp_path, report=messages.append, runtime="onnx-fp32")
+    assert any("Converting" in m for m in messages)
+    assert json.loads(marker.read_text())["options"] == list(text_backends.BUILD_OPTIONS)
 
 
 # ===== the tiny model: plumbing =================================================================

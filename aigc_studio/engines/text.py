@@ -41,7 +41,7 @@ import torch
 
 from aigc_studio.catalog import ModelSpec
 from aigc_studio.engines.text_backends import (
-    CONVERTED_MARKER, ONNX_RUNTIMES, OnnxBackend, TorchBackend, convert_to_onnx, is_converted,
+    BUILD_OPTIONS, CONVERTED_MARKER, ONNX_RUNTIMES, OnnxBackend, TorchBackend, convert_to_onnx, is_converted,
 )
 from aigc_studio.params import ParamError, TextParams, stop_sequences
 
@@ -266,7 +266,7 @@ def _onnx_backend(spec: ModelSpec, source: Path, cache_dir: Path, runtime: str, 
     tag = "" if spec.source == "embedded" else "-" + hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]
     out = cache_dir / f"{source.name}{tag}-{runtime}"
     with conversion_lock(out):
-        if not is_converted(out):
+        if not is_converted(out, BUILD_OPTIONS):
             convert_to_onnx(source, out, runtime, report)
     backend = OnnxBackend(out, runtime, threads)
     backend.logits(torch.zeros(1, 1, dtype=torch.long))  # a graph that cannot run fails here, not mid-answer
