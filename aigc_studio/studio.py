@@ -577,7 +577,11 @@ class Studio:
             raise knobs.ParamError("model", f"{spec.id} has no training views; shapes-vae and shapes-gan do")
         log = families.training_log(Path(spec.location))
         if spec.kind == "gan":
-            return [("discriminator and generator hinge losses per epoch", families.curve_view(log, ("d_loss", "g_loss")))]
+            views = [("discriminator and generator hinge losses per epoch", families.curve_view(log, ("d_loss", "g_loss")))]
+            if "shipped_epoch" in log:  # logged since the GAN keeps its best epoch
+                views.append((f"adherence on held-out seeds per epoch (epoch {log['shipped_epoch']} ships)",
+                              families.curve_view(log, ("held_out_adherence",))))
+            return views
         with self._use(spec) as vae:
             reconstruction = families.reconstruction_view(vae)
         return [("reference render | its reconstruction", reconstruction),
