@@ -84,8 +84,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
         with gr.Accordion("Side by side: 2-4 variants of one text, loudness-matched", open=False):
             gr.Markdown("Each variant plays at the same loudness (integrated LUFS, ITU-R BS.1770-4), so louder never "
                         "sounds better by itself; the gain used is in each label and recipe (`gain_db`).")
-            mode, count, knob_name, values = variant_controls(AudioParams, used)
-            mode.elem_id, knob_name.elem_id, values.elem_id = "audio-variants-mode", "audio-sweep-knob", "audio-sweep-values"
+            mode, count, knob_name, values = variant_controls(AudioParams, used, "audio")
             if "speed" in used:
                 knob_name.value, values.value = "speed", "0.8, 1.0, 1.4"
             compare = gr.Button("Compare", elem_id="audio-compare")

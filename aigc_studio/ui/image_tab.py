@@ -201,10 +201,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  elem_id="image-upload")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
             mode, count, knob_name, values = variant_controls(
-                ImageParams, [n for n in used if n != "batch_size"], extra_modes=(MODELS,),
+                ImageParams, [n for n in used if n != "batch_size"], "image", extra_modes=(MODELS,),
                 info="What differs between the columns. Different models: one prompt and seed, each model at its "
                      "recommended knobs.")
-            mode.elem_id = "image-variants-mode"  # as the audio tab's: the mode is never updated, so it stays
             models = KnobDropdown(studio.catalog.choices("image"), value=compare_choices(studio), multiselect=True,
                                   label="Models (2-4)", visible=False, knob_name="models", elem_id="image-models")
             mode.change(lambda m: gr.update(visible=m == MODELS), mode, models, api_visibility="private", queue=False)

@@ -256,7 +256,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     system_prompt = control(TextParams, "system_prompt", lines=1, elem_id="text-system_prompt")
         with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
             mode, count, knob_name, values = variant_controls(
-                TextParams, used, extra_modes=(STYLES, MODELS),
+                TextParams, used, "text", extra_modes=(STYLES, MODELS),
                 info="What differs between the columns (sweeps, styles and models share one seed).")
             values.value = sweep_values(studio.params("text"), knob_name.value)
             models = gr.Dropdown(studio.catalog.choices("text"), value=[], multiselect=True, max_choices=MAX_COLUMNS,

@@ -300,19 +300,21 @@ class SweepDropdown(KnobDropdown):
         return payload
 
 
-def variant_controls(params_type: type, used, extra_modes: tuple[str, ...] = (),
+def variant_controls(params_type: type, used, tab: str, extra_modes: tuple[str, ...] = (),
                      info: str = "What differs between the columns.") -> tuple[gr.Radio, gr.Slider, gr.Dropdown, gr.Textbox]:
     """Controls for 2-4 variants side by side: seeds, or one of the model's knobs swept
     over values (plus extra_modes). "How many" shows in seeds mode, the knob and its
-    values in sweep mode."""
+    values in sweep mode. Their elem_ids start with `tab` ("image-variants-mode", ...)."""
     names = sweep_names(params_type, used)
     with gr.Row():
         # API users see these names in error messages: they are the endpoints' keywords.
-        mode = KnobRadio([SEEDS, SWEEP, *extra_modes], value=SEEDS, label="Variants", info=info, knob_name="mode")
+        mode = KnobRadio([SEEDS, SWEEP, *extra_modes], value=SEEDS, label="Variants", info=info, knob_name="mode",
+                         elem_id=f"{tab}-variants-mode")
         count = KnobSlider(2, 4, value=3, step=1, label="How many (seeds)", knob_name="count")
         knob_name = SweepDropdown(knob_choices_for(names), value=names[0], label="Knob to sweep", visible=False,
-                                  knob_name="knob_name")
-        values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)", visible=False)
+                                  knob_name="knob_name", elem_id=f"{tab}-sweep-knob")
+        values = gr.Textbox(value="0.3, 0.8, 1.4", label="Values (2-4, comma-separated)", visible=False,
+                            elem_id=f"{tab}-sweep-values")
     mode.change(lambda m: (gr.update(visible=m == SEEDS), gr.update(visible=m == SWEEP), gr.update(visible=m == SWEEP)),
                 mode, [count, knob_name, values], api_visibility="private", queue=False)
     return mode, count, knob_name, values
