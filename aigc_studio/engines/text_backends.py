@@ -12,7 +12,7 @@ only runs the network and keeps its KV cache. Every backend gives the same two t
 Logits come back as float32 CPU tensors. Two backends:
 - TorchBackend: any transformers causal LM (CPU, CUDA, MPS), with transformers' KV cache.
 - OnnxBackend: a model converted once by the onnxruntime-genai model builder, run by a
-  plain ONNX Runtime session (CPU); the KV cache stays in ONNX Runtime's own buffers.
+  plain ONNX Runtime session (CPU); the KV cache lives in buffers ONNX Runtime writes in place.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class OnnxBackend:
         return OnnxDecoder(self)
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.decoder().all_logits(ids)[0].copy())
+        return torch.from_numpy(self.decoder().all_logits(ids)[0])  # a fresh array: no copy needed
 
 
 def is_converted(folder: Path, options: tuple[str, ...] | None = None) -> bool:
