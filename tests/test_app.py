@@ -36,8 +36,9 @@ def test_api_names_and_keywords_are_stable(client):
 
 
 def test_generate_text_streams_a_real_answer(client):
-    job = client.submit(prompt="What is the capital of France?", max_new_tokens=24, seed=1, greedy=True,
-                        api_name="/generate_text")
+    # long enough to stream over several of the page's update intervals (widgets.STREAM_INTERVAL_S)
+    job = client.submit(prompt="Tell me about Paris, the capital of France, in three paragraphs.",
+                        max_new_tokens=96, seed=1, greedy=True, api_name="/generate_text")
     updates = list(job)
     answer = job.result()
     assert "Paris" in answer
@@ -65,8 +66,8 @@ def test_compare_text_gives_each_column_its_text_label_and_numbers(client):
 
 
 def test_compare_text_streams_the_columns_together(client):
-    job = client.submit(prompt="Count to ten.", mode="Different seeds", count=2, max_new_tokens=12, seed=1,
-                        api_name="/compare_text")
+    job = client.submit(prompt="Count from one to fifty in words.", mode="Different seeds", count=2, max_new_tokens=64,
+                        seed=1, api_name="/compare_text")
     updates = [update for update in job]  # every streamed update, then the final one
     assert len(updates) >= 3
     growing = [len(update[0]) for update in updates if update[0] and not update[0].startswith("Loading")]

@@ -35,7 +35,7 @@ from aigc_studio.ui.text_tab import (
     LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, compare_stream, token_dicts, whole_number,
 )
 from aigc_studio.ui.text_tab import MODELS as TEXT_MODELS
-from aigc_studio.ui.widgets import SEEDS, SWEEP, make_variants, run_in_worker, user_error, user_errors
+from aigc_studio.ui.widgets import SEEDS, SWEEP, make_variants, paced, run_in_worker, user_error, user_errors
 
 File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
 VariantMode = Literal["Different seeds", "Sweep one knob"]
@@ -149,7 +149,7 @@ def generate_text(prompt: str, temperature: float | None = None, top_k: int | No
                           stop_sequences=stop_sequences, system_prompt=system_prompt, prompt_mode=prompt_mode)
         stop = threading.Event()
         try:
-            for update in s.text_stream(prompt, chosen, model, stop=stop):
+            for update in paced(s.text_stream(prompt, chosen, model, stop=stop)):
                 yield update.text or update.status
         finally:
             stop.set()  # a cancelled request (Stop, a vanished client) ends the generation
@@ -213,7 +213,7 @@ def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob",
                                         _text("values", values, "0.3, 0.8, 1.4"), models, stop)
         texts = [""] * MAX_COLUMNS
         try:
-            for update in stream:
+            for update in paced(stream):
                 for i, column in enumerate(update.columns):
                     texts[i] = column.text or update.status
                 numbers = None

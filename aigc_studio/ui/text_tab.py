@@ -16,7 +16,7 @@ from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import (
     Sessions, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants, model_card,
-    model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates, sweep_values,
+    model_dropdown, paced, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates, sweep_values,
     user_errors, variant_controls, variant_labels,
 )
 
@@ -315,7 +315,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
                 system_prompt=system_prompt, prompt_mode=prompt_mode))
             told = ""
-            for update in studio.text_stream(prompt, chosen, model, stop=sessions.fresh_stop(request)):
+            for update in paced(studio.text_stream(prompt, chosen, model, stop=sessions.fresh_stop(request))):
                 if update.status.startswith("Note:") and update.status != told:
                     # e.g. a server that refused logprobs: said once, beside the answer that streams on
                     told = update.status
@@ -364,7 +364,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             labels, stream = compare_stream(studio, prompt, base, model, mode, count, knob_name, values, models,
                                             sessions.fresh_stop(request))
             texts = [""] * MAX_COLUMNS
-            for update in stream:
+            for update in paced(stream):
                 for i, column in enumerate(update.columns):
                     texts[i] = column.text or update.status
                 state = numbers = None

@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 SEEDS, SWEEP = "Different seeds", "Sweep one knob"
 MAX_MESSAGE_CHARS = 400  # an error message quotes the bad value; a megabyte of it helps nobody
+# A streamed answer reaches the page at most this often (10 updates a second). A fast
+# model makes 40+ tokens a second, 4 columns of them side by side: a slow browser then
+# draws behind the model, and a click (Stop) waits behind the drawing.
+STREAM_INTERVAL_S = 0.1
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -578,6 +583,22 @@ class Sessions:
 
     def recipes(self, request: gr.Request | None) -> list:
         return self.kept(request, "recipes", [])
+
+
+def paced(updates: Iterator, interval: float = STREAM_INTERVAL_S) -> Iterator:
+    """The updates of a stream, at most one every `interval` seconds: the first at once,
+    then the newest one each time the interval has passed, and always the last. Each
+    update holds everything so far (the whole answer), so a skipped one loses nothing."""
+    shown_at, waiting = -math.inf, None
+    for update in updates:
+        now = time.monotonic()
+        if now - shown_at >= interval:
+            yield update
+            shown_at, waiting = now, None
+        else:
+            waiting = update
+    if waiting is not None:
+        yield waiting
 
 
 async def run_in_worker(work: Callable[[Callable[[Any], None]], Any],
