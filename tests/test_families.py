@@ -317,7 +317,7 @@ def test_the_image_tab_grid_takes_model_as_an_axis(real, tab):
                                                  "model=shapes-vae, seed=5", "model=shapes-gan, seed=5"]
     assert Image.open(grid_path).width >= 2 * 64
     # a model change keeps "model" among the grid pickers' choices
-    picker = handlers["use_model"]("shapes-gan", "model", "none", "guidance")[-4]
+    picker = handlers["use_model"]("shapes-gan", "model", "none", "guidance")[-5]  # x_knob
     assert ("model", "model") in picker["choices"] and picker["value"] == "model"
 
 
@@ -365,13 +365,28 @@ def test_the_image_tab_walks_from_seed_a_to_seed_b(real, tab):
 def test_the_image_tab_shows_what_a_vae_or_gan_learned(tab):
     handlers, components, _ = tab
     assert components["image-family"].visible is False  # the default model is a diffusion model
-    *_, box, views = handlers["use_model"]("shapes-vae", "steps", "none", "guidance")
-    assert box["visible"] is True
+    assert components["image-trajectory"].visible is True
+    *_, trajectory, box, views = handlers["use_model"]("shapes-vae", "steps", "none", "guidance")
+    assert box["visible"] is True and trajectory["visible"] is False  # one pass: no denoising steps
     assert [caption for _, caption in views["value"]][0].startswith("reference render")
-    *_, box, views = handlers["use_model"]("shapes-gan", "steps", "none", "guidance")
-    assert box["visible"] is True and "hinge losses" in views["value"][0][1]
-    *_, box, _ = handlers["use_model"]("shapes-diffusion", "steps", "none", "guidance")
-    assert box["visible"] is False
+    *_, trajectory, box, views = handlers["use_model"]("shapes-gan", "steps", "none", "guidance")
+    assert box["visible"] is True and "hinge losses" in views["value"][0][1] and trajectory["visible"] is False
+    *_, trajectory, box, _ = handlers["use_model"]("shapes-diffusion", "steps", "none", "guidance")
+    assert box["visible"] is False and trajectory["visible"] is True
+
+
+def test_restoring_a_gan_recipe_shows_the_gans_knobs_and_views(tab, real):
+    from aigc_studio.ui.image_tab import ALL_KNOBS
+
+    handlers, _, _ = tab
+    saved = real.save(real.image("a red square", "shapes-gan", seed=4, truncation=0.7))
+    prompt, model, *knobs = handlers["restore_recipe"](str(saved))
+    assert (prompt, model) == ("a red square", "shapes-gan")
+    restored = dict(zip(ALL_KNOBS, knobs))
+    assert restored["truncation"] == {"value": 0.7, "visible": True, "__type__": "update"}
+    assert restored["seed"]["value"] == 4 and restored["steps"]["visible"] is False  # a GAN has no steps
+    card, trajectory, box, views = handlers["model_views"](model)
+    assert "shapes-gan" in card and trajectory["visible"] is False and box["visible"] is True and views["value"]
 
 
 def test_the_api_walks_and_compares_models(real):

@@ -178,7 +178,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  buttons=["download", "fullscreen"])
                 batch = gr.Gallery(label="Batch (batch size > 1)", columns=4, object_fit="contain", height="auto",
                                    visible=False, elem_id="image-batch")
-                with gr.Accordion("Denoising trajectory: the predicted image after each step", open=True):
+                # a VAE or GAN draws in one pass: no steps to show
+                with gr.Accordion("Denoising trajectory: the predicted image after each step", open=True,
+                                  visible=not is_family(studio, default_id), elem_id="image-trajectory") as trajectory_box:
                     strip = gr.Image(type="pil", show_label=False, interactive=False, elem_id="image-strip",
                                      buttons=["fullscreen"])
                     with gr.Row():
@@ -401,7 +403,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
         return expand(previews[min(int(step), len(previews)) - 1]) if previews else None
 
     def restore_recipe(file):
-        """Every knob (and the prompt and model) from a studio PNG's embedded recipe."""
+        """Every knob (and the prompt and model) from a studio PNG's embedded recipe; the
+        knobs the recipe's model reads are shown, the others hidden."""
         if file is None:
             return [gr.update()] * (len(ALL_KNOBS) + 2)
         with user_errors():
@@ -410,8 +413,18 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 raise ValueError(f"recipe file: holds a {saved.modality} recipe, not an image one")
             # a batch's images reproduce exactly only in a batch of that size: batch_size is restored too
             chosen = studio.params("image", saved.model_id, **{k: v for k, v in saved.params.items() if k in ALL_KNOBS})
+            used = studio.knobs_used("image", saved.model_id)
         gr.Info(f"Restored the recipe of a {saved.model_id} image (seed {chosen.seed}).")
-        return [saved.prompt, saved.model_id] + [getattr(chosen, name) for name in ALL_KNOBS]
+        return [saved.prompt, saved.model_id] + [gr.update(value=getattr(chosen, name), visible=name in used)
+                                                 for name in ALL_KNOBS]
+
+    def model_views(model_id):
+        """What shows for a model beside its knobs: its card, the denoising trajectory
+        (diffusion only) and what a VAE or GAN learned."""
+        with user_errors():
+            chosen = studio.model_spec("image", model_id)
+        return (model_card(chosen), gr.update(visible=not is_family(studio, model_id)),
+                *family_gallery(studio, model_id))
 
     def use_model(model_id, x, y, knob):
         """A newly picked model: its card, its knobs (shown when it reads them, at its
@@ -422,10 +435,11 @@ def build(studio: Studio, sessions: Sessions) -> None:
             picker, sweep = sweep_updates(studio, "image", model_id, knob)
             axes = grid_axes(names)
             grid_choices = knob_choices_for([*axes, MODEL_AXIS])
-            return (model_card(chosen), *knob_updates(studio, "image", model_id, controls), picker, sweep,
+            card_update, trajectory_update, family_update, views_update = model_views(model_id)
+            return (card_update, *knob_updates(studio, "image", model_id, controls), picker, sweep,
                     gr.update(choices=grid_choices, value=x if x in (*axes, MODEL_AXIS) else axes[0]),
                     gr.update(choices=[("none", "none"), *grid_choices], value=y if y in (*axes, MODEL_AXIS) else "none"),
-                    *family_gallery(studio, model_id))
+                    trajectory_update, family_update, views_update)
 
     def sweep_for(knob, model_id, *knob_values):
         with user_errors():
@@ -470,9 +484,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
     stop.click(stop_image, None, None, cancels=[run, comparing, gridding, walking], api_visibility="private").then(
         lambda: (ready(), ready("Compare"), ready("Make grid"), ready("Walk")),
         outputs=[generate, compare, make_grid, walk], queue=False, api_visibility="private")
-    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs], api_visibility="private")
+    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs], api_visibility="private").success(
+        model_views, model, [card, trajectory_box, family_box, family_views], api_visibility="private")
     model.input(use_model, [model, x_knob, y_knob, knob_name],
-                [card, *controls.values(), knob_name, values, x_knob, y_knob, family_box, family_views],
+                [card, *controls.values(), knob_name, values, x_knob, y_knob, trajectory_box, family_box, family_views],
                 api_visibility="private")
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
     x_knob.input(grid_values_for, [x_knob, model, *knob_inputs], x_values, api_visibility="private")
