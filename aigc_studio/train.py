@@ -53,9 +53,9 @@ VAE_KL_WARMUP = 400  # steps over which the KL weight rises from 0 to 1
 GAN_OUT = ASSETS / "shapes-gan"
 GAN_EPOCHS = 40
 GAN_BATCH = 64
-GAN_DATASET = 8000  # 125 steps per epoch; ~1.2 minutes an epoch on a busy 2-core machine
+GAN_DATASET = 8000  # 125 steps per epoch: ~15 s on a quiet 2-core machine, ~1.2 min on a busy one
 # Held-out seeds for choosing the epoch that ships (12 conditions x 5 seeds): never the
-# seeds bench/image_quality.py and the tests score (0-19 and 100+).
+# seeds bench/image_quality.py and the tests score (0-19, 100-101, 1000-1004).
 GAN_SELECTION_SEEDS = 5
 GAN_SELECTION_FIRST_SEED = 10_000
 GAN_LR = 3e-4
