@@ -46,6 +46,10 @@ class UnknownModelError(ValueError):
     pass
 
 
+class ModelUnavailableError(UnknownModelError):
+    """A hub model while the Hub cannot be reached and the model is not in the local Hub cache."""
+
+
 # SmolLM2's model card recommends temperature 0.2 and top-p 0.9: at the generic 0.7 the
 # small models often wander into nonsense.
 SMOLLM2_KNOBS = {"temperature": 0.2, "top_p": 0.9}
@@ -121,6 +125,15 @@ def hub_reachable(timeout: float = 1.5) -> bool:
         return False
 
 
+def in_hub_cache(repo_id: str, revision: str | None = None) -> bool:
+    """True when the local Hugging Face cache (HF_HUB_CACHE) holds a snapshot of repo_id:
+    its config.json (transformers) or model_index.json (diffusers). Never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, name, revision=revision), str)
+               for name in ("config.json", "model_index.json"))
+
+
 def resolve_preset(preset: str) -> str:
     """'auto' becomes 'hub' when the Hub is reachable, else 'offline'."""
     if preset == "auto":
@@ -131,18 +144,21 @@ def resolve_preset(preset: str) -> str:
 class Catalog:
     """The models one Studio may use, with a default per modality."""
 
-    def __init__(self, specs: list[ModelSpec], defaults: dict[str, str | None], allowlist: tuple[str, ...] = ()):
+    def __init__(self, specs: list[ModelSpec], defaults: dict[str, str | None], allowlist: tuple[str, ...] = (),
+                 hub_online: bool | None = None):
         self.specs = {s.id: s for s in specs}
         self.defaults = defaults
         self.allowlist = allowlist
+        self.hub_online = hub_online  # None: asked once, on first need (hub_reachable)
 
     @classmethod
-    def for_preset(cls, preset: str, allowlist: tuple[str, ...] = ()) -> "Catalog":
-        """All hub and embedded models; defaults from the resolved preset."""
+    def for_preset(cls, preset: str, allowlist: tuple[str, ...] = (), hub_online: bool | None = None) -> "Catalog":
+        """All hub and embedded models; defaults from the resolved preset. hub_online: whether
+        the Hub answers (None: asked on first need)."""
         defaults = dict(PRESET_DEFAULTS[preset])
         if preset == "offline" and not (ASSETS / "shapes-diffusion" / "unet").is_dir():
             defaults["image"] = None
-        return cls(HUB_MODELS + EMBEDDED_MODELS, defaults, allowlist)
+        return cls(HUB_MODELS + EMBEDDED_MODELS, defaults, allowlist, hub_online)
 
     def get(self, model_id: str | None, modality: str) -> ModelSpec:
         """The spec for model_id (None = this modality's default)."""
@@ -161,6 +177,30 @@ class Catalog:
             raise UnknownModelError(f"model: {model_id!r} is a {spec.modality} model, not {modality}")
         return spec
 
+    def unavailable(self, spec: ModelSpec) -> str | None:
+        """Why spec cannot load now, or None when it can: a hub model needs the Hub, unless
+        the local Hub cache already holds it."""
+        if self._runnable(spec):
+            return None
+        runnable = ", ".join(self.choices(spec.modality)) or "none"
+        return (f"model: {spec.id} needs the Hub: the Hugging Face Hub cannot be reached from here and "
+                f"{spec.location} is not in the local Hub cache. {spec.modality.capitalize()} models that "
+                f"can run now: {runnable}")
+
+    def _runnable(self, spec: ModelSpec) -> bool:
+        if spec.source != "hub":
+            return True
+        if self.hub_online is None:
+            self.hub_online = hub_reachable()
+        return self.hub_online or in_hub_cache(spec.location, spec.revision)
+
+    def require_runnable(self, spec: ModelSpec) -> ModelSpec:
+        """spec itself, or ModelUnavailableError (before any load is tried) saying it needs the Hub."""
+        reason = self.unavailable(spec)
+        if reason:
+            raise ModelUnavailableError(reason)
+        return spec
+
     def allowed(self, modality: str) -> list[str]:
         """The operator's allowlist entries for a modality: 'image:org/repo' for one
         modality, a bare 'org/repo' for any."""
@@ -175,9 +215,11 @@ class Catalog:
         return ids
 
     def choices(self, modality: str) -> list[str]:
-        """Ids a model picker offers: the catalog's, then the operator's allowlisted ones."""
-        return [s.id for s in self.specs.values() if s.modality == modality] + [
+        """Ids a model picker offers, only those that can load now (see unavailable): the
+        catalog's, then the operator's allowlisted ones."""
+        ids = [s.id for s in self.specs.values() if s.modality == modality] + [
             i for i in self.allowed(modality) if i not in self.specs]
+        return [i for i in ids if self._runnable(self.get(i, modality))]
 
     def add(self, spec: ModelSpec, default: bool = False) -> None:
         self.specs[spec.id] = spec

@@ -113,7 +113,9 @@ class Studio:
         self.settings = settings or Settings.from_env()
         self.settings.check()
         self.preset = resolve_preset(self.settings.preset)
-        self.catalog = catalog or Catalog.for_preset(self.preset, self.settings.allowlist)
+        # 'auto' has just asked whether the Hub answers; an explicit preset leaves it to the catalog
+        hub_online = (self.preset == "hub") if self.settings.preset == "auto" else None
+        self.catalog = catalog or Catalog.for_preset(self.preset, self.settings.allowlist, hub_online)
         if self.settings.text_endpoint:  # an OpenAI-compatible server's models join as remote:<name> (issue 18)
             text_remote.add_models(self.catalog, self.settings.text_endpoint, self.settings.text_api_key)
         self.threads = pick_threads(self.settings.threads, self.settings.concurrency)
@@ -144,7 +146,9 @@ class Studio:
         return line
 
     def model_spec(self, modality: str, model: str | None = None) -> ModelSpec:
-        return self.catalog.get(model, modality)
+        """The catalog's spec for model (None: the preset's default); ModelUnavailableError at once
+        for a hub model the studio cannot load now (no Hub and not in the local Hub cache)."""
+        return self.catalog.require_runnable(self.catalog.get(model, modality))
 
     def params(self, modality: str, model: str | None = None, **values: Any):
         """Validated knobs for a model: the catalog's recommended defaults under

@@ -16,6 +16,7 @@ from aigc_studio.catalog import (
     PRESET_DEFAULTS,
     Catalog,
     ModelSpec,
+    ModelUnavailableError,
     UnknownModelError,
     local_spec,
     resolve_preset,
@@ -116,11 +117,60 @@ def test_presets_do_not_share_mutable_defaults():
     assert PRESET_DEFAULTS["hub"]["text"] == "smollm2-360m-instruct"
 
 
-def test_both_presets_list_every_model():
+def test_both_presets_list_every_model_when_the_hub_answers():
     for preset in ("hub", "offline"):
-        catalog = Catalog.for_preset(preset)
+        catalog = Catalog.for_preset(preset, hub_online=True)
         for modality in MODALITIES:
             assert catalog.choices(modality) == [s.id for s in ALL_MODELS if s.modality == modality]
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty local Hub cache (HF_HUB_CACHE); place(repo) puts a snapshot of repo's config in it."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def place(repo_id: str, filename: str = "config.json") -> None:
+        folder = tmp_path / f"models--{repo_id.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text("0" * 40)
+        (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+        (folder / "snapshots" / ("0" * 40) / filename).write_text("{}")
+
+    return place
+
+
+def test_offline_lists_embedded_models_and_hub_models_in_the_local_cache_only(hub_cache):
+    catalog = Catalog.for_preset("offline", hub_online=False)
+    for modality in MODALITIES:
+        assert catalog.choices(modality) == [s.id for s in EMBEDDED_MODELS if s.modality == modality]
+    hub_cache("HuggingFaceTB/SmolLM2-360M-Instruct")
+    hub_cache("stabilityai/sd-turbo", "model_index.json")
+    assert catalog.choices("text") == ["smollm2-360m-instruct", "smollm2-135m-instruct"]
+    assert catalog.choices("image")[0] == "sd-turbo" and "sdxl-turbo" not in catalog.choices("image")
+    assert catalog.require_runnable(catalog.get("sd-turbo", "image")).id == "sd-turbo"
+
+
+def test_a_hub_model_offline_is_refused_at_once_naming_what_can_run(hub_cache):
+    catalog = Catalog.for_preset("offline", hub_online=False)
+    spec = catalog.get("qwen2.5-1.5b-instruct", "text")  # the spec itself is still known (recipes, cards)
+    with pytest.raises(ModelUnavailableError) as caught:
+        catalog.require_runnable(spec)
+    message = str(caught.value)
+    assert message.startswith("model: qwen2.5-1.5b-instruct needs the Hub")
+    assert "Qwen/Qwen2.5-1.5B-Instruct" in message and "smollm2-135m-instruct" in message
+    assert isinstance(caught.value, UnknownModelError)  # every front door already translates these
+
+
+def test_the_hub_is_asked_once_and_only_when_a_hub_model_is_listed(monkeypatch):
+    asked = []
+    monkeypatch.setattr(catalog_module, "hub_reachable", lambda: asked.append(1) or True)
+    catalog = Catalog.for_preset("offline")
+    catalog.require_runnable(catalog.get("piper-joe-medium", "audio"))
+    assert asked == []
+    assert "sd-turbo" in catalog.choices("image") and "mms-tts-eng" in catalog.choices("audio")
+    assert asked == [1]
 
 
 # ----- refusing ids --------------------------------------------------------------------------------

@@ -405,3 +405,32 @@ def test_settings_for_remote_text_and_the_v1_api():
         Settings.from_env({"AIGC_TEXT_ENDPOINT": "gpu-box:8000"})
     with pytest.raises(ValueError, match="AIGC_TEXT_TIMEOUT_S"):
         Settings.from_env({"AIGC_TEXT_TIMEOUT_S": "0"})
+
+
+# ----- /v1/models lists only what can run --------------------------------------------------------
+
+def test_v1_models_offline_lists_only_loadable_models_and_each_answers(tmp_path, tiny_lm_path):
+    """Offline (HF_HUB_OFFLINE=1, as in every test), a hub model is listed only once the local
+    Hub cache holds it: here a tiny random model placed under SmolLM2-360M's repo id."""
+    import shutil
+
+    from aigc_studio.catalog import HUB_MODELS
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--HuggingFaceTB--SmolLM2-360M-Instruct"
+    shutil.copytree(tiny_lm_path, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    with running_app(tmp_path / "out", AIGC_OPENAI_API="1", AIGC_TEXT_ENDPOINT="", HF_HUB_OFFLINE="1",
+                     HF_HUB_CACHE=str(hub)) as url:
+        client = openai.OpenAI(base_url=url + "v1", api_key="unused", max_retries=0, timeout=300)
+        listed = [m.id for m in client.models.list()]
+        assert listed == ["smollm2-360m-instruct", LOCAL]
+        for model in listed:
+            answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": PROMPT}],
+                                                    max_tokens=3, temperature=0)
+            assert answer.choices[0].message.content and answer.usage.completion_tokens >= 1
+        missing = next(s for s in HUB_MODELS if s.modality == "text" and s.id not in listed)
+        with pytest.raises(openai.NotFoundError, match="needs the Hub"):  # refused at once: no load is tried
+            client.chat.completions.create(model=missing.id, messages=[{"role": "user", "content": PROMPT}],
+                                           max_tokens=3)
