@@ -111,6 +111,7 @@ class ImageParams:
                           choices=tuple(SCHEDULERS))
     latent_temperature: float = knob(1.0, 0.0, 2.0, "VAE: scale of the prior sample z ~ N(0, T^2): < 1 stays near the typical image (cleaner, less varied), > 1 wanders (more varied, less faithful); 0 gives the same image for every seed.")
     truncation: float = knob(1.0, 0.0, 1.0, "GAN: truncation psi pulls the latent toward its mean, z * psi: 1 = off, lower is cleaner and less varied, 0 gives the same image for every seed.")
+    strength: float = knob(0.75, 0.0, 1.0, "Image to image: how far the input picture is noised before denoising with the prompt (0 returns the input, 1 starts from pure noise and ignores it).")
 
 
 @dataclass

@@ -55,6 +55,13 @@ __all__ = ["Studio", "TextUpdate", "CompareUpdate", "Result", "Recipe", "ModelLo
 PARAMS_TYPES = {"text": TextParams, "image": ImageParams, "audio": AudioParams}
 
 
+def image_inside():
+    """engines/image_inside.py (image to image inputs, the forward process, prompt maps), on first use."""
+    from aigc_studio.engines import image_inside as inside
+
+    return inside
+
+
 def text_engine():
     """engines/text.py, imported on first use: it imports torch (seconds), and a studio
     should answer its first page before any model is asked for."""
@@ -456,15 +463,18 @@ class Studio:
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
                on_step: image_engine.StepCallback | None = None,
                on_preview: image_engine.PreviewCallback | None = None,
-               stop: threading.Event | None = None) -> list[Result]:
+               stop: threading.Event | None = None, init_image: Image.Image | None = None) -> list[Result]:
         """One image per labelled variant (batch_size images for a variant with
         batch_size > 1, at consecutive seeds). Variants that differ only by seed
         share one batched pipeline call. on_preview gets the first image's denoising
-        trajectory (one preview per step)."""
+        trajectory (one preview per step). With init_image every variant is image to
+        image (SDEdit) at its `strength`; the trajectory then starts with the noised
+        picture (step -1), and each recipe records the picture's SHA-256 and size."""
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("image", model)
         for _, p in variants:  # sweeps and grid axes set the scheduler too
             check_scheduler(spec, p)
+        start = self._start_picture(spec, init_image, [p for _, p in variants])
         chosen = _expand_batches([(label, knobs.resolve_seed(knobs.validate(p))) for label, p in variants])
         results: list[Result | None] = [None] * len(chosen)
         for indices in _indices_by_all_but_seed([p for _, p in chosen]):
@@ -473,11 +483,71 @@ class Studio:
             seeds = [chosen[i][1].seed for i in indices]
             with self._use(spec) as pipe:
                 pictures = image_engine.generate(pipe, [prompt] * len(indices), shared, seeds, on_step,
-                                                 on_preview if indices[0] == 0 else None, stop)
+                                                 on_preview if indices[0] == 0 else None, stop, start)
             for i, picture in zip(indices, pictures):
                 label, p = chosen[i]
                 results[i] = Result(picture, self._recipe(spec, prompt, p, label, started))
+                if start is None:  # text to image: strength is read only from a start picture
+                    results[i].recipe.params.pop("strength", None)
+                else:
+                    results[i].recipe.params.update(init_image_sha256=image_inside().fingerprint(start),
+                                                    init_image_size=list(start.size))
         return results
+
+    def _start_picture(self, spec: ModelSpec, init_image: Any, chosen: list[ImageParams]) -> Image.Image | None:
+        """The checked start picture of image to image (RGB), or None; refuses a model
+        without image to image, and a strength sweep with no picture to start from."""
+        if init_image is None:
+            if len({p.strength for p in chosen}) > 1:
+                raise knobs.ParamError("strength", "only image to image reads it: give a start picture to vary it")
+            return None
+        if spec.kind in image_engine.FAMILY_KINDS:
+            raise knobs.ParamError("model", f"{spec.id} is a {spec.kind.upper()}: it draws in one pass from a latent "
+                                            f"and has no image to image; use a diffusion model (e.g. shapes-diffusion)")
+        return image_inside().check_input(init_image)
+
+    def image_to_image(self, prompt: str, image: Image.Image, model: str | None = None, on_step=None,
+                       on_preview=None, stop: threading.Event | None = None, **values: Any) -> Result:
+        """Image to image (SDEdit): `image` noised to the timestep `strength` (0-1) selects, then
+        denoised with the prompt; 0 returns the image, 1 ignores it. values are ImageParams knobs."""
+        chosen = self.params("image", model, **values)
+        return self.images(prompt, [("", chosen)], model, on_step, on_preview, stop, init_image=image)[0]
+
+    def noise_image(self, image: Image.Image, steps: int | None = None, scheduler: str | None = None,
+                    model: str | None = None, seed: int = 0) -> list:
+        """The forward (noising) process of a picture: `steps` (1-50, default 10) frames x_t at
+        the timesteps the scheduler visits, cleanest first, each with its signal and noise
+        weights (engines.image_inside.NoiseFrame), on the model's working space."""
+        inside = image_inside()
+        spec = self.model_spec("image", model)
+        steps = 10 if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= inside.MAX_FRAMES:
+            raise knobs.ParamError("steps", f"must be a whole number in [1, {inside.MAX_FRAMES}], got {steps!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= knobs.MAX_SEED:
+            raise knobs.ParamError("seed", f"must be a whole number in [0, {knobs.MAX_SEED}], got {seed!r}")
+        if spec.kind in image_engine.FAMILY_KINDS:
+            raise knobs.ParamError("model", f"{spec.id} is a {spec.kind.upper()}: it has no noising process")
+        chosen = self.params("image", spec.id, scheduler=scheduler)
+        picture = inside.check_input(image)
+        with self._use(spec) as pipe:
+            return inside.noise_frames(pipe, picture, steps, chosen.scheduler, seed, (chosen.width, chosen.height))
+
+    def prompt_map(self, prompt: str, model: str | None = None, stop: threading.Event | None = None,
+                   **values: Any) -> tuple[Result, list, str]:
+        """What each prompt word drew: (the image with its recipe, one WordMap per word the model
+        reads, the method): condition contrast on shapes-diffusion, cross-attention (DAAM) on
+        Stable Diffusion. values are ImageParams knobs (steps, guidance, seed, ...)."""
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("image", model)
+        if spec.kind in image_engine.FAMILY_KINDS:
+            raise knobs.ParamError("model", f"{spec.id} is a {spec.kind.upper()}: prompt maps need a diffusion model")
+        chosen = knobs.resolve_seed(dataclasses.replace(self.params("image", spec.id, **values), batch_size=1))
+        started = time.perf_counter()
+        with self._use(spec) as pipe:
+            picture, words, method = image_inside().prompt_maps(pipe, prompt, chosen, chosen.seed, stop)
+        recipe = self._recipe(spec, prompt, chosen, f"prompt map ({method})", started)
+        recipe.params.pop("strength", None)
+        return Result(picture, recipe), words, method
 
     def image(self, prompt: str, model: str | None = None, on_step=None, on_preview=None, **values: Any) -> Result:
         """Generate one image; values are ImageParams knobs."""

@@ -148,20 +148,33 @@ def preview(tensors: dict, size: tuple[int, int], decoder: AutoencoderTiny | Non
 
 def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, seeds: list[int],
              on_step: StepCallback | None = None, on_preview: PreviewCallback | None = None,
-             stop: threading.Event | None = None) -> list[Image.Image]:
+             stop: threading.Event | None = None, init_image: Image.Image | None = None,
+             pipeline_kwargs: dict | None = None) -> list[Image.Image]:
     """One image per (prompt, seed) pair, in one batched pipeline call.
 
     Each image has its own torch.Generator, so an image depends only on its own
     seed and recipe, not on what else is in the batch. on_preview receives the
     denoising trajectory of the first image, one preview per iteration. Setting
     `stop` raises GenerationStopped after the current step; the pipeline stays usable.
+
+    init_image (an RGB picture, any size): image to image (SDEdit) at params.strength,
+    the picture resized to the output size. on_preview then first gets the noised
+    start as step -1. A strength that leaves no step (int(steps * strength) == 0)
+    returns the picture itself, resized. pipeline_kwargs go to the pipeline call as they are
+    (the prompt maps' contrast_labels).
     """
     import torch
 
     from aigc_studio.engines.shapes_pipeline import ShapesPipeline
 
     if getattr(pipe, "family", None) in FAMILY_KINDS:
+        if init_image is not None:
+            raise ValueError(f"model: the {pipe.family.upper()} draws in one pass from a latent; it has no image to "
+                             "image (use a diffusion model such as shapes-diffusion)")
         return _generate_family(pipe, prompts, params, seeds, on_step, on_preview, stop)
+    size = (params.width, params.height)
+    if init_image is not None and int(params.steps * params.strength) == 0:  # nothing to denoise: the input
+        return [init_image.resize(size, Image.Resampling.BOX) for _ in prompts]
     set_scheduler(pipe, params.scheduler)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     is_shapes = isinstance(pipe, ShapesPipeline)
@@ -169,8 +182,8 @@ def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, s
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
         if stop is not None and stop.is_set():
             raise GenerationStopped(f"stopped after step {step + 1}")
-        if on_step is not None:  # some schedulers (PNDM) run more iterations than steps
-            on_step(step, len(pipeline.scheduler.timesteps))
+        if on_step is not None:  # some schedulers (PNDM) run more iterations than steps; image to image fewer
+            on_step(step, getattr(pipeline, "num_timesteps", None) or len(pipeline.scheduler.timesteps))
         if on_preview is not None:
             picture = preview(tensors, (params.width, params.height), getattr(pipeline, "preview_decoder", None))
             if picture is not None:
@@ -184,13 +197,74 @@ def generate(pipe: DiffusionPipeline, prompts: list[str], params: ImageParams, s
         guidance_scale=params.guidance,
         generator=generators,
         callback_on_step_end=step_end,
+        **(pipeline_kwargs or {}),
     )
-    if not is_shapes:
+    if init_image is not None:
+        pipe = _with_start_picture(pipe, kwargs, init_image, params, on_preview)
+    elif not is_shapes:
         kwargs.update(width=params.width, height=params.height)
     images = pipe(**kwargs).images
     if is_shapes:  # drawn at 16x16; nearest-neighbour keeps the pixels honest
         images = [im.resize((params.width, params.height), Image.Resampling.NEAREST) for im in images]
     return images
+
+
+def _with_start_picture(pipe: DiffusionPipeline, kwargs: dict, init_image: Image.Image, params: ImageParams,
+                        on_preview: PreviewCallback | None) -> DiffusionPipeline:
+    """Turn a text-to-image call into image to image: the pipeline to call (the shapes
+    pipeline itself, or diffusers' image-to-image pipeline sharing the loaded components)
+    with kwargs completed. The noised start goes to on_preview as step -1."""
+    from aigc_studio.engines.shapes_pipeline import ShapesPipeline
+
+    size = (params.width, params.height)
+
+    def show_start(latents) -> None:
+        latents = latents[0] if isinstance(latents, tuple) else latents  # FLUX returns (latents, ids)
+        picture = preview({"latents": latents}, size, getattr(pipe, "preview_decoder", None))
+        if picture is not None:
+            on_preview(-1, picture)
+
+    kwargs["strength"] = params.strength
+    if isinstance(pipe, ShapesPipeline):
+        kwargs["image"] = to_tensor(init_image, pipe.unet.config.sample_size)
+        if on_preview is not None:  # pixel space: the noised start is itself a picture
+            kwargs["callback_on_start"] = lambda x: on_preview(-1, preview({"pred_original_sample": x}, size))
+        return pipe
+    img2img = image_to_image_pipeline(pipe)
+    kwargs["image"] = init_image.resize(size, Image.Resampling.LANCZOS)
+    if on_preview is not None:  # diffusers has no hook for the start: watch the method that makes it
+        prepare = img2img.prepare_latents
+
+        def prepare_and_show(*args, **more):
+            latents = prepare(*args, **more)
+            show_start(latents)
+            return latents
+
+        img2img.prepare_latents = prepare_and_show
+    return img2img
+
+
+def image_to_image_pipeline(pipe: DiffusionPipeline) -> DiffusionPipeline:
+    """diffusers' image-to-image pipeline for a loaded text-to-image one, sharing its
+    components (AutoPipelineForImage2Image.from_pipe: no second copy of the weights)."""
+    from diffusers import AutoPipelineForImage2Image
+
+    try:
+        img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+    except ValueError as error:  # a pipeline class with no image-to-image twin
+        raise ValueError(f"model: {type(pipe).__name__} has no image-to-image pipeline in diffusers ({error})") from None
+    img2img.set_progress_bar_config(disable=True)
+    img2img.preview_decoder = getattr(pipe, "preview_decoder", None)
+    return img2img
+
+
+def to_tensor(picture: Image.Image, size: int) -> torch.Tensor:
+    """An RGB picture as the shapes model's pixels: (1, 3, size, size) in [-1, 1], box-downsampled."""
+    import numpy as np
+    import torch
+
+    small = np.asarray(picture.convert("RGB").resize((size, size), Image.Resampling.BOX), dtype=np.float32)
+    return torch.from_numpy(small / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0)
 
 
 # ----- the other model families: a conditional VAE and a conditional GAN (aigc_studio/families.py) -----

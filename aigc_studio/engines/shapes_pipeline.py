@@ -41,6 +41,10 @@ class ShapesPipeline(DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         latents: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+        strength: float = 1.0,
+        callback_on_start: Callable | None = None,
+        contrast_labels: list[int] | None = None,
     ) -> ImagePipelineOutput:
         """Denoise from Gaussian noise at the UNet's native size.
 
@@ -52,6 +56,14 @@ class ShapesPipeline(DiffusionPipeline):
         parity and must equal the native size (the engine upscales for display).
         latents: the starting noise (standard normal, one row per image) instead of
         drawing it from the generators, as in StableDiffusionPipeline (latent walks).
+        image, strength: image to image (SDEdit). image is (batch, 3, size, size) in [-1, 1];
+        strength in [0, 1] picks how much of the schedule runs: the image is noised to the
+        timestep where the last int(steps * strength) steps begin (scheduler.add_noise) and
+        denoised from there. 0 returns the image, 1 starts from pure noise (text to image).
+        callback_on_start(latents): the noised start, before the first step (image to image).
+        contrast_labels: condition labels compared against the first image's condition at
+        every step (prompt maps): self.contrast_maps becomes their |eps(x_t, c) - eps(x_t, c')|
+        summed over channels and steps, (len(contrast_labels), size, size).
         """
         size = self.unet.config.sample_size
         if (height or size) != size or (width or size) != size:
@@ -81,13 +93,32 @@ class ShapesPipeline(DiffusionPipeline):
         # set_timesteps first: Euler-type schedulers derive init_noise_sigma from the chosen timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        if image is not None and tuple(image.shape[1:]) != shape[1:]:
+            raise ValueError(f"image: expected shape (n, {', '.join(map(str, shape[1:]))}), got {tuple(image.shape)}")
+        if image is not None and strength < 1.0:
+            image = image.expand(batch, -1, -1, -1) if image.shape[0] == 1 else image
+            latents, timesteps = self._noised_start(image, latents, strength, num_inference_steps, device, dtype)
+            if callback_on_start is not None:
+                callback_on_start(latents)
+        else:
+            latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        self.num_timesteps = len(timesteps)
+        contrast = None
+        if contrast_labels:  # the first image's condition, then each reduced one
+            contrast = torch.tensor([cond[0], *contrast_labels], device=device)
+            self.contrast_maps = torch.zeros(len(contrast_labels), size, size)
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_input_latents = latents
             model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
             labels = torch.cat([uncond_labels, cond_labels]) if do_cfg else single_labels
+            if contrast is not None:  # one UNet call: the guided batch plus the contrast rows
+                model_input = torch.cat([model_input, latents[:1].expand(len(contrast), -1, -1, -1)])
+                labels = torch.cat([labels, contrast])
+            model_input = self.scheduler.scale_model_input(model_input, t)
             noise_pred = self.unet(model_input, t, class_labels=labels).sample
+            if contrast is not None:
+                noise_pred, compared = noise_pred[: -len(contrast)], noise_pred[-len(contrast):]
+                self.contrast_maps += (compared[:1] - compared[1:]).abs().sum(dim=1).float().cpu()
             if do_cfg:
                 noise_uncond, noise_cond = noise_pred.chunk(2)
                 noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
@@ -108,6 +139,22 @@ class ShapesPipeline(DiffusionPipeline):
         if output_type == "np":
             return ImagePipelineOutput(images=array)
         return ImagePipelineOutput(images=[Image.fromarray((a * 255).round().astype(np.uint8)) for a in array])
+
+    def _noised_start(self, image: torch.Tensor, noise: torch.Tensor, strength: float, steps: int,
+                      device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDEdit's start, as diffusers' img2img pipelines do it: skip the first
+        steps - int(steps * strength) timesteps and noise the image to the first one left.
+        No step left (strength < 1 / steps): the image itself, and no timesteps."""
+        kept = min(int(steps * strength), steps)
+        begin = (steps - kept) * self.scheduler.order
+        timesteps = self.scheduler.timesteps[begin:]
+        if hasattr(self.scheduler, "set_begin_index"):  # multistep and Euler schedulers count steps from here
+            self.scheduler.set_begin_index(begin)
+        image = image.to(device=device, dtype=dtype)
+        if kept == 0:
+            return image, timesteps
+        start = timesteps[:1].repeat(image.shape[0])
+        return self.scheduler.add_noise(image, noise.to(device=device, dtype=dtype), start), timesteps
 
     def _estimate_clean(self, noisy: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
         """x0 = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t), for schedulers that work in alpha space."""

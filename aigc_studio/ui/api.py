@@ -657,6 +657,8 @@ def register(studio_: Studio) -> None:
     private events of the same names then get suffixed names, these keep the public ones."""
     global _studio
     _studio = studio_
-    for fn, group in ENDPOINTS.items():
+    from aigc_studio.ui import image_api  # image to image, the forward process, prompt maps (issue 23)
+
+    for fn, group in {**ENDPOINTS, **image_api.ENDPOINTS}.items():
         gr.api(fn, api_name=fn.__name__, concurrency_id=group)
     gr.api(fine_tune_text, api_name="fine_tune_text", concurrency_id="tune", concurrency_limit=1)  # one at a time, beside the rest
