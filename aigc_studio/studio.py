@@ -366,6 +366,65 @@ class Studio:
         with self._use(spec) as text_model:
             return (text_remote if spec.source == "remote" else text_engine()).perplexity(text_model, text)
 
+    # ----- inside the text model (issue 23; the work is in aigc_studio/inside.py) -------------
+    def attention(self, prompt: str, params: TextParams | None = None, model: str | None = None,
+                  answer: str | list[int] = "", position: int | None = None, layer: int | None = None,
+                  head: int | None = None) -> dict:
+        """What one token of prompt + answer attends to in every layer and head, the causal
+        matrix of one layer and head (head None: their average), and the logit lens (each
+        layer's top 5 next tokens). position indexes the context tokens (None or -1: the
+        last). Keys: see inside.attention. The model runs once per context (cached)."""
+        return self._inside(prompt, params, model, answer, lambda inside, text_model, tokens, prompt_length: (
+            inside.attention(text_model.model, text_model.tokenizer, tokens, prompt_length, position, layer, head,
+                             self._forward_cache)))
+
+    def attention_overview(self, prompt: str, params: TextParams | None = None, model: str | None = None,
+                           answer: str | list[int] = "", layer: int | None = None, head: int | None = None) -> Image.Image:
+        """Every layer x head causal matrix of prompt + answer as small heat maps (rows:
+        layers, columns: heads), the chosen layer and head framed; from the same cached pass."""
+        return self._inside(prompt, params, model, answer, lambda inside, text_model, tokens, prompt_length: (
+            inside.overview_of(text_model.model, tokens, layer, head, self._forward_cache)))
+
+    @functools.cached_property
+    def _forward_cache(self):
+        from aigc_studio import inside
+
+        return inside.ForwardCache()
+
+    def _inside(self, prompt: str, params: TextParams | None, model: str | None, answer: str | list[int], read):
+        prompt = knobs.check_prompt(prompt)
+        spec = self.model_spec("text", model)
+        chosen = knobs.validate(params or self.params("text", spec.id))
+        if spec.source == "remote":
+            raise knobs.ParamError("model", f"{spec.id} runs on a server that sends no attention weights; "
+                                            f"pick a text model that runs here")
+        from aigc_studio import inside
+
+        with self._torch_text(spec) as text_model:
+            tokens, prompt_length = inside.context(text_model, prompt, chosen, answer)
+            return read(inside, text_model, tokens, prompt_length)
+
+    @contextmanager
+    def _torch_text(self, spec: ModelSpec) -> Iterator[Any]:
+        """The text model on torch, for views that read its weights. ONNX Runtime has none:
+        a model that runs there gets a torch copy of the same safetensors, loaded once as
+        '<id>@torch' and evicted like any model; one already on torch is used as it is."""
+        engine = text_engine()
+        on_onnx = engine.resolve_runtime(self.settings.text_runtime, spec, self.device) in engine.ONNX_RUNTIMES
+        if not on_onnx or spec.source == "adapter":
+            with self._use(spec) as text_model:
+                yield text_model
+            return
+        copy = dataclasses.replace(spec, id=f"{spec.id}@torch")
+        load = lambda: engine.load(spec, self.device, self.dtype, self.settings.cache_dir, log.info, "torch", self.threads)
+        while True:
+            loaded = self.models.get(copy.id, load, lambda text_model: text_model.memory_bytes(),
+                                     expected_bytes=spec.size_mb * 2**20)
+            with loaded.lock:
+                if loaded.value is not None:
+                    yield loaded.value
+                    return
+
     # ----- fine-tuning (issue 16; the work is in aigc_studio/tune.py) -----------------
     def fine_tune(self, text: str, model: str | None = None, params: knobs.TuneParams | None = None,
                   name: str = "tuned", on_progress: Callable | None = None, stop: threading.Event | None = None,

@@ -288,6 +288,41 @@ def perplexity(text: str, model: str | None = None) -> float:
         return round(value, 3)
 
 
+def attention(prompt: str, answer: str | None = None, position: int | None = None, layer: int | None = None,
+              head: int | None = None, system_prompt: str | None = None,
+              prompt_mode: Literal["chat", "completion"] | None = None, model: str | None = None) -> dict:
+    """What one token attends to in every layer and head of the text model, one layer and head's whole
+    causal attention matrix, and the logit lens (what each layer would predict next). Computed with the
+    model's eager attention on torch, once per context (prompt + answer).
+
+    Args:
+        prompt: the prompt, encoded as generation encodes it (chat template or plain).
+        answer: an answer to the prompt (e.g. from generate_text); its tokens follow the prompt's.
+        position: index into tokens of the token whose attention is shown; None or -1 = the last.
+        layer: 0 to layers - 1 (None = the last layer): the layer of `matrix`.
+        head: 0 to heads - 1; None = the average of the layer's heads, for `matrix`.
+        system_prompt: chat mode instructions.
+        prompt_mode: "chat" or "completion".
+        model: a text model id of the catalog that runs here (a remote server sends no attention weights).
+    Returns:
+        {"tokens": [{"index", "id", "text", "kind": "template" | "system" | "prompt" | "answer"}],
+        "position", "layers", "heads", "layer", "head",
+        "weights": [layer][head][token] (the position's attention: each row sums to 1, 0 on later tokens),
+        "matrix": [query][token] for layer and head,
+        "lens": [{"layer", "ids", "tokens", "probs"}] per layer, the top 5 next tokens after position
+        (the last layer is the model's own next-token distribution),
+        "prompt_tokens", "explain_position" (the explain_next_token position of the token after this one)}.
+    """
+    with user_errors():
+        s = studio()
+        model = _model(model)
+        chosen = s.params("text", model, system_prompt=system_prompt, prompt_mode=prompt_mode)
+        return s.attention(prompt, chosen, model, answer=_text("answer", answer),
+                           position=None if position is None else whole_number("position", position, -1),
+                           layer=None if layer is None else whole_number("layer", layer, 0),
+                           head=None if head is None else whole_number("head", head, 0))
+
+
 # ----- fine-tuning (issue 16) -------------------------------------------------------------------
 
 async def fine_tune_text(text: str, model: str | None = None, rank: int | None = None, alpha: int | None = None,
@@ -648,6 +683,7 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
 # Endpoint -> its concurrency group. A tab's button and its public endpoint share the
 # group, so AIGC_CONCURRENCY bounds the generations of a modality however they arrive.
 ENDPOINTS = {generate_text: "text", compare_text: "text", explain_next_token: "text", perplexity: "text",
+             attention: "text",
              generate_image: "image", compare_image: "image", image_grid: "image", latent_walk: "image",
              generate_audio: "audio", compare_audio: "audio"}
 
