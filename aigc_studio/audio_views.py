@@ -7,7 +7,7 @@ platforms use (e.g. -16 LUFS for podcasts). The pictures are drawn by matplotlib
 The Audio tab shows them beside its players, and side by side plays variants at
 matched loudness so a louder variant does not sound "better" just for being louder.
 
-Samples are mono float32 in [-1, 1]; rates are in Hz.
+Samples are float32 in [-1, 1], mono or stereo (shape (n, 2): the chorale model); rates are in Hz.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def loudness_lufs(samples: np.ndarray, rate: int) -> float:
     if x.size == 0 or not np.any(x):
         return -math.inf
     block = int(math.ceil(BLOCK_S * rate)) + 1
-    if x.size < block:
-        x = np.resize(x, block)  # repeated: the level of a short clip, not of it padded with silence
+    if x.shape[0] < block:  # repeated: the level of a short clip, not of it padded with silence
+        x = np.resize(x, (block, *x.shape[1:]))
     with np.errstate(divide="ignore"):
         level = float(pyloudnorm.Meter(rate).integrated_loudness(x))
     return level if math.isfinite(level) else -math.inf
@@ -121,6 +121,8 @@ def view_image(samples: np.ndarray, rate: int, title: str = "") -> Image.Image:
     from matplotlib.figure import Figure
 
     x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    if x.ndim == 2:
+        x = x.mean(axis=1)  # stereo: the mid signal
     seconds = max(x.size / rate, 1e-3)
     figure = Figure(figsize=(VIEW_WIDTH / DPI, VIEW_HEIGHT / DPI), dpi=DPI, layout="constrained")
     wave, spectrum = figure.subplots(2, 1, sharex=True, height_ratios=(1, 2))

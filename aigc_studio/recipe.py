@@ -150,7 +150,8 @@ def save(result: Result, folder: Path, audio_format: str = "wav") -> Path:
         rate, samples = result.output
 
         def write_audio(part: Path) -> None:
-            with soundfile.SoundFile(part, "w", samplerate=rate, channels=1, format=audio_format.upper(),
+            channels = np.shape(samples)[1] if np.ndim(samples) == 2 else 1  # the chorale model plays in stereo
+            with soundfile.SoundFile(part, "w", samplerate=rate, channels=channels, format=audio_format.upper(),
                                      subtype="PCM_16") as f:
                 f.comment = recipe.to_json()
                 f.write(np.asarray(samples, dtype=np.float32))

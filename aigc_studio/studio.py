@@ -769,10 +769,54 @@ class Studio:
             results = audio_views.match_loudness(results)
         return results
 
+    # ----- music (the chorale model: notes as well as audio) ----------------------
+    def chorale(self, title: str, model: str | None = None, params: AudioParams | None = None,
+                **values: Any) -> tuple[Any, AudioParams, ModelSpec]:
+        """(piece, knobs with the seed drawn, spec): the notes a chorale model composes for
+        these knobs, the very notes `audio` plays (composed once, then cached)."""
+        from aigc_studio import music
+
+        knobs.check_prompt(title)
+        spec = self.model_spec("audio", model)
+        if spec.kind != "chorales":
+            raise knobs.ParamError("model", f"{spec.id} makes audio, not notes; choose a symbolic music model "
+                                            f"({', '.join(s.id for s in self.catalog.specs.values() if s.kind == 'chorales')})")
+        chosen = knobs.resolve_seed(knobs.validate(params) if params else self.params("audio", spec.id, **values))
+        with self._use(spec) as loaded:
+            return music.compose(loaded, chosen), chosen, spec
+
+    def music_midi(self, title: str, model: str | None = None, params: AudioParams | None = None,
+                   **values: Any) -> tuple[bytes, AudioParams]:
+        """(Standard MIDI File bytes carrying the recipe, knobs used) of a chorale model's piece:
+        the same seed and knobs give the same bytes."""
+        from aigc_studio import music
+
+        piece, chosen, spec = self.chorale(title, model, params, **values)
+        title = knobs.check_prompt(title)
+        return music.midi(piece, music.recipe_fields(spec.id, title, chosen), title), chosen
+
+    def explain_note(self, title: str, position: int, model: str | None = None, params: AudioParams | None = None,
+                     top_n: int = 10, **values: Any):
+        """Why grid token `position` of the piece these knobs compose is what it is: the
+        text engine's next-token explanation over the chorale model, stage by stage."""
+        from aigc_studio import music
+
+        piece, chosen, spec = self.chorale(title, model, params, **values)
+        with self._use(spec) as loaded:
+            return music.explain(loaded, piece, position, chosen, top_n)
+
     # ----- files -----------------------------------------------------------------
     def save(self, result: Result, audio_format: str = "wav") -> Path:
-        """Write a result with its recipe into the output folder (generated name)."""
-        return recipes.save(result, self.settings.output_dir, audio_format)
+        """Write a result with its recipe into the output folder (generated name); a chorale
+        model's audio gets its MIDI file beside it (same name, .mid)."""
+        path = recipes.save(result, self.settings.output_dir, audio_format)
+        spec = self.catalog.specs.get(result.recipe.model_id)
+        if result.recipe.modality == "audio" and spec is not None and spec.kind == "chorales":
+            from aigc_studio.storage import write_atomically
+
+            midi, _ = self.music_midi(result.recipe.prompt, spec.id, **result.recipe.params)
+            write_atomically(path.with_suffix(".mid"), lambda part: part.write_bytes(midi))
+        return path
 
     def save_grid(self, picture: Image.Image, cells: list[Result]) -> Path:
         """Write an X/Y grid image with every cell's recipe into the output folder."""

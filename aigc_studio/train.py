@@ -1,4 +1,4 @@
-"""Train the embedded shapes models: `python -m aigc_studio.train shapes|vae|gan`.
+"""Train the embedded models: `python -m aigc_studio.train shapes|vae|gan|chorales`.
 
 nanoGPT-style: plain settings at the top, one loop per model, seeded, prints step/loss/time.
 - shapes: DDPM objective (epsilon prediction) with classifier-free-guidance dropout and
@@ -8,7 +8,9 @@ nanoGPT-style: plain settings at the top, one loop per model, seeded, prints ste
 - gan: conditional DCGAN (families.ShapesGAN) against a spectral-norm projection
   discriminator, hinge loss, plus a separate render classifier's cross-entropy; EMA
   generator; logs D and G losses per epoch.
-All three draw the same procedural renders. The diffusion model learns "any colour" and
+- chorales: the four-voice chorale transformer (aigc_studio/chorale_train.py), on the Bach
+  chorales of the installed music21 wheel.
+The three shapes models draw the same procedural renders. The diffusion model learns "any colour" and
 "any shape" by condition dropout; the VAE and GAN learn full conditions, and a prompt that
 leaves one out gets it drawn from the image's seed.
 """
@@ -369,17 +371,21 @@ def evaluate(pipe: ShapesPipeline, per_class: int = 20, guidance: float = 3.0, s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["shapes", "vae", "gan"], help="which embedded model to train")
+    parser.add_argument("model", choices=["shapes", "vae", "gan", "chorales"], help="which embedded model to train")
     parser.add_argument("--out", type=Path, default=None, help="folder for the weights (default: assets/<model>)")
     parser.add_argument("--steps", type=int, default=STEPS, help="shapes: optimiser steps")
-    parser.add_argument("--epochs", type=int, default=None, help=f"vae/gan: epochs (default {VAE_EPOCHS} / {GAN_EPOCHS})")
+    parser.add_argument("--epochs", type=int, default=None, help=f"vae/gan/chorales: epochs (default {VAE_EPOCHS} / {GAN_EPOCHS} / 24)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is fastest on a busy 2-core machine")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--dataset", type=int, default=None,
                         help=f"number of procedural renders (default {DATASET}, vae {VAE_DATASET}, gan {GAN_DATASET})")
     parser.add_argument("--no-eval", action="store_true", help="skip the adherence check after training")
     args = parser.parse_args(argv)
-    if args.model == "vae":
+    if args.model == "chorales":
+        from aigc_studio import chorale_train  # torch only; the corpus is read from the music21 wheel
+
+        chorale_train.train(args.out or chorale_train.OUT, args.epochs or chorale_train.EPOCHS, args.threads, args.seed)
+    elif args.model == "vae":
         train_vae(args.out or VAE_OUT, args.epochs or VAE_EPOCHS, args.threads, args.seed, args.dataset or VAE_DATASET,
                   not args.no_eval)
     elif args.model == "gan":

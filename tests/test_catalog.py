@@ -25,7 +25,7 @@ from aigc_studio.config import PRESETS, Settings
 from aigc_studio.studio import PARAMS_TYPES
 
 ALL_MODELS = HUB_MODELS + EMBEDDED_MODELS
-KINDS = {"text": {"causal-lm"}, "image": {"diffusers", "shapes", "vae", "gan"}, "audio": {"piper", "vits", "musicgen", "bark"}}
+KINDS = {"text": {"causal-lm"}, "image": {"diffusers", "shapes", "vae", "gan"}, "audio": {"piper", "vits", "musicgen", "bark", "chorales"}}
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""Audio engine: speech (Piper offline; MMS-TTS/VITS and Bark from the Hub) and music (MusicGen).
+"""Audio engine: speech (Piper offline; MMS-TTS/VITS and Bark from the Hub) and music (the
+embedded chorale model offline, aigc_studio/music.py; MusicGen from the Hub).
 
-Every function returns (sample_rate in Hz, mono float32 samples in [-1, 1]).
+Every function returns (sample_rate in Hz, mono float32 samples in [-1, 1]); the chorale
+model's are stereo, shape (n, 2), one place in the field per voice.
 Speech is made one sentence at a time and joined with `sentence_silence` seconds
 of silence: Piper splits by itself; for the transformers voices the text is split
 here (Bark reads at most 256 tokens, and VITS loses its way on long inputs).
@@ -73,6 +75,10 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> PiperModel | HubAu
     if spec.kind == "piper":
         onnx_file, config_file = _piper_files(spec.location)
         return PiperModel(onnx_file.read_bytes(), json.loads(config_file.read_text()))
+    if spec.kind == "chorales":
+        from aigc_studio import music
+
+        return music.load_model(Path(spec.location))
     from transformers import (
         AutoProcessor,
         AutoTokenizer,
@@ -104,13 +110,15 @@ KNOBS_BY_KIND = {
     "vits": ("speed", "noise_scale", "noise_w", "sentence_silence"),
     "bark": ("semantic_temperature", "coarse_temperature", "fine_temperature", "sentence_silence"),
     "musicgen": ("temperature", "top_k", "top_p", "guidance", "duration"),
+    "chorales": ("temperature", "top_k", "top_p", "bars", "tempo", "key", "metre", "timbre"),
 }
 
 
 def seeds_torch(kind: str) -> bool:
     """Whether generating with this kind of model seeds torch's process-wide RNG
-    (transformers' generate takes no generator); Piper seeds onnxruntime instead."""
-    return kind != "piper"
+    (transformers' generate takes no generator); Piper seeds onnxruntime instead, and the
+    chorale model draws from its own torch.Generator (the text engine's Column)."""
+    return kind not in ("piper", "chorales")
 
 
 def knobs_used(kind: str) -> tuple[str, ...]:
@@ -123,7 +131,13 @@ def generate(loaded: PiperModel | HubAudioModel, text: str, params: AudioParams,
     """Speech or music for text (params.seed must be >= 0), then params.gain_db.
 
     Speech goes sentence by sentence: on_step(sentence index, sentences) after each,
-    and a set `stop` raises GenerationStopped before the next. Music is one step."""
+    and a set `stop` raises GenerationStopped before the next. MusicGen is one step; the
+    chorale model reports after every bar (text is its title)."""
+    if type(loaded).__name__ == "ChoraleModel":  # aigc_studio.music, imported with the model
+        from aigc_studio import music
+
+        rate, samples = music.render(music.compose(loaded, params, on_step, stop))
+        return rate, apply_gain(samples, params.gain_db)
     progress = _Progress(len(split_sentences(text)) or 1, on_step, stop)
     if isinstance(loaded, PiperModel):
         rate, samples = _piper(loaded, text, params, progress)

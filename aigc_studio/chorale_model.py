@@ -1,0 +1,137 @@
+"""The studio's own chorale model: a small decoder-only transformer over chorale tokens.
+
+nanoGPT-shaped (pre-norm blocks, causal self-attention, tied input/output embeddings), with
+no absolute positions: each token's embedding adds the *next* slot's voice (S, A, T, B) and
+position in the bar, so the model always knows which voice and beat it is choosing for, and a
+window can slide over a piece longer than the training windows. Hard masks (`allowed`) make a
+voice leave its range or hold a note it is not sounding impossible, whatever the knobs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aigc_studio import chorales as ch
+
+
+@dataclass
+class ChoraleConfig:
+    vocab: int = ch.VOCAB
+    width: int = 128
+    layers: int = 5
+    heads: int = 4
+    dropout: float = 0.1
+    window: int = 64  # grid steps the model reads at once (8 bars of 4/4)
+
+    @property
+    def context(self) -> int:
+        """Tokens in a full window: the [mode, metre] prefix, BOS, 4 per step and END."""
+        return 4 * self.window + 4
+
+
+class _Block(nn.Module):
+    def __init__(self, config: ChoraleConfig):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(config.width), nn.LayerNorm(config.width)
+        self.qkv = nn.Linear(config.width, 3 * config.width)
+        self.proj = nn.Linear(config.width, config.width)
+        self.mlp = nn.Sequential(nn.Linear(config.width, 4 * config.width), nn.GELU(),
+                                 nn.Linear(4 * config.width, config.width))
+        self.heads, self.dropout = config.heads, config.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(width, dim=2)
+        q, k, v = (t.view(batch, length, self.heads, width // self.heads).transpose(1, 2) for t in (q, k, v))
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                  dropout_p=self.dropout if self.training else 0.0)
+        x = x + F.dropout(self.proj(attended.transpose(1, 2).reshape(batch, length, width)), self.dropout, self.training)
+        return x + F.dropout(self.mlp(self.norm2(x)), self.dropout, self.training)
+
+
+class ChoraleTransformer(nn.Module):
+    """Logits for the next token from (tokens, next voice, next position in bar), each (batch, length)."""
+
+    def __init__(self, config: ChoraleConfig):
+        super().__init__()
+        self.config = config
+        self.tokens = nn.Embedding(config.vocab, config.width)
+        self.voices = nn.Embedding(5, config.width)  # S A T B, and "none" (the prefix)
+        self.positions = nn.Embedding(ch.NO_POSITION + 1, config.width)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.width)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor, voices: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(tokens) + self.voices(voices) + self.positions(positions)
+        x = F.dropout(x, self.config.dropout, self.training)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x) @ self.tokens.weight.T  # tied output embedding
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def inputs(sequence: list[int], phase: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens, next voices, next positions) tensors of shape (1, len) for one sequence."""
+    voices, positions = ch.slots(sequence, phase)
+    return (torch.tensor([sequence]), torch.tensor([voices]), torch.tensor([positions]))
+
+
+def save(model: ChoraleTransformer, folder: Path) -> None:
+    """config.json + model.safetensors in folder."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"family": "chorale-transformer", **asdict(model.config)}, indent=1))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+
+
+def load(folder: Path) -> ChoraleTransformer:
+    """The model saved in folder, in eval mode (CPU, float32)."""
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    config.pop("family", None)
+    model = ChoraleTransformer(ChoraleConfig(**config))
+    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+    return model.eval()
+
+
+# ----- hard masks -----------------------------------------------------------------------------
+
+def allowed(voice: int, previous: int | None, transpose: int = 0, step_end: bool = False) -> torch.Tensor:
+    """Boolean mask over the vocabulary of tokens the next `voice` token may be.
+
+    A pitch only inside the voice's range in *sounding* pitch (the model writes in C major
+    / A minor; `transpose` semitones move it to the chosen key), HOLD only right after a
+    pitch or a HOLD of the same voice (`previous`, None at the start), REST always. No
+    special token otherwise (the length is the caller's: END is never drawn).
+    """
+    mask = torch.zeros(ch.VOCAB, dtype=torch.bool)
+    low, high = ch.RANGES[ch.VOICES[voice]]
+    low, high = max(low - transpose, ch.LOWEST), min(high - transpose, ch.HIGHEST)
+    mask[ch.pitch_token(low):ch.pitch_token(high) + 1] = True
+    mask[ch.REST] = True
+    if previous is not None and (previous == ch.HOLD or ch.token_pitch(previous) is not None):
+        mask[ch.HOLD] = True
+    return mask
+
+
+def mask_logits(logits: torch.Tensor, voice: int, previous: int | None, transpose: int = 0) -> torch.Tensor:
+    """logits with every token the hard masks forbid set to -inf."""
+    return logits.masked_fill(~allowed(voice, previous, transpose), float("-inf"))
