@@ -68,6 +68,15 @@ class TextModel:
     runtime_note: str = ""
     # context token ids -> the model's raw next-token logits (float32, CPU); least recently used first
     logits_cache: OrderedDict = field(default_factory=OrderedDict)
+    # token id -> its text alone, for the alternatives each generated token lists (decoded once)
+    pieces: dict = field(default_factory=dict)
+
+    def piece(self, token_id: int) -> str:
+        """The text of one token alone (memoised: a step lists 5 alternatives per column)."""
+        text = self.pieces.get(token_id)
+        if text is None:
+            text = self.pieces[token_id] = self.tokenizer.decode([token_id])
+        return text
 
     @property
     def runtime(self) -> str:
@@ -376,6 +385,9 @@ class Column:
         self.ids = prompt_ids.reshape(1, -1).cpu()
         self.prompt_length = self.ids.shape[1]
         self.tokenizer = text_model.tokenizer
+        self.piece = text_model.piece
+        self.answer_ids: list[int] = []
+        self.prefix_offset = self.read_offset = 0  # the decoding window (see _decode_new)
         self.special_ids = set(self.tokenizer.all_special_ids)
         self.eos_ids = text_model.eos_ids
         self.stops = stop_sequences(params.stop_sequences)
@@ -410,19 +422,31 @@ class Column:
             return int(candidates[int(torch.argmax(probs))])
         return int(candidates[int(torch.multinomial(probs, 1, generator=self.generator))])
 
+    def _decode_new(self) -> str:
+        """The text the newest token adds. Tokens are decoded in a window that starts a
+        few tokens back (not the token alone), which keeps spaces and multi-byte characters
+        right, and costs the same at token 1000 as at token 10 (decoding the whole answer
+        each step grows with its length). A trailing U+FFFD is half a character: nothing
+        is added until the next token completes it. (The incremental detokeniser of vLLM
+        and transformers' TextStreamer work this way.)"""
+        ids = self.answer_ids
+        before = self.tokenizer.decode(ids[self.prefix_offset:self.read_offset], skip_special_tokens=True)
+        after = self.tokenizer.decode(ids[self.prefix_offset:], skip_special_tokens=True)
+        if after.endswith("\ufffd") or len(after) <= len(before):
+            return ""
+        self.prefix_offset, self.read_offset = self.read_offset, len(ids)
+        return after[len(before):]
+
     def append(self, token_id: int, logits: torch.Tensor, seconds: float) -> Token:
         """Record the picked token with its raw probability and alternatives; finish the
         column at EOS, at its length limit or once a stop sequence appears."""
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         self.ids = torch.cat([self.ids, torch.tensor([[token_id]])], dim=1)
-        # Decoding the whole answer (not the token alone) keeps spaces and multi-byte
-        # characters right; a trailing U+FFFD is half a character, completed by the next token.
-        text = self.tokenizer.decode(self.ids[0, self.prompt_length:], skip_special_tokens=True)
-        piece = ""
-        if not text.endswith("\ufffd"):
-            piece, self.text = text[len(self.text):], text
+        self.answer_ids.append(token_id)
+        piece = self._decode_new()
+        self.text += piece
         top = torch.topk(logprobs, self.alternatives)
-        alternatives = [(self.tokenizer.decode([int(i)]), math.exp(float(v))) for v, i in zip(top.values, top.indices)]
+        alternatives = [(self.piece(i), math.exp(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]
         token = Token(token_id, piece, float(logprobs[token_id]), alternatives, seconds, token_id in self.special_ids)
         self.tokens.append(token)
         self.finished = (token_id in self.eos_ids or len(self.tokens) >= self.params.max_new_tokens
