@@ -13,7 +13,7 @@ from aigc_studio import params as knobs
 from aigc_studio.params import ParamError, TextParams
 from aigc_studio.ui import text_tab
 from aigc_studio.ui.widgets import SWEEP
-from tests.test_ui import GENERATION, open_studio
+from tests.test_ui import ARTIFACTS, GENERATION, open_studio
 
 
 def token(text: str, p: float, special: bool = False) -> dict:
@@ -164,3 +164,77 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
                    if any(t[1] == "select" and getattr(demo.blocks[t[0]], "id", None) == "text" for t in f.targets))
     s.catalog.add(dataclasses.replace(s.model_spec("text", tuned), id=f"{TEXT_ID}+later"))
     assert all(f"{TEXT_ID}+later" in picker["choices"] for picker in refresh.fn())
+
+
+# ----- the attention view (ui/attention_view.py) ----------------------------------------------
+
+def attention_view_dict() -> dict:
+    """A hand-made view: 4 tokens (a template token, two prompt words, an answer word),
+    2 layers x 2 heads, the query at token 3."""
+    tokens = [{"index": i, "id": i, "text": text, "kind": kind}
+              for i, (text, kind) in enumerate([("<s>", "template"), (" sea", "prompt"), ("\n", "prompt"),
+                                                 (" blue", "answer")])]
+    weights = [[[0.5, 0.3, 0.15, 0.05], [0.0, 0.0, 0.0, 1.0]], [[0.25] * 4, [0.7, 0.1, 0.1, 0.1]]]
+    lens = [{"layer": layer, "ids": [1, 2], "tokens": [" a", "<b>"], "probs": [0.6, 0.1]} for layer in (0, 1)]
+    return {"tokens": tokens, "position": 3, "layers": 2, "heads": 2, "layer": 0, "head": None,
+            "weights": weights, "lens": lens, "prompt_tokens": 3, "explain_position": 1}
+
+
+def test_head_view_shades_what_the_selected_token_attends_to():
+    from aigc_studio.ui import attention_view as av
+
+    view = attention_view_dict()
+    assert av.head_view_pairs(view, 0, 0) == [("⟨<s>⟩", "≥ 30%"), ("␣sea", "≥ 30%"), ("⏎", "10–30%"),
+                                              ("␣blue", av.SELECTED)]
+    assert av.head_row(view, 0, None) == pytest.approx([0.25, 0.15, 0.075, 0.525])  # the average of the heads
+    assert [c for _, c in av.head_view_pairs(view, 0, None)][:3] == ["10–30%", "10–30%", "3–10%"]
+    summary = av.summary_markdown(view, 1, 1)
+    assert "Token 3: `␣blue`" in summary and "head 1" in summary and "`⟨<s>⟩` (0) 70.0%" in summary
+    assert "answer token 1" in summary
+
+
+def test_lens_table_marks_the_models_output_and_escapes_tokens():
+    from aigc_studio.ui import attention_view as av
+
+    table = av.lens_html(attention_view_dict())
+    assert table.count("<tr") == 3 and "1 · the model's output" in table
+    assert "&lt;b&gt;" in table and "<b>" not in table and "60.0%" in table
+
+
+def test_matrix_picture_frames_the_selected_row_and_positions_map_to_the_explainer():
+    from aigc_studio.ui import attention_view as av
+
+    picture = av.matrix_picture([[1.0, 0.0], [0.5, 0.5]], position=1, size=100)
+    assert picture.size == (100, 100) and picture.getpixel((20, 20)) == (67, 56, 202)
+    assert picture.getpixel((75, 25)) == (255, 255, 255) and picture.getpixel((50, 99)) == (220, 38, 38)
+    # answer token k was chosen at the token before it; -1: the last token
+    assert av.query_for_answer_token(10, 0, 15) == 9 and av.query_for_answer_token(10, 3, 15) == 12
+    assert av.query_for_answer_token(10, -1, 15) == 14
+    assert av.head_choice(av.AVERAGE) is None and av.head_choice("head 3") == 3
+
+
+def test_browser_attention_view_follows_a_selected_token(app_server):
+    with sync_playwright() as playwright:  # the session's shared server
+        page = open_studio(playwright, app_server[0])
+        page.locator("#text-prompt textarea").fill("What is the capital of France?")
+        page.locator("#text-answer textarea").fill("The capital of France is Paris.")
+        page.locator("#text-inside").get_by_text("Inside the model").click()
+        page.locator("#text-attention-show").click()
+        tokens = page.locator("#text-attention-tokens span.token")
+        expect(tokens.nth(40)).to_be_visible(timeout=GENERATION)
+        summary = page.locator("#text-attention-summary")
+        # the explainer's position 0 (the first answer token) was chosen at the prompt's last token
+        expect(summary).to_contain_text("Token 36", timeout=GENERATION)
+        expect(summary).to_contain_text("answer token 0")
+        expect(page.locator("#text-lens")).to_contain_text("the model's output")
+        tokens.nth(29).click()  # " France" in the prompt
+        expect(summary).to_contain_text("Token 29", timeout=GENERATION)
+        expect(summary).to_contain_text("France")
+        tokens.nth(41).click()  # " is" in the answer: its next token is " Paris"
+        expect(summary).to_contain_text("answer token 5", timeout=GENERATION)
+        expect(page.locator("#text-lens")).to_contain_text("Paris")
+        page.locator("#text-attention-explain").click()  # back to the explainer, at that token
+        expect(page.locator("#text-explainer")).to_contain_text("answer token 5", timeout=GENERATION)
+        expect(page.locator("#text-explainer")).to_contain_text("Paris")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "text-attention-view.png"), full_page=True)

@@ -1,5 +1,6 @@
 """Text tab: prompt -> streamed answer coloured by probability, every sampling knob
-(with Precise / Balanced / Creative sampling styles), a next-token explainer, 2-4 variants
+(with Precise / Balanced / Creative sampling styles), a next-token explainer, the attention
+view and logit lens (ui/attention_view.py), 2-4 variants
 streamed side by side (seeds, a swept knob, styles, or different models such as a base and
 its tuned versions), and the perplexity of a pasted text."""
 
@@ -14,6 +15,7 @@ import gradio as gr
 from aigc_studio import params as knobs
 from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams
 from aigc_studio.studio import Studio
+from aigc_studio.ui import attention_view
 from aigc_studio.ui.widgets import (
     Sessions, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants, model_card,
     model_dropdown, paced, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates, sweep_values,
@@ -286,6 +288,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
             chart = gr.HTML(elem_id="text-explainer")
             with gr.Accordion("Explainer numbers", open=False):
                 explanation = gr.JSON(label="Explainer numbers")
+        with gr.Accordion("Inside the model: what each token attends to, and what each layer predicts", open=False,
+                          elem_id="text-inside"):
+            inside = attention_view.View()
         with gr.Accordion("Perplexity: how natural a text is to the model", open=False):
             pasted = gr.Textbox(label="Text", lines=4, elem_id="text-perplexity-input",
                                 placeholder="Paste a passage; the model scores every token given the ones before it.")
@@ -456,8 +461,14 @@ def build(studio: Studio, sessions: Sessions) -> None:
     shown_tokens = run.then(show_tokens, inputs=answer_state, outputs=coloured, api_visibility="private")
     shown_tokens.then(lambda: 0, outputs=position, api_visibility="private").then(
         explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
-    coloured.select(select_token, inputs=answer_state, outputs=[alternatives, position], api_visibility="private").then(
-        explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
+    selected = coloured.select(select_token, inputs=answer_state, outputs=[alternatives, position],
+                               api_visibility="private")
+    selected.then(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
+    # the attention view: from the explainer's token to its attention, and back (ui/attention_view.py)
+    back, (follow, follow_inputs, follow_outputs) = attention_view.wire(
+        inside, studio, prompt, answer, answer_state, position, system_prompt, prompt_mode, model)
+    back.success(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
+    selected.then(follow, inputs=follow_inputs, outputs=follow_outputs, api_visibility="private")
 
     gr.on([c.change for c in explain_knob_inputs + [top_n, model]], explain_when_shown,
           inputs=[explanation, *explain_inputs], outputs=explanation, trigger_mode="always_last",
