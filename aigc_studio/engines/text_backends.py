@@ -166,6 +166,7 @@ class OnnxBackend:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its warnings are about graph fusions a user cannot act on
+        self.folder, self.filename = folder, decoder["filename"]
         self.session = ort.InferenceSession(str(folder / decoder["filename"]), options, providers=["CPUExecutionProvider"])
         # what the weights take in memory, for the model manager's budget (they live outside torch)
         self.nbytes = sum(f.stat().st_size for f in folder.glob(decoder["filename"] + "*"))
