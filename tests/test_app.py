@@ -211,6 +211,21 @@ def test_perplexity_of_natural_text_is_lower_than_shuffled(client):
     assert 1.0 < low < high
 
 
+def test_attention_gives_causal_weights_matrix_and_lens(client):
+    view = client.predict(prompt="What is the capital of France?", answer="The capital of France is", layer=3, head=2,
+                          api_name="/attention")
+    count = len(view["tokens"])
+    assert view["position"] == count - 1 and (view["layer"], view["head"]) == (3, 2)
+    assert view["tokens"][0]["kind"] == "template" and view["tokens"][-1]["kind"] == "answer"
+    assert len(view["weights"]) == view["layers"] and len(view["weights"][0]) == view["heads"]
+    assert all(abs(sum(row) - 1) < 1e-4 for rows in view["weights"] for row in rows)
+    assert len(view["matrix"]) == count and view["matrix"][2][3:] == [0.0] * (count - 3)
+    assert view["lens"][-1]["tokens"][0] == " Paris" and len(view["lens"]) == view["layers"]
+    with pytest.raises(AppError) as error:
+        client.predict(prompt="Hi", answer="Hello there", position=999, api_name="/attention")
+    assert "position: must be" in str(error.value) and "Traceback" not in str(error.value)
+
+
 def test_compare_text_styles_side_by_side_share_one_seed(client):
     *columns, numbers = client.predict(prompt="Describe the sea.", mode="Styles side by side", max_new_tokens=6,
                                        seed=5, min_p=0.02, api_name="/compare_text")

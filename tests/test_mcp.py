@@ -17,8 +17,8 @@ from PIL import Image
 from aigc_studio.recipe import read_recipe
 from tests.live_server import running_app
 
-TOOLS = {"generate_text", "compare_text", "explain_next_token", "perplexity", "generate_image", "compare_image",
-         "image_grid", "generate_audio", "compare_audio"}
+TOOLS = {"generate_text", "compare_text", "explain_next_token", "perplexity", "attention", "generate_image",
+         "compare_image", "image_grid", "generate_audio", "compare_audio"}
 
 
 async def _session(url: str, work):
