@@ -147,6 +147,12 @@ def explain_seconds(prompt: str, params: TextParams, model: str | None = None, a
     return _clip(OVERHEAD_S + 5)
 
 
+def attention_seconds(prompt: str, params: TextParams, model: str | None = None, answer: str | list[int] = "",
+                      *views) -> int:
+    """One forward pass with eager attention over prompt and answer (at most 512 tokens)."""
+    return _clip(OVERHEAD_S + 5)
+
+
 def perplexity_seconds(text: str, model: str | None = None) -> int:
     """One forward pass over the text."""
     return _clip(OVERHEAD_S + len(text) / 2000)
@@ -199,6 +205,20 @@ def gpu_explain(prompt: str, params: TextParams, model: str | None = None, answe
     """The next-token explainer (text_engine.Explanation)."""
     studio = _ready("text", model)
     return Studio.explain_next_token(studio, prompt, params, model, answer, position, top_n)
+
+
+@gpu(duration=attention_seconds)
+def gpu_attention(prompt: str, params: TextParams, model: str | None = None, answer: str | list[int] = "",
+                  position: int | None = None, layer: int | None = None, head: int | None = None) -> dict:
+    """The attention view and logit lens (aigc_studio/inside.py; a dict of lists)."""
+    return Studio.attention(_ready("text", model), prompt, params, model, answer, position, layer, head)
+
+
+@gpu(duration=attention_seconds)
+def gpu_attention_overview(prompt: str, params: TextParams, model: str | None = None, answer: str | list[int] = "",
+                           layer: int | None = None, head: int | None = None):
+    """Every layer x head attention matrix as small heat maps (a PIL image)."""
+    return Studio.attention_overview(_ready("text", model), prompt, params, model, answer, layer, head)
 
 
 @gpu(duration=perplexity_seconds)
@@ -268,7 +288,8 @@ def gpu_audio(prompt: str, params: AudioParams, model: str | None = None, label:
     return Studio.audio(_ready("audio", model), prompt, model, label=label, params=params)
 
 
-ENTRY_POINTS = (gpu_text_compare, gpu_explain, gpu_perplexity, gpu_images, gpu_image_grid, gpu_audio)
+ENTRY_POINTS = (gpu_text_compare, gpu_explain, gpu_perplexity, gpu_attention, gpu_attention_overview, gpu_images,
+                gpu_image_grid, gpu_audio)
 
 
 # ----- the Studio on ZeroGPU ----------------------------------------------------------------
@@ -304,6 +325,19 @@ class ZeroGPUStudio(Studio):
 
     def perplexity(self, text: str, model: str | None = None) -> tuple[float, int]:
         return gpu_perplexity(text, model)
+
+    def attention(self, prompt: str, params: TextParams | None = None, model: str | None = None,
+                  answer: str | list[int] = "", position: int | None = None, layer: int | None = None,
+                  head: int | None = None) -> dict:
+        chosen = params or self.params("text", model)
+        return gpu_attention(prompt, chosen, model, list(answer) if not isinstance(answer, str) else answer,
+                             position, layer, head)
+
+    def attention_overview(self, prompt: str, params: TextParams | None = None, model: str | None = None,
+                           answer: str | list[int] = "", layer: int | None = None, head: int | None = None):
+        chosen = params or self.params("text", model)
+        return gpu_attention_overview(prompt, chosen, model,
+                                      list(answer) if not isinstance(answer, str) else answer, layer, head)
 
     def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
                on_step=None, on_preview=None, stop: threading.Event | None = None) -> list[Result]:

@@ -218,6 +218,18 @@ def check_index(name: str, value, count: int, allow_last: bool = False) -> int:
     return count - 1 if value == -1 else value
 
 
+def _read(model, tokens: list[dict], layer: int | None, head: int | None,
+          cache: ForwardCache | None) -> tuple[Forward, int, int | None]:
+    """(the context's forward pass, layer checked (None: the last), head checked (None stays))."""
+    if len(tokens) > MAX_TOKENS:
+        raise ParamError("answer", f"prompt and answer must be at most {MAX_TOKENS} tokens for the attention view, "
+                                   f"got {len(tokens)}")
+    done = forward(model, torch.tensor([t["id"] for t in tokens]), cache)
+    layers, heads = done.attentions.shape[:2]
+    layer = check_index("layer", layers - 1 if layer is None else layer, layers, allow_last=True)
+    return done, layer, None if head is None else check_index("head", head, heads)
+
+
 def attention(model, tokenizer, tokens: list[dict], prompt_length: int, position: int | None = None,
               layer: int | None = None, head: int | None = None, cache: ForwardCache | None = None) -> dict:
     """The attention view of a context (tokens from context_tokens: prompt then answer).
@@ -231,16 +243,9 @@ def attention(model, tokenizer, tokens: list[dict], prompt_length: int, position
     "prompt_tokens", "explain_position" (the /explain_next_token position whose raw
     distribution is the lens's last layer; None inside the prompt)}.
     """
-    count = len(tokens)
-    if count > MAX_TOKENS:
-        raise ParamError("answer", f"prompt and answer must be at most {MAX_TOKENS} tokens for the attention view, "
-                                   f"got {count}")
-    position = check_index("position", -1 if position is None else position, count, allow_last=True)
-    done = forward(model, torch.tensor([t["id"] for t in tokens]), cache)
+    position = check_index("position", -1 if position is None else position, len(tokens), allow_last=True)
+    done, layer, head = _read(model, tokens, layer, head, cache)
     layers, heads = done.attentions.shape[:2]
-    layer = check_index("layer", layers - 1 if layer is None else layer, layers, allow_last=True)
-    if head is not None:
-        head = check_index("head", head, heads)
     chosen = done.attentions[layer].mean(0) if head is None else done.attentions[layer, head]
     rounded = lambda t: torch.round(t, decimals=DECIMALS).tolist()
     return {
@@ -294,12 +299,5 @@ def overview_of(model, tokens: list[dict], layer: int | None, head: int | None, 
                 ) -> Image.Image:
     """overview() of the context's forward pass (cached), the chosen layer (None: the last)
     and head (None: every head of it) framed."""
-    if len(tokens) > MAX_TOKENS:
-        raise ParamError("answer", f"prompt and answer must be at most {MAX_TOKENS} tokens for the attention view, "
-                                   f"got {len(tokens)}")
-    done = forward(model, torch.tensor([t["id"] for t in tokens]), cache)
-    layers, heads = done.attentions.shape[:2]
-    layer = check_index("layer", layers - 1 if layer is None else layer, layers, allow_last=True)
-    if head is not None:
-        head = check_index("head", head, heads)
+    done, layer, head = _read(model, tokens, layer, head, cache)
     return overview(done.attentions, chosen=(layer, head))

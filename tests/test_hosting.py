@@ -132,6 +132,19 @@ def test_explainer_and_perplexity_forked_equal_in_process(preloaded):
     assert value[0] >= 1.0 and value[1] > 0
 
 
+def test_attention_view_forked_equals_in_process(preloaded):
+    args = ("the quick brown fox", TextParams(prompt_mode="completion"), TEXT_ID, "jumps over", 3, 1, None)
+    here = run_here(hosting.gpu_attention, *args)
+    there, loaded = run_forked(hosting.gpu_attention, *args)
+    assert loaded == {} and there == here
+    assert (here["position"], here["layer"], here["head"], len(here["lens"])) == (3, 1, None, 2)
+    picture, loaded = run_forked(hosting.gpu_attention_overview, *args[:4], 1, None)
+    assert loaded == {} and np.array_equal(np.asarray(picture), np.asarray(run_here(
+        hosting.gpu_attention_overview, *args[:4], 1, None)))
+    zero = hosting.ZeroGPUStudio(preloaded)  # the Studio's methods go through the entry points
+    assert zero.attention(*args[:2], TEXT_ID, answer="jumps over", position=3, layer=1) == here
+
+
 def test_images_forked_equal_in_process_and_stream_steps_and_previews(preloaded):
     params = ImageParams(steps=3, seed=5, width=TINY_IMAGE_SIZE, height=TINY_IMAGE_SIZE, batch_size=2)
     here = run_here(hosting.gpu_images, "a cat", [("", params)], IMAGE_ID, True)
