@@ -155,3 +155,48 @@ def file_view(path, title: str = "") -> Image.Image:
     """view_image of an audio file on disk (channels averaged to mono)."""
     samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     return view_image(samples.mean(axis=1), rate, title)
+
+
+# ----- the piano roll (the chorale model's notes) -----------------------------------------
+
+VOICE_COLOURS = ("#dc2626", "#2563eb", "#16a34a", "#9333ea")  # soprano, alto, tenor, bass
+VOICE_NAMES = ("soprano", "alto", "tenor", "bass")
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def piano_roll_image(notes: list[list[tuple[int, int, int]]], step_seconds: float, title: str = "",
+                     bar_steps: int | None = None) -> Image.Image:
+    """Per-voice notes (MIDI pitch, start step, length in steps) as a piano roll: time in
+    seconds across, pitch up (C of each octave named), one colour per voice with a legend,
+    bar lines every bar_steps steps. A VIEW_WIDTH x VIEW_HEIGHT RGB picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(VIEW_WIDTH / DPI, VIEW_HEIGHT / DPI), dpi=DPI, layout="constrained")
+    axes = figure.subplots()
+    pitches = [p for voice in notes for p, _, _ in voice] or [60]
+    end = max((s + n for voice in notes for _, s, n in voice), default=1) * step_seconds
+    for voice, (voice_notes, colour) in enumerate(zip(notes, VOICE_COLOURS)):
+        bars = [(start * step_seconds, length * step_seconds) for _, start, length in voice_notes]
+        for (pitch, _, _), bar in zip(voice_notes, bars):
+            axes.broken_barh([bar], (pitch - 0.4, 0.8), facecolors=colour, edgecolors="white", linewidth=0.4)
+        axes.plot([], [], color=colour, linewidth=6, label=VOICE_NAMES[voice])  # legend entry
+    if bar_steps:
+        for k in range(0, int(end / step_seconds) + 1, bar_steps):
+            axes.axvline(k * step_seconds, color="#9ca3af", linewidth=0.5, zorder=0)
+    low, high = min(pitches) - 2, max(pitches) + 2
+    axes.set_ylim(low, high)
+    axes.set_xlim(0, max(end, 1e-3))
+    ticks = [p for p in range(low, high + 1) if p % 12 == 0]
+    axes.set_yticks(ticks, [f"{NOTE_NAMES[p % 12]}{p // 12 - 1}" for p in ticks])
+    axes.set_xlabel("time (s)", fontsize=8)
+    axes.set_ylabel("pitch", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.grid(axis="y", alpha=0.3)
+    figure.legend(fontsize=7, loc="outside upper right", ncols=4, frameon=False)
+    if title:
+        figure.suptitle(title, fontsize=9, x=0.02, ha="left")
+    canvas = FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    return Image.open(buffer).convert("RGB")

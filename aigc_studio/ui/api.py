@@ -584,9 +584,12 @@ def generate_audio(prompt: str, speed: float | None = None, seed: int | None = N
                    duration: float | None = None, model: str | None = None,
                    semantic_temperature: float | None = None, coarse_temperature: float | None = None,
                    fine_temperature: float | None = None, gain_db: float | None = None,
-                   file_format: Literal["wav", "flac"] = "wav") -> File:
-    """Speech (Piper, MMS-TTS, Bark) or music (MusicGen) for a text, as a WAV or FLAC file
-    carrying its recipe.
+                   file_format: Literal["wav", "flac"] = "wav", bars: int | None = None,
+                   tempo: float | None = None, key: str | None = None, metre: Literal["4/4", "3/4"] | None = None,
+                   timbre: Literal["organ", "strings", "flute", "choir"] | None = None) -> File:
+    """Speech (Piper, MMS-TTS, Bark) or music (MusicGen; bach-chorales, the studio's own chorale
+    model) for a text, as a WAV or FLAC file carrying its recipe (bach-chorales: stereo, with its
+    MIDI saved beside it; /generate_music_midi returns the MIDI).
 
     Args:
         prompt: what the voice says (or, for MusicGen, the music to make).
@@ -606,6 +609,11 @@ def generate_audio(prompt: str, speed: float | None = None, seed: int | None = N
         fine_temperature: 0.05-1.5 (Bark).
         gain_db: -40 to 40 dB applied to the finished audio.
         file_format: "wav" or "flac" (lossless, smaller); both carry the recipe.
+        bars: 1-32 bars (bach-chorales).
+        tempo: 30-240 quarter notes per minute (bach-chorales).
+        key: e.g. "D minor", "Bb major": C, C#, D, Eb, E, F, F#, G, Ab, A, Bb or B, major or minor (bach-chorales).
+        metre: "4/4" or "3/4" (bach-chorales).
+        timbre: the synthesiser's instrument (bach-chorales).
     Returns:
         The audio file.
     """
@@ -615,7 +623,8 @@ def generate_audio(prompt: str, speed: float | None = None, seed: int | None = N
         result = s.audio(prompt, _model(model), speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w,
                          sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
                          guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
-                         coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db)
+                         coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db,
+                         bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre)
         return _file(s.save(result, chosen_format))
 
 
@@ -627,7 +636,10 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
                   duration: float | None = None, model: str | None = None,
                   semantic_temperature: float | None = None, coarse_temperature: float | None = None,
                   fine_temperature: float | None = None, gain_db: float | None = None,
-                  file_format: Literal["wav", "flac"] = "wav") -> tuple[File | None, File | None, File | None, File | None]:
+                  file_format: Literal["wav", "flac"] = "wav", bars: int | None = None,
+                  tempo: float | None = None, key: str | None = None, metre: Literal["4/4", "3/4"] | None = None,
+                  timbre: Literal["organ", "strings", "flute", "choir"] | None = None,
+                  ) -> tuple[File | None, File | None, File | None, File | None]:
     """2-4 labelled audio variants of one text, played at one loudness (unless gain_db itself is swept);
     each file's recipe records the gain it got.
 
@@ -653,6 +665,11 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
         fine_temperature: 0.05-1.5 (Bark).
         gain_db: -40 to 40 dB.
         file_format: "wav" or "flac".
+        bars: 1-32 (bach-chorales); tempo, key, metre and timbre as in generate_audio.
+        tempo: 30-240 BPM (bach-chorales).
+        key: e.g. "D minor" (bach-chorales).
+        metre: "4/4" or "3/4" (bach-chorales).
+        timbre: the synthesiser's instrument (bach-chorales).
     Returns:
         Four audio files (unused slots are null).
     """
@@ -663,7 +680,8 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
         base = s.params("audio", model, speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w,
                         sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
                         guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
-                        coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db)
+                        coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db,
+                        bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre)
         mode = _mode(mode)
         count = _count(count) if mode == SEEDS else 3
         if mode == SWEEP:
@@ -694,7 +712,8 @@ def register(studio_: Studio) -> None:
     global _studio
     _studio = studio_
     from aigc_studio.ui import image_api  # image to image, the forward process, prompt maps (issue 23)
+    from aigc_studio.ui import music_api  # the chorale model's MIDI and next-note explainer (issue 24)
 
-    for fn, group in {**ENDPOINTS, **image_api.ENDPOINTS}.items():
+    for fn, group in {**ENDPOINTS, **image_api.ENDPOINTS, **music_api.ENDPOINTS}.items():
         gr.api(fn, api_name=fn.__name__, concurrency_id=group)
     gr.api(fine_tune_text, api_name="fine_tune_text", concurrency_id="tune", concurrency_limit=1)  # one at a time, beside the rest

@@ -1,11 +1,17 @@
-"""Audio tab: text -> speech (Piper, MMS-TTS, Bark) or music (MusicGen, hub preset),
-every knob, loudness-matched variants side by side with waveform and spectrogram,
-WAV or FLAC files carrying their recipe, and recipes restored from those files."""
+"""Audio tab: text -> speech (Piper, MMS-TTS, Bark) or music (the studio's own chorale model
+offline, MusicGen with the hub preset), every knob, loudness-matched variants side by side with
+waveform and spectrogram, WAV or FLAC files carrying their recipe, and recipes restored from
+those files. A chorale also shows its piano roll, its MIDI file and the next-note explainer
+(the Text tab's chart, over notes)."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import gradio as gr
 
+from aigc_studio.audio_views import piano_roll_image
 from aigc_studio.params import AudioParams
 from aigc_studio.studio import NotKept, Studio, file_view, read_recipe
 from aigc_studio.ui.widgets import (
@@ -17,21 +23,24 @@ from aigc_studio.ui.widgets import (
 SPEECH_KNOBS = ("speed", "seed", "noise_scale", "noise_w", "sentence_silence")
 MUSIC_KNOBS = ("temperature", "top_k", "top_p", "guidance", "duration")
 BARK_KNOBS = ("semantic_temperature", "coarse_temperature", "fine_temperature")
-# The API order: the knobs shipped first, then `model`, then the knobs added later.
+CHORALE_KNOBS = ("bars", "tempo", "key", "metre", "timbre")
+# The API order: the knobs shipped first, then `model`, then the knobs added later (the
+# chorale knobs after file_format).
 FIRST_KNOBS, LATER_KNOBS = SPEECH_KNOBS + MUSIC_KNOBS, BARK_KNOBS + ("gain_db",)
-KNOBS = FIRST_KNOBS + LATER_KNOBS
+KNOBS = FIRST_KNOBS + LATER_KNOBS + CHORALE_KNOBS
 FILE_FORMATS = ("wav", "flac")
 MAX_PLAYERS = 4
 OFFLINE_NOTE = (
-    "**Music and sound effects need the hub preset.** This studio runs offline, so only the embedded Piper "
-    "voice is available here; `musicgen-small` (music), `bark-small` and `mms-tts-eng` download from the "
-    "Hugging Face Hub on first use. To use them, restart on a machine with network with "
-    "`AIGC_PRESET=hub make run` (or `python -m aigc_studio --preset hub serve`) and pick the model in the list."
+    "**Offline, music is the studio's own chorale model:** pick `bach-chorales` in the model list for four-voice "
+    "chorales (its text is the piece's title). `musicgen-small` (music from a description), `bark-small` and "
+    "`mms-tts-eng` download from the Hugging Face Hub on first use. To use them, restart on a machine with network "
+    "with `AIGC_PRESET=hub make run` (or `python -m aigc_studio --preset hub serve`) and pick the model in the list."
 )
 
 
 # Groups of knobs under the basic ones (speed, seed); a group shows when the model reads one of its knobs.
-GROUPS = {"Voice": ("noise_scale", "noise_w", "sentence_silence"), "Bark": BARK_KNOBS, "Music": MUSIC_KNOBS}
+GROUPS = {"Voice": ("noise_scale", "noise_w", "sentence_silence"), "Bark": BARK_KNOBS, "Music": MUSIC_KNOBS,
+          "Chorale": CHORALE_KNOBS}
 
 
 def kept_or_shown(studio: Studio, result, file_format: str):
@@ -44,9 +53,39 @@ def kept_or_shown(studio: Studio, result, file_format: str):
         return result.output
 
 
+def is_chorale_model(studio: Studio, model_id: str | None) -> bool:
+    """Whether the model composes notes (the chorale model) rather than audio alone."""
+    spec = studio.catalog.specs.get(model_id or "")
+    return spec is not None and spec.kind == "chorales"
+
+
+def music_views(studio: Studio, recipe, audio_path) -> tuple:
+    """(piano roll picture, MIDI file path or None) of the chorale a recipe made."""
+    piece, _, _ = studio.chorale(recipe.prompt, recipe.model_id, **recipe.params)
+    title = f"{recipe.prompt} · {piece.key} · {piece.metre} · seed {recipe.params.get('seed')}"
+    roll = piano_roll_image(piece.notes(), piece.step_seconds, title, bar_steps=8 if piece.metre == "4/4" else 6)
+    midi = Path(audio_path).with_suffix(".mid") if isinstance(audio_path, str) else None
+    return roll, (str(midi) if midi is not None and midi.exists() else None)
+
+
+def explainer_html(studio: Studio, recipe, position, top_n) -> str:
+    """The Text tab's explainer chart for one note slot of the chorale a recipe made, with the
+    knobs that drew it, under a heading that says where the slot is."""
+    from aigc_studio import music
+    from aigc_studio.ui.text_tab import chart_html, whole_number
+
+    slot = whole_number("position", position, 0)
+    explanation = studio.explain_note(recipe.prompt, slot, recipe.model_id, top_n=whole_number("top_n", top_n, 8),
+                                      **recipe.params)
+    piece, _, _ = studio.chorale(recipe.prompt, recipe.model_id, **recipe.params)
+    where = music.describe_position(piece, slot)
+    return f'<p class="audio-note-slot"><b>Note slot {slot}: {where}</b></p>' + chart_html(dataclasses.asdict(explanation))
+
+
 def build(studio: Studio, sessions: Sessions) -> None:
     spec = studio.model_spec("audio")
     used = studio.knobs_used("audio")
+    chorale = spec.kind == "chorales"
     with gr.Tab("Audio", id="audio"):
         page_assets()
         card = gr.Markdown(model_card(spec))
@@ -63,6 +102,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 view = gr.Image(label="Waveform and spectrogram", type="pil", interactive=False, show_label=False,
                                 elem_id="audio-view")
                 recipe, recipe_raw = recipe_view("Recipe (embedded in the WAV/FLAC)")
+                with gr.Column(visible=chorale, elem_id="audio-music") as music_view:
+                    roll = gr.Image(label="Piano roll", type="pil", interactive=False, elem_id="audio-piano-roll")
+                    midi = gr.File(label="MIDI file (carries the recipe)", interactive=False, elem_id="audio-midi")
             with gr.Column(scale=2):
                 model = model_dropdown(studio.catalog.choices("audio"), spec.id)
                 controls = {name: control(AudioParams, name, spec.defaults.get(name), elem_id=f"audio-{name}",
@@ -81,6 +123,19 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                                knob_name="file_format")
                 upload = gr.File(label="Load a studio WAV/FLAC to restore its recipe", file_types=[".wav", ".flac"],
                                  elem_id="audio-upload")
+        with gr.Accordion("Why this note? The next-note distribution at each sampling stage", open=True,
+                          visible=chorale, elem_id="audio-explainer-box") as explainer_box:
+            gr.Markdown("The chorale model is a language model over notes: each note slot is drawn exactly as a text "
+                        "token is, through the same sampling stages (the range masks act before them). The chart is "
+                        "the Text tab's, for the last piece generated here, with the knobs that drew it.")
+            with gr.Row():
+                position = gr.Number(value=0, precision=0, minimum=0, label="note slot", elem_id="audio-note-position",
+                                     info="4 per eighth note, in the order soprano, alto, tenor, bass: 0 = the "
+                                          "soprano's first eighth, 5 = the alto's second.")
+                top_n = gr.Slider(1, 20, value=8, step=1, label="candidates shown")
+                explain = gr.Button("Explain", elem_id="audio-explain")
+            error_box("audio-explain")
+            chart = gr.HTML(elem_id="audio-explainer")
         with gr.Accordion("Side by side: 2-4 variants of one text, loudness-matched", open=False):
             gr.Markdown("Each variant plays at the same loudness (integrated LUFS, ITU-R BS.1770-4), so louder never "
                         "sounds better by itself; the gain used is in each label and recipe (`gain_db`).")
@@ -105,12 +160,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def generate_audio(prompt, speed, seed, noise_scale=None, noise_w=None, sentence_silence=None, temperature=None,
                        top_k=None, top_p=None, guidance=None, duration=None, model=None, semantic_temperature=None,
                        coarse_temperature=None, fine_temperature=None, gain_db=None, file_format="wav",
-                       request: gr.Request = None):
+                       bars=None, tempo=None, key=None, metre=None, timbre=None, request: gr.Request = None):
         """Speech (or music) for prompt; returns the path of a WAV or FLAC carrying its recipe."""
         values = dict(speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w, sentence_silence=sentence_silence,
                       temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, duration=duration,
                       semantic_temperature=semantic_temperature, coarse_temperature=coarse_temperature,
-                      fine_temperature=fine_temperature, gain_db=gain_db)
+                      fine_temperature=fine_temperature, gain_db=gain_db, bars=bars, tempo=tempo, key=key, metre=metre,
+                      timbre=timbre)
         with user_errors():
             chosen_format = check_format(file_format)
             result = studio.audio(prompt, model, **values)
@@ -121,8 +177,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     def compare_audio(prompt, mode, count, knob_name, values, speed, seed, noise_scale, noise_w, sentence_silence,
                       temperature, top_k, top_p, guidance, duration, model=None, semantic_temperature=None,
-                      coarse_temperature=None, fine_temperature=None, gain_db=None, file_format="wav",
-                      request: gr.Request = None):
+                      coarse_temperature=None, fine_temperature=None, gain_db=None, file_format="wav", bars=None,
+                      tempo=None, key=None, metre=None, timbre=None, request: gr.Request = None):
         """2-4 labelled variants as players, played at one loudness (unless the gain
         itself is swept); each file's recipe records the gain it got."""
         with user_errors():
@@ -131,7 +187,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
                                  guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
                                  coarse_temperature=coarse_temperature, fine_temperature=fine_temperature,
-                                 gain_db=gain_db)
+                                 gain_db=gain_db, bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre)
             check_sweep(studio, "audio", model, mode, knob_name)  # before parsing values meant for a knob it ignores
             variants = make_variants(base, mode, count, knob_name, values)
             results = studio.audio_variants(prompt, variants, model)
@@ -160,6 +216,23 @@ def build(studio: Studio, sessions: Sessions) -> None:
         files, kept = sessions.kept(request, "audio_files", []), sessions.recipes(request)
         return file_view(files[0], player_label(kept[0])) if files and kept else None
 
+    def show_music(request: gr.Request):
+        """The piano roll, the MIDI file and the first note's explanation of a chorale just made."""
+        files, kept = sessions.kept(request, "audio_files", []), sessions.recipes(request)
+        if not kept or not is_chorale_model(studio, kept[0].model_id):
+            return None, None, ""
+        with user_errors():
+            roll_picture, midi_path = music_views(studio, kept[0], files[0] if files else None)
+            return roll_picture, midi_path, explainer_html(studio, kept[0], 0, 8)
+
+    def explain_note(position, top_n, request: gr.Request):
+        """The next-note chart for one slot of the last chorale generated in this tab."""
+        kept = sessions.recipes(request)
+        with user_errors():
+            if not kept or not is_chorale_model(studio, kept[0].model_id):
+                raise ValueError("position: generate a chorale (model bach-chorales) first; the explainer shows its notes")
+            return explainer_html(studio, kept[0], position, top_n)
+
     def show_views(request: gr.Request):
         files, kept = sessions.kept(request, "audio_files", []), sessions.recipes(request)
         pictures = [file_view(path, player_label(r)) for path, r in zip(files, kept)]
@@ -186,15 +259,17 @@ def build(studio: Studio, sessions: Sessions) -> None:
             chosen_spec = studio.model_spec("audio", model_id)
             names = studio.knobs_used("audio", model_id)
             picker, sweep = sweep_updates(studio, "audio", model_id, knob)
+        music = is_chorale_model(studio, model_id)
         return [model_card(chosen_spec), *knob_updates(studio, "audio", model_id, controls),
-                *[gr.update(visible=any(n in names for n in group)) for group in GROUPS.values()], picker, sweep]
+                *[gr.update(visible=any(n in names for n in group)) for group in GROUPS.values()], picker, sweep,
+                gr.update(visible=music), gr.update(visible=music)]
 
     def sweep_for(knob, model_id, *knob_values):
         with user_errors():
             return sweep_values(studio.params("audio", model_id, **values_of(knob_values)), knob)
 
     first_inputs = [controls[name] for name in FIRST_KNOBS]
-    later_inputs = [controls[name] for name in LATER_KNOBS] + [file_format]
+    later_inputs = [controls[name] for name in LATER_KNOBS] + [file_format] + [controls[n] for n in CHORALE_KNOBS]
     knob_inputs = [controls[name] for name in KNOBS]
     run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
                 api_visibility="private").then(
@@ -204,6 +279,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
     run.then(show_view, outputs=view, api_visibility="private")
+    run.then(show_music, outputs=[roll, midi, chart], api_visibility="private")
+    explain.click(explain_note, inputs=[position, top_n], outputs=chart, api_visibility="private",
+                  concurrency_id="audio")  # public: ui/music_api.py
     labelled = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
         label_players, inputs=[mode, count, knob_name, values, model, *knob_inputs], outputs=players + views,
         api_visibility="private")
@@ -219,8 +297,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  concurrency_id="audio")
     comparing.then(show_views, outputs=views, api_visibility="private")
     upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, file_format], api_name="restore_audio_recipe")
-    model.input(use_model, [model, knob_name], [card, *controls.values(), *groups.values(), knob_name, values],
-                api_visibility="private")
+    model.input(use_model, [model, knob_name], [card, *controls.values(), *groups.values(), knob_name, values,
+                                                music_view, explainer_box], api_visibility="private")
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
 
 def check_format(file_format) -> str:
