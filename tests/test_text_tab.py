@@ -238,3 +238,32 @@ def test_browser_attention_view_follows_a_selected_token(app_server):
         expect(page.locator("#text-explainer")).to_contain_text("Paris")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "text-attention-view.png"), full_page=True)
+
+
+def test_attention_section_goes_from_the_explained_token_to_its_attention_and_back(studio):
+    """The tab's handlers on the tiny model: Show attention opens at the token that chose the
+    explainer's answer token, selecting an answer token moves the view, a new answer does not,
+    and the way back gives the explainer's position."""
+    import gradio as gr
+
+    from aigc_studio.ui import attention_view as av
+    from aigc_studio.ui import build_demo
+    from tests.conftest import TEXT_ID
+
+    s = studio()
+    demo = build_demo(s)
+    handler = lambda name: next(f.fn for f in demo.fns.values()
+                                if getattr(f.fn, "__name__", "") == name and f.fn.__module__ == av.__name__)
+    knobs_ = (None, "completion", TEXT_ID)  # system_prompt, prompt_mode, model
+    state, pairs, summary, matrix, lens, layer, head, overview = handler("show")(
+        "the quick brown", "fox jumps over", None, 2, None, av.AVERAGE, *knobs_, None)
+    view = state["view"]
+    assert view["prompt_tokens"] == 3 and view["position"] == 4  # answer token 2 was chosen at token 4
+    assert [c for _, c in pairs][4] == av.SELECTED and "answer token 2" in summary
+    assert layer["maximum"] == 1 and head["choices"][0] == av.AVERAGE and len(head["choices"]) == 5
+    assert matrix.size == (360, 360) and overview.size == (22 + 2 * 39, 22 + 4 * 39) and "the model's output" in lens
+    moved = handler("follow")(state, "the quick brown", "fox jumps over", None, 0, 0, "head 1", *knobs_)
+    assert moved[0]["view"]["position"] == 2 and moved[0]["view"]["head"] == 1
+    elsewhere = handler("follow")(state, "the quick brown", "a new answer", None, 0, 0, "head 1", *knobs_)
+    assert elsewhere == (gr.skip(),) * 8  # the view shows another answer: it stays
+    assert av.explain_position(state) == 2 and av.explain_position(moved[0]) == 0
