@@ -206,8 +206,8 @@ class Studio:
         Transformers audio engines seed torch's process-wide RNG (their generate()
         takes no generator), so they also hold one studio-wide lock: two of them at
         once would draw from each other's seeds. Text columns and images draw from
-        their own generators, and Piper seeds onnxruntime under the audio engine's own
-        lock, so none of them waits for another request.
+        their own generators, and Piper's noise comes from the request's seed as graph
+        inputs, so none of them waits for another request.
 
         Out of memory during the generation: the step's tensors are freed, idle
         models are unloaded, this one stays loaded, and ModelMemoryError says so.

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 
 Audio = tuple[int, np.ndarray]
 
-# onnxruntime's seed is process-wide and read when a session is created: this lock
-# keeps another Piper request from reseeding between the two.
-_ONNX_SEED_LOCK = threading.Lock()
+# Piper's noise comes from these inputs (see seedable_piper_graph): standard normal pools a
+# request draws from its seed with numpy. A sentence reads a prefix of each pool: the duration
+# noise is 2 x phonemes, the acoustic noise 192 x frames (2**21 floats: ~2 minutes of one sentence).
+PIPER_NOISE_INPUTS = {"noise_durations": 2**14, "noise_acoustic": 2**21}
 
 MAX_SENTENCE_CHARS = 200  # longer sentences are cut at a comma or space (Bark: ~256 BERT tokens)
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\s*\n\s*")
@@ -43,12 +44,58 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\s*\n\s*")
 
 @dataclass
 class PiperModel:
-    """The ONNX bytes stay in memory; a fresh session is made per request because
-    Piper draws its noise inside the graph and onnxruntime seeds that RNG only
-    when a session is created."""
+    """A Piper voice: one ONNX session for every request (made once, ~1.6 s), over a graph
+    whose noise comes in as inputs drawn from each request's seed (seedable_piper_graph)."""
 
-    onnx_bytes: bytes
+    session: object  # onnxruntime.InferenceSession
     config: dict
+
+
+def seedable_piper_graph(onnx_bytes: bytes) -> bytes:
+    """The Piper graph with its two RandomNormalLike nodes replaced by slices of inputs.
+
+    Piper draws its noise inside the graph, from onnxruntime's RNG, which is seeded only
+    when a session is created: reproducible audio once needed a fresh session per request
+    (1.6 s). Here each RandomNormalLike(x) becomes Reshape(Slice(pool, 0, size(x)), shape(x))
+    for a 1-D input pool (PIPER_NOISE_INPUTS) that the request fills from its seed: the same
+    standard normal noise, drawn outside, so one session serves every seed.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    randoms = [node for node in graph.node if node.op_type == "RandomNormalLike"]
+    if len(randoms) != len(PIPER_NOISE_INPUTS):
+        raise ValueError(f"a Piper voice has {len(PIPER_NOISE_INPUTS)} noise nodes; this one has {len(randoms)}")
+    zero = helper.make_tensor("noise_start", TensorProto.INT64, [1], [0])
+    graph.initializer.append(zero)
+    for node, pool in zip(randoms, PIPER_NOISE_INPUTS):  # graph order: durations first, then the acoustic noise
+        graph.input.append(helper.make_tensor_value_info(pool, TensorProto.FLOAT, [PIPER_NOISE_INPUTS[pool]]))
+        like, out = node.input[0], node.output[0]
+        replacement = [
+            helper.make_node("Shape", [like], [f"{pool}/shape"]),
+            helper.make_node("ReduceProd", [f"{pool}/shape"], [f"{pool}/size"], keepdims=1),
+            helper.make_node("Slice", [pool, "noise_start", f"{pool}/size"], [f"{pool}/drawn"]),
+            helper.make_node("Reshape", [f"{pool}/drawn", f"{pool}/shape"], [out]),
+        ]
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new in enumerate(replacement):
+            graph.node.insert(index + offset, new)
+    return model.SerializeToString()
+
+
+class _SeededSession:
+    """What PiperVoice calls session.run on: the shared session, with this request's noise."""
+
+    def __init__(self, session, seed: int):
+        self.session = session
+        rng = np.random.default_rng(seed)
+        self.noise = {name: rng.standard_normal(size, dtype=np.float32) for name, size in PIPER_NOISE_INPUTS.items()}
+
+    def run(self, outputs, feeds: dict):
+        return self.session.run(outputs, {**feeds, **self.noise})
 
 
 @dataclass
@@ -73,8 +120,15 @@ def _piper_files(package: str) -> tuple[Path, Path]:
 def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> PiperModel | HubAudioModel:
     """Load a Piper voice (embedded) or a transformers VITS / Bark / MusicGen model."""
     if spec.kind == "piper":
+        import onnxruntime
+        import torch
+
         onnx_file, config_file = _piper_files(spec.location)
-        return PiperModel(onnx_file.read_bytes(), json.loads(config_file.read_text()))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, torch.get_num_threads())
+        session = onnxruntime.InferenceSession(seedable_piper_graph(onnx_file.read_bytes()), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        return PiperModel(session, json.loads(config_file.read_text()))
     if spec.kind == "chorales":
         from aigc_studio import music
 
@@ -116,7 +170,7 @@ KNOBS_BY_KIND = {
 
 def seeds_torch(kind: str) -> bool:
     """Whether generating with this kind of model seeds torch's process-wide RNG
-    (transformers' generate takes no generator); Piper seeds onnxruntime instead, and the
+    (transformers' generate takes no generator); Piper draws its noise with numpy from the seed, and the
     chorale model draws from its own torch.Generator (the text engine's Column)."""
     return kind not in ("piper", "chorales")
 
@@ -203,17 +257,10 @@ def join_sentences(pieces: list[np.ndarray], rate: int, silence_s: float) -> np.
 
 
 def _piper(voice_model: PiperModel, text: str, params: AudioParams, progress: _Progress) -> Audio:
-    import onnxruntime
-    import torch
     from piper import PiperVoice, SynthesisConfig
     from piper.config import PiperConfig
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    with _ONNX_SEED_LOCK:
-        onnxruntime.set_seed(params.seed)
-        session = onnxruntime.InferenceSession(voice_model.onnx_bytes, sess_options=options,
-                                               providers=["CPUExecutionProvider"])
+    session = _SeededSession(voice_model.session, params.seed)
     voice = PiperVoice(session=session, config=PiperConfig.from_dict(voice_model.config))
     config = SynthesisConfig(
         length_scale=1.0 / params.speed, noise_scale=params.noise_scale, noise_w_scale=params.noise_w
