@@ -42,6 +42,14 @@ class ModelSpec:
     base: "ModelSpec | None" = None
 
 
+# The files of a tuned model's folder (written by aigc_studio/tune.py, read by engines/text.py and
+# the Tune tab): a LoRA adapter's weights and peft config, or a full fine-tune's weights; and its recipe.
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+FULL_WEIGHTS = "model.safetensors"
+TUNE_RECIPE = "tune_recipe.json"
+
+
 class UnknownModelError(ValueError):
     pass
 

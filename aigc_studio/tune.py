@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from aigc_studio.catalog import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FULL_WEIGHTS, TUNE_RECIPE
 from aigc_studio.params import FULL_MAX_PARAMETERS, MAX_SEED, ParamError, TuneParams, resolve_seed, validate
 from aigc_studio.recipe import library_versions
 
@@ -49,9 +50,6 @@ MAX_FILE_BYTES = 1_000_000  # one uploaded file
 MAX_FILES = 10
 MIN_BLOCKS = 2  # one to train on, one held out
 FILE_TYPES = (".txt", ".md")
-RECIPE_FILE = "tune_recipe.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # LoRA, with peft's adapter_config.json
-FULL_WEIGHTS = "model.safetensors"  # method "full": every weight, fp32
 # Full fine-tuning keeps, per parameter, fp32 weights, gradients, AdamW's two moments and the
 # last good step's copy (Stop and a non-finite loss go back to it): 5 x 4 bytes. It is refused
 # above the studio's memory budget (AIGC_MEMORY_BUDGET_GB) or above FULL_MAX_PARAMETERS, the
@@ -330,7 +328,7 @@ def save_adapter(model: Any, folder: Path, recipe: dict) -> Path:
         save_model(model, str(partial / FULL_WEIGHTS), metadata={"base_model": recipe["base_model"]})
     else:
         model.save_pretrained(str(partial), safe_serialization=True)
-    (partial / RECIPE_FILE).write_text(json.dumps(recipe, indent=1, sort_keys=True))
+    (partial / TUNE_RECIPE).write_text(json.dumps(recipe, indent=1, sort_keys=True))
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
@@ -339,12 +337,12 @@ def save_adapter(model: Any, folder: Path, recipe: dict) -> Path:
 def read_adapter_recipe(folder: Path) -> dict:
     """The recipe of a folder that train() wrote; refuses one without safetensors weights."""
     folder = Path(folder)
-    recipe_file = folder / RECIPE_FILE
+    recipe_file = folder / TUNE_RECIPE
     if not (folder / ADAPTER_WEIGHTS).is_file() and not (folder / FULL_WEIGHTS).is_file():
         raise TuneError("adapter", f"{folder} has no {ADAPTER_WEIGHTS} or {FULL_WEIGHTS} "
                                    "(adapters load from safetensors only)")
     if not recipe_file.is_file():
-        raise TuneError("adapter", f"{folder} lacks {RECIPE_FILE}: not a studio adapter")
+        raise TuneError("adapter", f"{folder} lacks {TUNE_RECIPE}: not a studio adapter")
     try:
         recipe = json.loads(recipe_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -355,8 +353,8 @@ def read_adapter_recipe(folder: Path) -> dict:
     if not (folder / (FULL_WEIGHTS if full else ADAPTER_WEIGHTS)).is_file():
         raise TuneError("adapter", f"{folder} has no {FULL_WEIGHTS if full else ADAPTER_WEIGHTS} for its kind "
                                    f"{recipe.get('kind', 'lora')!r}")
-    if not full and not (folder / "adapter_config.json").is_file():
-        raise TuneError("adapter", f"{folder} lacks adapter_config.json: not a studio adapter")
+    if not full and not (folder / ADAPTER_CONFIG).is_file():
+        raise TuneError("adapter", f"{folder} lacks {ADAPTER_CONFIG}: not a studio adapter")
     check_name(recipe["name"])
     return recipe
 

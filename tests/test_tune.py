@@ -99,7 +99,7 @@ def test_same_seed_data_and_knobs_give_the_same_adapter(studio):
     assert all(torch.equal(one[k], two[k]) for k in one)
     assert not all(torch.equal(one[k], three[k]) for k in one)
     assert first.perplexity_after == second.perplexity_after
-    recipe = json.loads((first.folder / tune.RECIPE_FILE).read_text())
+    recipe = json.loads((first.folder / tune.TUNE_RECIPE).read_text())
     assert recipe["base_model"] == TEXT_ID and recipe["runtime"] == "torch" and recipe["params"]["seed"] == 3
     assert recipe["data_hash"] == first.recipe["data_hash"] and len(recipe["data_hash"]) == 64
     assert recipe["versions"]["peft"] == "0.21.2" and recipe["steps_done"] == 6
@@ -158,12 +158,12 @@ def test_the_adapter_joins_the_catalog_generates_and_is_listed_after_a_restart(s
     broken = s.settings.output_dir / "adapters" / "broken"
     broken.mkdir()
     (broken / tune.ADAPTER_WEIGHTS).write_bytes(b"not weights")
-    (broken / tune.RECIPE_FILE).write_text("{not json")
+    (broken / tune.TUNE_RECIPE).write_text("{not json")
     orphan = s.settings.output_dir / "adapters" / "orphan"
     orphan.mkdir()
-    for name in (tune.ADAPTER_WEIGHTS, "adapter_config.json"):
+    for name in (tune.ADAPTER_WEIGHTS, tune.ADAPTER_CONFIG):
         (orphan / name).write_bytes((result.folder / name).read_bytes())
-    (orphan / tune.RECIPE_FILE).write_text(json.dumps({**result.recipe, "base_model": "gone", "name": "orphan"}))
+    (orphan / tune.TUNE_RECIPE).write_text(json.dumps({**result.recipe, "base_model": "gone", "name": "orphan"}))
     with caplog.at_level("WARNING"):
         restarted = studio(output_dir=s.settings.output_dir)
     assert [m for m in restarted.catalog.choices("text") if "+" in m] == [result.adapter]
@@ -178,7 +178,7 @@ def test_the_adapter_joins_the_catalog_generates_and_is_listed_after_a_restart(s
 def test_an_adapter_whose_base_is_unknown_or_without_safetensors_is_refused(studio, tmp_path):
     s = studio()
     result = s.fine_tune(corpus_text(), TEXT_ID, make(TuneParams, **{**SMALL, "steps": 1}), name="orphan")
-    recipe_file = result.folder / tune.RECIPE_FILE
+    recipe_file = result.folder / tune.TUNE_RECIPE
     recipe = json.loads(recipe_file.read_text())
     recipe_file.write_text(json.dumps({**recipe, "base_model": "no-such-model"}))
     fresh = studio()

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from aigc_studio.catalog import ModelSpec
+from aigc_studio.catalog import ADAPTER_WEIGHTS, FULL_WEIGHTS, ModelSpec
 from aigc_studio.engines.text_backends import (
     BUILD_OPTIONS, CONVERTED_MARKER, ONNX_RUNTIMES, OnnxBackend, TorchBackend, convert_to_onnx, is_converted,
 )
@@ -232,8 +232,6 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, repo
     return TextModel(tokenizer, TorchBackend(model, device), device, _eos_ids(tokenizer, None, model), model, note)
 
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-FULL_WEIGHTS = "model.safetensors"  # aigc_studio/tune.py's method "full"
 
 
 def _load_adapter(spec: ModelSpec, device: str, dtype: torch.dtype, cache_dir: Path, report: Callable[[str], None],

@@ -16,13 +16,14 @@ import gradio as gr
 import pandas as pd
 
 from aigc_studio import params as knobs
+from aigc_studio.catalog import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FULL_WEIGHTS, TUNE_RECIPE
 from aigc_studio.params import TextParams, TuneParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import Sessions, run_in_worker, user_errors
 
 KNOB_SLIDERS = ("rank", "alpha", "steps", "batch_size", "sequence_length", "eval_every")
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "tune_recipe.json")
-FULL_FILES = ("model.safetensors", "tune_recipe.json")  # a full fine-tune (method "full")
+ADAPTER_FILES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG, TUNE_RECIPE)
+FULL_FILES = (FULL_WEIGHTS, TUNE_RECIPE)  # a full fine-tune (method "full")
 # AdamW step sizes that suit each method: LoRA's small matrices take large steps, every weight small ones
 LEARNING_RATES = {"lora": 1e-3, "full": 3e-5}
 
