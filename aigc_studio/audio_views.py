@@ -193,7 +193,7 @@ def piano_roll_image(notes: list[list[tuple[int, int, int]]], step_seconds: floa
     axes.set_ylabel("pitch", fontsize=8)
     axes.tick_params(labelsize=7)
     axes.grid(axis="y", alpha=0.3)
-    figure.legend(fontsize=7, loc="outside upper right", ncols=4, frameon=False)
+    figure.legend(fontsize=7, loc="outside right upper", frameon=False)
     if title:
         figure.suptitle(title, fontsize=9, x=0.02, ha="left")
     canvas = FigureCanvasAgg(figure)

@@ -106,12 +106,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     roll = gr.Image(label="Piano roll", type="pil", interactive=False, elem_id="audio-piano-roll")
                     midi = gr.File(label="MIDI file (carries the recipe)", interactive=False, elem_id="audio-midi")
             with gr.Column(scale=2):
-                model = model_dropdown(studio.catalog.choices("audio"), spec.id)
+                model = model_dropdown(studio.catalog.choices("audio"), spec.id, elem_id="audio-model")
                 controls = {name: control(AudioParams, name, spec.defaults.get(name), elem_id=f"audio-{name}",
                                           visible=name in used) for name in ("speed", "seed")}
                 groups = {}
                 for title, names in GROUPS.items():
-                    with gr.Accordion(f"{title} knobs", open=title == "Voice", visible=any(n in used for n in names),
+                    with gr.Accordion(f"{title} knobs", open=title in ("Voice", "Chorale"), visible=any(n in used for n in names),
                                       elem_id=f"audio-{title.lower()}-knobs") as groups[title]:
                         controls.update({name: control(AudioParams, name, spec.defaults.get(name),
                                                        elem_id=f"audio-{name}", visible=name in used)
