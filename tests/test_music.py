@@ -131,3 +131,16 @@ def test_keys_transpose_by_at_most_a_tritone():
     assert {music.transposition(k) for k in music.KEYS} == set(range(-6, 6))
     assert music.describe_position(dataclasses.replace(
         music.Piece([], "C major", "4/4", 0, 80.0, "organ", 1)), 4 * 3 + 1) == "bar 1, beat 2½, alto"
+
+
+def test_a_temperature_sweep_side_by_side_is_loudness_matched(chorale_studio):
+    from aigc_studio.audio_views import loudness_lufs
+    from aigc_studio.params import variants
+
+    base = chorale_studio.params("audio", MODEL, seed=3, bars=1)
+    results = chorale_studio.audio_variants("Test", variants(base, "temperature", [0.5, 1.0, 1.5]), MODEL)
+    assert [r.recipe.label for r in results] == ["temperature=0.5", "temperature=1.0", "temperature=1.5"]
+    levels = [loudness_lufs(r.output[1], r.output[0]) for r in results]
+    assert max(levels) - min(levels) < 0.5
+    assert [r.recipe.params["temperature"] for r in results] == [0.5, 1.0, 1.5]
+    assert all(r.recipe.params["seed"] == 3 for r in results)
