@@ -34,6 +34,24 @@ def greedy_ids(text_model, prompt: str, tokens: int) -> list[int]:
     return [token.id for _, token in text_engine.generate(text_model, prompt, [params])]
 
 
+def top1_agreement(reference, tested, tokens: int, verbose: bool = False) -> tuple[list[bool], list[float]]:
+    """Per answer position over PROMPTS: (top-1 agreement, KL(reference || tested)), where
+    reference answers each prompt greedily and both score the same prompt + answer."""
+    agree, kls = [], []
+    for prompt in PROMPTS:
+        answer = greedy_ids(reference, prompt, tokens)
+        prompt_ids = text_engine.encode_prompt(reference, prompt)
+        ids = torch.cat([prompt_ids, torch.tensor([answer])], dim=1)
+        start = prompt_ids.shape[1] - 1  # the logits that predict the answer's tokens
+        expected = torch.log_softmax(reference.backend.logits(ids)[start:-1], dim=-1)
+        got = torch.log_softmax(tested.backend.logits(ids)[start:-1], dim=-1)
+        agree += (expected.argmax(-1) == got.argmax(-1)).tolist()
+        kls += (expected.exp() * (expected - got)).sum(-1).tolist()
+        if verbose:
+            print(f"{prompt[:40]:40s} positions {len(answer):3d}  agreement {sum(agree[-len(answer):]) / len(answer):.3f}")
+    return agree, kls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=80)
@@ -45,18 +63,7 @@ def main() -> None:
     load = lambda runtime: text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime, threads=1)
     reference, tested, onnx_fp32 = load("torch"), load(default), load("onnx-fp32")
 
-    agree, kls = [], []
-    for prompt in PROMPTS:
-        answer = greedy_ids(reference, prompt, args.tokens)
-        prompt_ids = text_engine.encode_prompt(reference, prompt)
-        ids = torch.cat([prompt_ids, torch.tensor([answer])], dim=1)
-        start = prompt_ids.shape[1] - 1  # the logits that predict the answer's tokens
-        expected = torch.log_softmax(reference.backend.logits(ids)[start:-1], dim=-1)
-        got = torch.log_softmax(tested.backend.logits(ids)[start:-1], dim=-1)
-        agree += (expected.argmax(-1) == got.argmax(-1)).tolist()
-        kls += (expected.exp() * (expected - got)).sum(-1).tolist()
-        print(f"{prompt[:40]:40s} positions {len(answer):3d}  agreement {sum(agree[-len(answer):]) / len(answer):.3f}")
-
+    agree, kls = top1_agreement(reference, tested, args.tokens, verbose=True)
     fp32_prompt = "Write a long story about a lighthouse keeper and the sea."
     torch_answer = greedy_ids(reference, fp32_prompt, 128)
     onnx_answer = greedy_ids(onnx_fp32, fp32_prompt, 128)

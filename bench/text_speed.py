@@ -7,6 +7,7 @@ load time (conversion excluded: done once before timing) and time to first token
 then sampled with the model's default knobs against greedy, and 4 batched side-by-side
 columns against one column (time per step).
 Last line: ratio=<default runtime / generate()> columns4=<4 columns / 1 column> sampled=<sampled / greedy>
+agreement=<top-1 agreement of the default runtime with transformers fp32, as bench/text_fidelity.py measures it>
     python bench/text_speed.py [--rounds 3] [--tokens 128]
 (llama.cpp runs the same GGUF at ~80 tok/s on this kind of machine, for scale.)
 """
@@ -27,6 +28,7 @@ from aigc_studio.catalog import Catalog
 from aigc_studio.config import Settings
 from aigc_studio.engines import text as text_engine
 from aigc_studio.params import TextParams
+from text_fidelity import top1_agreement  # bench/ is this script's folder, first on sys.path
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 
@@ -106,7 +108,8 @@ def main() -> None:
     columns4 = statistics.median(one / four for one, four in zip(sampled_rates, four_columns))
     sampled_ratio = statistics.median(sampled_rates) / median[default]
     print(f"default runtime: {default}; sampled knobs: {spec.defaults}")
-    print(f"ratio={ratio:.2f} columns4={columns4:.2f} sampled={sampled_ratio:.2f}")
+    agree, _ = top1_agreement(reference, models[default], 80)
+    print(f"ratio={ratio:.2f} columns4={columns4:.2f} sampled={sampled_ratio:.2f} agreement={sum(agree) / len(agree):.3f}")
 
 
 if __name__ == "__main__":
