@@ -37,6 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from aigc_studio.catalog import ADAPTER_WEIGHTS, FULL_WEIGHTS, ModelSpec
@@ -403,9 +404,7 @@ class Column:
 
     def distribution(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(token ids, probabilities) that this step can draw from, after every stage."""
-        scores = logits.reshape(1, -1).float()
-        for processor in self.before_top_k:
-            scores = processor(self.ids, scores)
+        scores = self._before_top_k(logits)
         if self.top_k:
             scores, candidates = torch.topk(scores, min(self.top_k, scores.shape[-1]))
         else:
@@ -414,10 +413,18 @@ class Column:
             scores = processor(self.ids, scores)
         return candidates[0], torch.softmax(scores, dim=-1)[0]
 
+    def _before_top_k(self, logits: torch.Tensor) -> torch.Tensor:
+        scores = logits.reshape(1, -1).float()
+        for processor in self.before_top_k:
+            scores = processor(self.ids, scores)
+        return scores
+
     def pick(self, logits: torch.Tensor) -> int:
-        candidates, probs = self.distribution(logits)
         if not self.sampling:
-            return int(candidates[int(torch.argmax(probs))])
+            # greedy: the first likeliest token after the penalties, as transformers' argmax picks it;
+            # numpy's argmax over the 49,152 logits takes ~5 us, torch.topk(1) ~100 us
+            return int(np.argmax(self._before_top_k(logits)[0].numpy()))
+        candidates, probs = self.distribution(logits)
         return int(candidates[int(torch.multinomial(probs, 1, generator=self.generator))])
 
     def _decode_new(self) -> str:
