@@ -615,16 +615,21 @@ class Studio:
     def image_grid(self, prompt: str, base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None,
                    y_values: list | None = None, model: str | None = None,
                    on_step: image_engine.StepCallback | None = None,
-                   stop: threading.Event | None = None) -> tuple[Image.Image, list[Result]]:
+                   stop: threading.Event | None = None,
+                   init_image: Image.Image | None = None) -> tuple[Image.Image, list[Result]]:
         """An X/Y grid: one or two knobs over their values, the seed fixed unless it
         is an axis. Returns the labelled grid image and each cell's Result
         (row-major). Cells that differ only by seed run as one batched call.
-        Setting stop ends the grid within one denoising step (GenerationStopped)."""
+        Setting stop ends the grid within one denoising step (GenerationStopped).
+        With init_image every cell is image to image from it (strength can be an axis)."""
         plan = grid.plan(base, x_knob, x_values, y_knob, y_values)
+        if plan.models and init_image is not None:
+            raise knobs.ParamError("x_knob", "a model axis draws from the prompt only: start from nothing, "
+                                             "or vary knobs of one model")
         if plan.models:  # `model` is an axis: each cell runs on its own model
             cells = self.images_by_model(prompt, plan.cells, plan.models, on_step, stop)
         else:
-            cells = self.images(prompt, plan.cells, model, on_step, stop=stop)
+            cells = self.images(prompt, plan.cells, model, on_step, stop=stop, init_image=init_image)
         return grid.render([cell.output for cell in cells], plan), cells
 
     # ----- model families side by side, latent walks (issue 17) -----------------------

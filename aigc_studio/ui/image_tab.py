@@ -16,10 +16,14 @@ import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
 from aigc_studio.engines.image import FAMILY_KINDS
+from aigc_studio.engines.image_inside import check_input, fingerprint
 from aigc_studio.grid import MAX_AXIS_VALUES, MODEL_AXIS
 from aigc_studio.params import MAX_SEED, ImageParams, ParamError, parse_values
 from aigc_studio.studio import (
     RECIPE_KEY, GenerationStopped, NotKept, Result, Studio, UnknownModelError, read_recipe,
+)
+from aigc_studio.ui.image_inside_tab import (
+    NOTHING, make_maps, map_controls, show_noising, start_controls, start_picture, wire_sources,
 )
 from aigc_studio.ui.widgets import (
     KnobDropdown, KnobNumber, KnobSlider, Sessions, SweepDropdown, busy, check_sweep, control, error_box,
@@ -83,9 +87,10 @@ def _with_recipe(result: Result) -> Image.Image:
     return picture
 
 
-def trajectory_strip(pictures: list[Image.Image]) -> Image.Image:
+def trajectory_strip(pictures: list[Image.Image], first: str | None = None) -> Image.Image:
     """Every step's predicted image in rows of STRIP_COLUMNS, STRIP_THUMB px each,
-    with gaps, the step number under each thumbnail (never over it)."""
+    with gaps, the step number under each thumbnail (never over it). first: the caption of
+    a first picture that is no step (image to image's noised start); steps count after it."""
     rows = (len(pictures) + STRIP_COLUMNS - 1) // STRIP_COLUMNS
     columns = min(len(pictures), STRIP_COLUMNS)
     cell_w, cell_h = STRIP_THUMB + STRIP_GAP, STRIP_THUMB + STRIP_CAPTION + STRIP_GAP
@@ -95,7 +100,8 @@ def trajectory_strip(pictures: list[Image.Image]) -> Image.Image:
         row, column = divmod(i, STRIP_COLUMNS)
         x, y = column * cell_w, row * cell_h
         strip.paste(picture.resize((STRIP_THUMB, STRIP_THUMB), Image.Resampling.NEAREST), (x, y))
-        draw.text((x + STRIP_THUMB // 2, y + STRIP_THUMB + 1), str(i + 1), fill="#374151", font=font, anchor="mt")
+        caption = first if first and i == 0 else str(i if first else i + 1)
+        draw.text((x + STRIP_THUMB // 2, y + STRIP_THUMB + 1), caption, fill="#374151", font=font, anchor="mt")
     return strip
 
 
@@ -195,10 +201,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                              visible=name in used)
                 with gr.Accordion("Advanced knobs", open=False, elem_id="image-advanced"):
                     for name in ALL_KNOBS:
-                        if name not in controls:
+                        if name not in controls and name != "strength":  # strength sits with the start picture
                             controls[name] = control(ImageParams, name, defaults.get(name), elem_id=f"image-{name}",
                                                      visible=name in used,
                                                      **({"choices": schedulers} if name == "scheduler" else {}))
+                with gr.Accordion("Start from a picture (image to image)", open=False, elem_id="image-start-box"):
+                    start = start_controls(defaults, used)
+                    controls["strength"] = start["strength"]
                 upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
                                  elem_id="image-upload")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
@@ -256,6 +265,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                          height="auto", format="png", elem_id="image-walk-frames",
                                          elem_classes=["studio-grid"], scale=2)
             walk_recipe, walk_recipe_raw = recipe_view("Walk recipe (in the GIF comment)")
+        with gr.Accordion("What each prompt word drew", open=False, elem_id="image-map-box"):
+            mapping = map_controls()
         with gr.Accordion("What this model learned", open=True, visible=is_family(studio, default_id),
                           elem_id="image-family") as family_box:
             family_views = gr.Gallery(family_gallery(studio, default_id)[1]["value"], label="Training views", columns=3,
@@ -263,17 +274,22 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                       elem_classes=["studio-grid"])
 
     knob_inputs = [controls[name] for name in ALL_KNOBS]
+    start_inputs = [start["source"], start["upload"], start["sketch"]]
 
     def image_params(model, knob_values, **overrides) -> ImageParams:
         return studio.params("image", model, **{**dict(zip(ALL_KNOBS, knob_values)), **overrides})
 
     # request and progress come first: Gradio fills these special arguments only among the
     # positional parameters before *knob_values (after it they would stay None: no session).
-    async def generate_image(request: gr.Request, progress=gr.Progress(), prompt="", model=None, *knob_values):
-        """One image for prompt: streams a few denoising previews, then the PNG (with its
-        recipe embedded). With batch_size > 1 the Batch gallery shows them all."""
+    async def generate_image(request: gr.Request, progress=gr.Progress(), prompt="", model=None, source=None,
+                             upload=None, sketch=None, *knob_values):
+        """One image for prompt (from the start picture, if one is chosen): streams a few
+        denoising previews, then the PNG (with its recipe embedded). With batch_size > 1
+        the Batch gallery shows them all."""
         with user_errors():
             chosen = image_params(model, knob_values)
+            picture = start_picture(source, upload, sketch)
+            check_restored_start(request, picture)
             stop_event = sessions.fresh_stop(request, "image")
             previews: list[bytes] = []  # every step, compact, for the strip
             streamed = preview_steps(chosen.steps)
@@ -284,12 +300,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     streamed = preview_steps(total)  # some schedulers run more iterations than steps
                     progress((step + 1, total), desc="denoising")
 
-                def on_preview(step, picture):
-                    previews.append(compact(picture))
+                def on_preview(step, preview):
+                    previews.append(compact(preview))
                     if step in streamed:
-                        emit(picture)
+                        emit(preview)
 
-                return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event)
+                return studio.images(prompt, [("", chosen)], model, on_step, on_preview, stop_event,
+                                     init_image=picture)
 
             try:
                 async for kind, value in run_in_worker(work, stop_event):
@@ -298,6 +315,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     else:
                         sessions.keep_recipes(request, [r.recipe for r in value])
                         sessions.keep(request, "trajectory", previews)
+                        sessions.keep(request, "trajectory_start", picture is not None and len(previews) > 0)
                         shown = await asyncio.to_thread(keep_pictures, studio.save, value)
                         sessions.keep(request, "batch", list(zip(shown, [r.label for r in value])))
                         yield shown[0]
@@ -305,20 +323,25 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 gr.Info(f"Stopped ({stopped}).")
 
     def compare_image(request: gr.Request, progress=gr.Progress(), prompt="", mode=None, count=None, knob_name=None,
-                      values=None, models=None, model=None, *knob_values):
+                      values=None, models=None, model=None, source=None, upload=None, sketch=None, *knob_values):
         """2-4 labelled variants (seed variants share one batched call), or 2-4 models at
-        one seed, each at its recommended knobs; a gallery of PNGs."""
+        one seed, each at its recommended knobs; a gallery of PNGs. With a start picture
+        every variant is image to image (sweep strength to see how far each goes)."""
         with user_errors():
             base = image_params(model, knob_values, batch_size=1)
+            picture = start_picture(source, upload, sketch)
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
             stop_event = sessions.fresh_stop(request, "image")
+            if mode == MODELS and picture is not None:
+                raise ParamError("start picture", "side by side by model draws from the prompt only: "
+                                                  "start from nothing, or compare one model's knobs")
             if mode == MODELS:
                 run = lambda: studio.compare_models(prompt, list(models or []), None, on_step, stop_event,
                                                     seed=base.seed)
             else:
                 check_sweep(studio, "image", model, mode, knob_name)
                 variants = make_variants(base, mode, count, knob_name, values)
-                run = lambda: studio.images(prompt, variants, model, on_step, stop=stop_event)
+                run = lambda: studio.images(prompt, variants, model, on_step, stop=stop_event, init_image=picture)
             try:
                 results = run()
             except GenerationStopped as stopped:
@@ -328,18 +351,20 @@ def build(studio: Studio, sessions: Sessions) -> None:
             return list(zip(keep_pictures(studio.save, results), [r.label for r in results]))
 
     def image_grid(request: gr.Request, progress=gr.Progress(), prompt="", x_knob=None, x_values=None, y_knob=None,
-                   y_values=None, model=None, *knob_values):
-        """An X/Y grid over one or two knobs (seed fixed unless it is an axis).
-        Returns the labelled grid PNG and a gallery of every cell."""
+                   y_values=None, model=None, source=None, upload=None, sketch=None, *knob_values):
+        """An X/Y grid over one or two knobs (seed fixed unless it is an axis), from the
+        start picture if one is chosen. Returns the labelled grid PNG and a gallery of every cell."""
         with user_errors():
             base = image_params(model, knob_values, batch_size=1)
+            picture = start_picture(source, upload, sketch)
             xs = axis_values(x_values, x_knob, "x_values")
             use_y = y_knob and y_knob != "none"
             ys = axis_values(y_values, y_knob, "y_values") if use_y else None
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
             try:
                 picture, cells = studio.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model,
-                                                   on_step, stop=sessions.fresh_stop(request, "image"))
+                                                   on_step, stop=sessions.fresh_stop(request, "image"),
+                                                   init_image=picture)
             except GenerationStopped as stopped:
                 gr.Info(f"Stopped ({stopped}).")
                 return gr.skip(), gr.skip()
@@ -391,7 +416,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
         if not previews:
             return None, gr.update(maximum=2, value=1), None
         last = len(previews)
-        return (trajectory_strip([expand(p) for p in previews]), gr.update(minimum=1, maximum=max(last, 2), value=last),
+        first = "noised" if sessions.kept(request, "trajectory_start", False) else None
+        return (trajectory_strip([expand(p) for p in previews], first), gr.update(minimum=1, maximum=max(last, 2), value=last),
                 expand(previews[-1]))
 
     def show_batch(request: gr.Request):
@@ -402,11 +428,19 @@ def build(studio: Studio, sessions: Sessions) -> None:
         previews = sessions.kept(request, "trajectory", [])
         return expand(previews[min(int(step), len(previews)) - 1]) if previews else None
 
-    def restore_recipe(file):
+    def check_restored_start(request: gr.Request, picture) -> None:
+        """Warn when a restored image-to-image recipe gets another start picture than its own."""
+        expected = sessions.kept(request, "expected_start", None)
+        if expected and picture is not None and fingerprint(check_input(picture)) != expected:
+            gr.Warning("This start picture is not the one the restored recipe used (its SHA-256 differs): "
+                       "the image will not be the same.")
+
+    def restore_recipe(file, request: gr.Request):
         """Every knob (and the prompt and model) from a studio PNG's embedded recipe; the
-        knobs the recipe's model reads are shown, the others hidden."""
+        knobs the recipe's model reads are shown, the others hidden. An image-to-image
+        recipe asks for its start picture (it records the picture's SHA-256 and size)."""
         if file is None:
-            return [gr.update()] * (len(ALL_KNOBS) + 2)
+            return [gr.update()] * (len(ALL_KNOBS) + 3)
         with user_errors():
             saved = read_recipe(file)
             if saved.modality != "image":
@@ -415,8 +449,15 @@ def build(studio: Studio, sessions: Sessions) -> None:
             chosen = studio.params("image", saved.model_id, **{k: v for k, v in saved.params.items() if k in ALL_KNOBS})
             used = studio.knobs_used("image", saved.model_id)
         gr.Info(f"Restored the recipe of a {saved.model_id} image (seed {chosen.seed}).")
-        return [saved.prompt, saved.model_id] + [gr.update(value=getattr(chosen, name), visible=name in used)
-                                                 for name in ALL_KNOBS]
+        expected = saved.params.get("init_image_sha256")
+        sessions.keep(request, "expected_start", expected)
+        if expected:
+            width, height = saved.params.get("init_image_size") or ("?", "?")
+            gr.Info(f"It started from a {width}x{height} picture (SHA-256 {str(expected)[:12]}...): choose the same "
+                    f"picture under 'Start from a picture' to make the same image.", duration=15)
+        source = gr.update() if expected else NOTHING  # a text-to-image recipe starts from nothing
+        return [saved.prompt, saved.model_id, source] + [gr.update(value=getattr(chosen, name), visible=name in used)
+                                                         for name in ALL_KNOBS]
 
     def model_views(model_id):
         """What shows for a model beside its knobs: its card, the denoising trajectory
@@ -455,7 +496,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
                 api_visibility="private").then(
-        generate_image, inputs=[prompt, model, *knob_inputs], outputs=image, api_visibility="private",
+        generate_image, inputs=[prompt, model, *start_inputs, *knob_inputs], outputs=image, api_visibility="private",
         concurrency_id="image")  # public: ui/api.py
     run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
@@ -464,13 +505,14 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
     comparing = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
-        compare_image, inputs=[prompt, mode, count, knob_name, values, models, model, *knob_inputs], outputs=gallery,
+        compare_image, inputs=[prompt, mode, count, knob_name, values, models, model, *start_inputs, *knob_inputs],
+        outputs=gallery,
         api_visibility="private", concurrency_id="image")
     comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
     gridding = make_grid.click(lambda: busy(), outputs=make_grid, queue=False, api_visibility="private").then(
-        image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, model, *knob_inputs],
+        image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, model, *start_inputs, *knob_inputs],
         outputs=[grid_image, grid_gallery], api_visibility="private", concurrency_id="image")
     gridding.then(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
     gridding.failure(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
@@ -484,7 +526,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     stop.click(stop_image, None, None, cancels=[run, comparing, gridding, walking], api_visibility="private").then(
         lambda: (ready(), ready("Compare"), ready("Make grid"), ready("Walk")),
         outputs=[generate, compare, make_grid, walk], queue=False, api_visibility="private")
-    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs], api_visibility="private").success(
+    hook = {"restore": restore_recipe, "outputs": [prompt, model, start["source"], *knob_inputs]}  # History tab
+    upload.upload(restore_recipe, upload, [prompt, model, start["source"], *knob_inputs],
+                  api_visibility="private").success(
         model_views, model, [card, trajectory_box, family_box, family_views], api_visibility="private")
     model.input(use_model, [model, x_knob, y_knob, knob_name],
                 [card, *controls.values(), knob_name, values, x_knob, y_knob, trajectory_box, family_box, family_views],
@@ -492,6 +536,19 @@ def build(studio: Studio, sessions: Sessions) -> None:
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
     x_knob.input(grid_values_for, [x_knob, model, *knob_inputs], x_values, api_visibility="private")
     y_knob.input(grid_values_for, [y_knob, model, *knob_inputs], y_values, api_visibility="private")
+    wire_sources(start)
+    start["noise_button"].click(
+        lambda *values: show_noising(studio, *values),
+        [model, *start_inputs, controls["steps"], controls["scheduler"], controls["seed"]], start["frames"],
+        api_visibility="private", concurrency_id="image")
+    maps_run = mapping["button"].click(lambda: busy(), outputs=mapping["button"], queue=False,
+                                       api_visibility="private").then(
+        lambda *values: make_maps(studio, *values), [prompt, model, controls["steps"], controls["guidance"],
+                                                     controls["seed"]],
+        [mapping["method"], mapping["maps"]], api_visibility="private", concurrency_id="image")
+    for done in (maps_run.then, maps_run.failure):
+        done(lambda: ready("Map the prompt"), outputs=mapping["button"], queue=False, api_visibility="private")
+    return hook
 
 
 def grid_axes(used) -> list[str]:

@@ -379,6 +379,10 @@ def model_card(spec) -> str:
 def _knob_text(name: str, value) -> str:
     if isinstance(value, bool):
         return f"{knob_label(name)} {'on' if value else 'off'}"
+    if isinstance(value, (list, tuple)):  # image to image: the start picture's size
+        return f"{knob_label(name)} **{'×'.join(str(v) for v in value)}**"
+    if name.endswith("_sha256") and isinstance(value, str):  # the full digest is in the JSON below
+        return f"{knob_label(name)} `{value[:12]}…`"
     if isinstance(value, str) and value in CHOICE_LABELS:
         return f"{knob_label(name)} **{CHOICE_LABELS[value]}**"
     if isinstance(value, str):
