@@ -89,6 +89,6 @@ def test_a_scribble_on_the_sketch_pad_is_refined(app_server):
         page.locator("#image-generate").click()
         expect(page.locator("#image-output img")).to_be_visible(timeout=GENERATION)
         expect(page.locator("#image-strip img")).to_be_visible(timeout=GENERATION)
-        expect(page.locator(".studio-recipe", has_text="strength")).to_be_visible(timeout=GENERATION)
+        expect(page.locator(".studio-recipe", has_text="strength").first).to_be_visible(timeout=GENERATION)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "image-to-image.png", full_page=True)
