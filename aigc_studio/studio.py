@@ -26,6 +26,7 @@ from aigc_studio import audio_views, grid
 from aigc_studio import params as knobs
 from aigc_studio import recipe as recipes
 from aigc_studio.audio_views import file_view
+from aigc_studio.history import History
 from aigc_studio.catalog import Catalog, ModelSpec, UnknownModelError, resolve_preset
 from aigc_studio.config import Settings
 from aigc_studio.engines import GenerationStopped
@@ -129,6 +130,7 @@ class Studio:
         apply_threads(self.threads)
         self.models = ModelManager(int(self.settings.memory_budget_gb * 2**30))
         self._global_rng_lock = threading.Lock()
+        self.history = History()  # every browser's results, newest first (the History tab, /history)
         self._restore_adapters()
 
     # ----- settings and models -------------------------------------------------
@@ -815,6 +817,7 @@ class Studio:
         """Write a result with its recipe into the output folder (generated name); a chorale
         model's audio gets its MIDI file beside it (same name, .mid)."""
         path = recipes.save(result, self.settings.output_dir, audio_format)
+        self.history.attach(result.recipe, path)  # the History entry of this result shows its file
         spec = self.catalog.specs.get(result.recipe.model_id)
         if result.recipe.modality == "audio" and spec is not None and spec.kind == "chorales":
             from aigc_studio.storage import write_atomically

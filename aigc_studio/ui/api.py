@@ -698,6 +698,18 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
         return tuple(files + [None] * (MAX_PLAYERS - len(files)))
 
 
+def history(request: gr.Request = None) -> list[dict]:
+    """This session's results, newest first (at most 100): what the History tab lists.
+
+    Each entry is a dict: id (int), tab (text | image | audio), model, label (a short
+    label of the knobs), recipe (the whole recipe: prompt, model_id, params with every
+    knob and the seed), path (the output file, or None for text), file_state (kept,
+    pruned by the retention policy, or none), text and first_line (text answers),
+    created (seconds since the epoch) and created_iso. A page's session is linked to its
+    browser, so a browser's results from before a reload are included."""
+    return [entry.describe() for entry in _studio.history.entries(request.session_hash if request else None)]
+
+
 # Endpoint -> its concurrency group. A tab's button and its public endpoint share the
 # group, so AIGC_CONCURRENCY bounds the generations of a modality however they arrive.
 ENDPOINTS = {generate_text: "text", compare_text: "text", explain_next_token: "text", perplexity: "text",
@@ -717,3 +729,4 @@ def register(studio_: Studio) -> None:
     for fn, group in {**ENDPOINTS, **image_api.ENDPOINTS, **music_api.ENDPOINTS}.items():
         gr.api(fn, api_name=fn.__name__, concurrency_id=group)
     gr.api(fine_tune_text, api_name="fine_tune_text", concurrency_id="tune", concurrency_limit=1)  # one at a time, beside the rest
+    gr.api(history, api_name="history", queue=False)  # a listing: no generation to wait behind

@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from aigc_studio import storage
 from aigc_studio.studio import Studio
-from aigc_studio.ui import api, audio_tab, image_tab, text_tab, tune_tab
+from aigc_studio.ui import api, audio_tab, history_tab, image_tab, text_tab, tune_tab
 from aigc_studio.ui.widgets import Sessions
 
 CSS = """
@@ -25,7 +25,7 @@ RETRY_AFTER_S = 5  # what a refused client is told to wait (the Retry-After head
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
-    sessions = Sessions()
+    sessions = Sessions(studio.history)  # every tab's kept results also go into the History tab
     # Gradio deletes the files it cached once they are keep_hours old (hourly), and forgets
     # their paths: on a Space that runs for weeks neither the disk nor that list grows.
     keep_seconds = int(studio.settings.keep_hours * 3600)
@@ -35,11 +35,12 @@ def build_demo(studio: Studio) -> gr.Blocks:
         # The device line needs torch (seconds to import): the page answers first, the line follows.
         demo.load(lambda: intro + studio.describe(), outputs=header, api_visibility="private", queue=False)
         api.register(studio)  # the public endpoints (and MCP tools); the tabs' events are private
-        with gr.Tabs():
-            text_tab.build(studio, sessions)
-            image_tab.build(studio, sessions)
-            audio_tab.build(studio, sessions)
+        with gr.Tabs() as tabs:
+            hooks = {"text": text_tab.build(studio, sessions)}
+            hooks["image"] = image_tab.build(studio, sessions)
+            hooks["audio"] = audio_tab.build(studio, sessions)
             tune_tab.build(studio, sessions)
+            history_tab.build(studio, sessions, demo, tabs, hooks)
     return demo
 
 

@@ -297,9 +297,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  concurrency_id="audio")
     comparing.then(show_views, outputs=views, api_visibility="private")
     upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, file_format], api_name="restore_audio_recipe")
+    hook = {"restore": lambda file, request: restore_recipe(file),  # History tab
+            "outputs": [prompt, model, *knob_inputs, file_format]}
     model.input(use_model, [model, knob_name], [card, *controls.values(), *groups.values(), knob_name, values,
                                                 music_view, explainer_box], api_visibility="private")
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
+    return hook
+
 
 def check_format(file_format) -> str:
     """'wav' or 'flac' (any case); anything else is refused naming the field."""

@@ -327,7 +327,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     gr.Warning(update.status)
                 state = None
                 if update.result is not None:
-                    sessions.keep_recipes(request, [update.result.recipe])
+                    sessions.keep_recipes(request, [update.result.recipe], [update.result.output])
                     state = {"text": update.text, "tokens": token_dicts(update.tokens)}
                 yield update.text or update.status, state
 
@@ -374,7 +374,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     texts[i] = column.text or update.status
                 state = numbers = None
                 if all(column.result is not None for column in update.columns):
-                    sessions.keep_recipes(request, [column.result.recipe for column in update.columns])
+                    sessions.keep_recipes(request, [column.result.recipe for column in update.columns],
+                                          [column.result.output for column in update.columns])
                     state = {"labels": labels, "diverge_at": update.diverge_at,
                              "columns": [token_dicts(c.tokens) for c in update.columns],
                              "rates": [c.tokens_per_s for c in update.columns]}
@@ -503,3 +504,4 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 concurrency_id="text")
     stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private").then(
         lambda: (ready(), ready("Compare")), outputs=[generate, compare], queue=False, api_visibility="private")
+    return {"prompt": prompt, "model": model, "controls": controls}  # what the History tab restores

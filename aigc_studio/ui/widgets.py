@@ -549,7 +549,8 @@ class Sessions:
 
     MAX_SESSIONS = 1000
 
-    def __init__(self):
+    def __init__(self, history=None):
+        self.history = history  # an aigc_studio.history.History: every kept result also goes there
         self._stops: dict[str, threading.Event] = {}
         self._kept: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
@@ -582,8 +583,13 @@ class Sessions:
         with self._lock:
             return self._kept.get(self.key(request), {}).get(name, default)
 
-    def keep_recipes(self, request: gr.Request | None, recipes: list) -> None:
+    def keep_recipes(self, request: gr.Request | None, recipes: list, texts: list | None = None) -> None:
+        """Remember the recipes of the last results; each also goes into the browser's
+        history (with its answer, for text: `texts` in the same order)."""
         self.keep(request, "recipes", recipes)
+        if self.history is not None:
+            for index, recipe in enumerate(recipes):
+                self.history.add(self.key(request), recipe, texts[index] if texts and index < len(texts) else None)
 
     def recipes(self, request: gr.Request | None) -> list:
         return self.kept(request, "recipes", [])
