@@ -86,7 +86,7 @@ def map_controls() -> dict:
     parts = {"button": gr.Button("Map the prompt", elem_id="image-map-button")}
     error_box("image-map-button")
     parts["method"] = gr.Markdown(elem_id="image-map-method")
-    parts["maps"] = gr.Gallery(label="Each word's map over the picture", columns=4, object_fit="contain",
+    parts["maps"] = gr.Gallery(label="Each word's map over the picture", columns=3, object_fit="contain",
                                height="auto", elem_id="image-map-words")
     return parts
 

@@ -208,6 +208,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 with gr.Accordion("Start from a picture (image to image)", open=False, elem_id="image-start-box"):
                     start = start_controls(defaults, used)
                     controls["strength"] = start["strength"]
+                # in the shorter right column: a closed accordion there leaves the page's height as it was
+                with gr.Accordion("What each prompt word drew", open=False, elem_id="image-map-box"):
+                    mapping = map_controls()
                 upload = gr.File(label="Load a studio PNG to restore its recipe", file_types=[".png"],
                                  elem_id="image-upload")
         with gr.Accordion("Side by side: 2-4 variants of one prompt", open=False):
@@ -265,8 +268,6 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                          height="auto", format="png", elem_id="image-walk-frames",
                                          elem_classes=["studio-grid"], scale=2)
             walk_recipe, walk_recipe_raw = recipe_view("Walk recipe (in the GIF comment)")
-        with gr.Accordion("What each prompt word drew", open=False, elem_id="image-map-box"):
-            mapping = map_controls()
         with gr.Accordion("What this model learned", open=True, visible=is_family(studio, default_id),
                           elem_id="image-family") as family_box:
             family_views = gr.Gallery(family_gallery(studio, default_id)[1]["value"], label="Training views", columns=3,
