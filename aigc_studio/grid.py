@@ -1,19 +1,25 @@
 """X/Y comparison grids: which knob values go in which cell, and the labelled grid image.
 
-An axis is an ImageParams knob, or `model` (catalog ids: diffusion vs VAE vs GAN
-for one prompt and seed). Also the animated image of a latent walk.
+An axis is a knob of the params given (ImageParams, TextParams or AudioParams), or
+`model` for images (catalog ids: diffusion vs VAE vs GAN for one prompt and seed).
+Also the animated image of a latent walk, each text cell's first divergence from the
+others, and a text grid's CSV/JSON export.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
+import json
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from aigc_studio import params as knobs
-from aigc_studio.params import ImageParams, ParamError
+from aigc_studio.params import ImageParams, ParamError, Params
 
 MAX_AXIS_VALUES = 6
 MAX_GRID_MEGAPIXELS = 24  # about 72 MB as RGB: a 6 x 6 grid of 768 x 768 cells
@@ -33,14 +39,17 @@ class GridPlan:
     models: list[str | None] = field(default_factory=list)  # per cell, when `model` is an axis (else empty)
 
 
-def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None, y_values: list | None = None) -> GridPlan:
-    """Every cell's params: base with the x (and y) knob set. The seed stays fixed
-    across cells unless seed is an axis. 1-6 values per axis."""
-    base = dataclasses.replace(knobs.resolve_seed(knobs.validate(base)), batch_size=1)  # one image per cell
+def plan(base: Params, x_knob: str, x_values: list, y_knob: str | None = None, y_values: list | None = None) -> GridPlan:
+    """Every cell's params: base (ImageParams, TextParams or AudioParams) with the x
+    (and y) knob set. The seed stays fixed across cells unless seed is an axis. 1-6
+    values per axis."""
+    base = knobs.resolve_seed(knobs.validate(base))
+    if isinstance(base, ImageParams):
+        base = dataclasses.replace(base, batch_size=1)  # one image per cell
     axes = [("x", x_knob, x_values)] + ([("y", y_knob, y_values or [])] if y_knob else [])
     for axis, name, values in axes:
         if name != MODEL_AXIS:
-            knobs.spec(ImageParams, name)
+            knobs.spec(type(base), name)
         if name == "batch_size":
             raise ParamError(f"{axis}_knob", "batch_size cannot be an axis: every cell is one image")
         if not 1 <= len(values) <= MAX_AXIS_VALUES:
@@ -58,7 +67,7 @@ def plan(base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = No
                               for k in ([x_knob, y_knob] if y_knob else [x_knob]))
             cells.append((label, cell))
             models.append(model)
-    megapixels = sum(cell.width * cell.height for _, cell in cells) / 1e6
+    megapixels = sum(cell.width * cell.height for _, cell in cells) / 1e6 if isinstance(base, ImageParams) else 0
     if megapixels > MAX_GRID_MEGAPIXELS:
         raise ParamError("width/height", f"the grid's {len(cells)} cells make {megapixels:.1f} megapixels, at most "
                                          f"{MAX_GRID_MEGAPIXELS}: use fewer values or a smaller size")
@@ -110,4 +119,93 @@ def animate(frames: list[Image.Image], recipe_json: str, seconds_per_frame: floa
     extra = {"comment": recipe_json.encode()} if image_format == "GIF" else {"xmp": recipe_json.encode()}
     sequence[0].save(buffer, format=image_format, save_all=True, append_images=sequence[1:],
                      duration=int(seconds_per_frame * 1000), loop=0, **extra)
+    return buffer.getvalue()
+
+
+# ----- text and audio grids (issue 25) ----------------------------------------------------------
+
+MAX_TEXT_CELLS = 16  # one batch of 16 columns: a 4 x 4 grid, or 6 x 2
+MAX_AUDIO_CELLS = 16  # cells run one after another, each a full generation
+
+
+def check_axes(model_id: str, readable: list[str], x_knob: str, y_knob: str | None, max_cells: int,
+               cells: int) -> None:
+    """Refuse an axis the model does not read (or the `model` axis, which only image grids
+    take), naming the knobs it does; and more than max_cells cells."""
+    for field_name, name in (("x_knob", x_knob), ("y_knob", y_knob)):
+        if name is not None and name not in readable:
+            raise ParamError(field_name, f"{model_id} does not use {name}; a grid axis is one of "
+                                         f"{', '.join(readable)}")
+    if cells > max_cells:
+        raise ParamError("y_values" if y_knob else "x_values",
+                         f"the grid has {cells} cells, at most {max_cells}: use fewer values")
+
+
+def cell_divergence(columns: list[list[int]]) -> list[int | None]:
+    """Per cell, the index of its first token that differs from another cell's token at
+    that index (a cell that has ended differs from one that goes on): where this cell
+    leaves the others. None where it matches every other cell to the end (or it is alone)."""
+    out = []
+    for i, mine in enumerate(columns):
+        first = None
+        for j, other in enumerate(columns):
+            if j == i:
+                continue
+            common = min(len(mine), len(other))
+            at = next((k for k in range(common) if mine[k] != other[k]),
+                      common if len(mine) != len(other) else None)
+            if at is not None and (first is None or at < first):
+                first = at
+        out.append(first)
+    return out
+
+
+def text_cells(grid: GridPlan, columns: list) -> list[dict]:
+    """A finished text grid's cells as plain data, row-major: row, column, label, the
+    answer, its token count, tokens/s, mean log-probability (nats per token), the index
+    of its first token that differs from another cell's (cell_divergence) and its
+    recipe. columns: the studio's TextUpdates (text, tokens, tokens_per_s, mean_logprob,
+    result)."""
+    width = len(grid.x_labels)
+    firsts = cell_divergence([[t.id for t in c.tokens] for c in columns])
+    return [{"row": index // width, "column": index % width, "label": label, "text": column.text,
+             "tokens": len(column.tokens), "tokens_per_s": round(column.tokens_per_s, 2),
+             "mean_logprob": round(column.mean_logprob, 4), "first_difference": first,
+             "recipe": json.loads(column.result.recipe.to_json()) if column.result is not None else None}
+            for index, ((label, _), column, first) in enumerate(zip(grid.cells, columns, firsts))]
+
+
+TEXT_COLUMNS = ("row", "column", "label", "text", "tokens", "tokens_per_s", "mean_logprob", "first_difference",
+                "recipe")
+
+
+def text_export(grid: GridPlan, cells: list[dict]) -> tuple[str, str]:
+    """(JSON, CSV) of a text grid: its axes and every cell (row-major) with its answer,
+    figures and recipe. The CSV has one line per cell, the recipe as a JSON string."""
+    document = {"x_knob": grid.x_knob, "x_labels": grid.x_labels, "y_knob": grid.y_knob,
+                "y_labels": grid.y_labels, "cells": cells}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TEXT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for cell in cells:
+        writer.writerow({**cell, "recipe": json.dumps(cell["recipe"])})
+    return json.dumps(document, indent=2), buffer.getvalue()
+
+
+def audio_zip(files: list[tuple[str, str]], grid: GridPlan, recipes: list[dict]) -> bytes:
+    """A zip of an audio grid: each cell's file (named by its row, column and label) and
+    grid.json with the axes and every cell's recipe."""
+    buffer = io.BytesIO()
+    columns = len(grid.x_labels)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        names = []
+        for index, ((label, path), recipe) in enumerate(zip(files, recipes)):
+            row, column = divmod(index, columns)
+            safe = "".join(c if c.isalnum() or c in "=.-" else "_" for c in label)[:80]
+            name = f"r{row + 1}c{column + 1}-{safe}{Path(path).suffix}"
+            archive.write(path, name)
+            names.append({"row": row, "column": column, "label": label, "file": name, "recipe": recipe})
+        archive.writestr("grid.json", json.dumps({"x_knob": grid.x_knob, "x_labels": grid.x_labels,
+                                                  "y_knob": grid.y_knob, "y_labels": grid.y_labels,
+                                                  "cells": names}, indent=2))
     return buffer.getvalue()

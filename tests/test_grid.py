@@ -98,3 +98,51 @@ def test_grid_labels_are_centred_over_their_columns():
         assert ink, "no label drawn"
         middle = (min(ink) + max(ink)) / 2
         assert abs(middle - (x + 32)) <= 3  # centred on the cell, not left-aligned
+
+
+# ----- text and audio grids (issue 25) ---------------------------------------------------------
+
+def test_plan_takes_text_and_audio_knobs_with_the_seed_fixed():
+    from aigc_studio.params import AudioParams, TextParams
+
+    text = grid.plan(TextParams(seed=-1), "temperature", [0.2, 1.0], "top_k", [5])
+    assert [label for label, _ in text.cells] == ["temperature=0.2, top_k=5", "temperature=1.0, top_k=5"]
+    assert len({cell.seed for _, cell in text.cells}) == 1
+    audio = grid.plan(AudioParams(seed=2), "speed", [0.5, 2.0])
+    assert [cell.speed for _, cell in audio.cells] == [0.5, 2.0] and {c.seed for _, c in audio.cells} == {2}
+
+
+def test_cell_divergence_is_where_each_cell_leaves_the_others():
+    assert grid.cell_divergence([[1, 2, 3], [1, 2, 4], [1, 2, 3]]) == [2, 2, 2]
+    assert grid.cell_divergence([[1, 2, 3], [1, 2, 3]]) == [None, None]
+    assert grid.cell_divergence([[1, 2], [1, 2, 3], [9]]) == [0, 0, 0]
+    assert grid.cell_divergence([[1, 2], [1, 2, 3]]) == [2, 2]  # one ended where the other went on
+    assert grid.cell_divergence([[5]]) == [None]
+
+
+def test_check_axes_names_the_knobs_the_model_reads_and_bounds_the_cells():
+    with pytest.raises(ParamError) as error:
+        grid.check_axes("voice", ["speed", "seed"], "speed", "guidance", 16, 4)
+    assert str(error.value).startswith("y_knob") and "voice does not use guidance" in str(error.value)
+    assert "speed, seed" in str(error.value)
+    with pytest.raises(ParamError, match="x_values.*at most 16"):
+        grid.check_axes("lm", ["top_k"], "top_k", None, 16, 17)
+    grid.check_axes("lm", ["top_k", "seed"], "top_k", "seed", 16, 16)  # allowed: no error
+
+
+def test_text_export_has_every_cell_with_its_recipe():
+    import csv
+    import io
+    import json
+
+    from aigc_studio.params import TextParams
+
+    plan = grid.plan(TextParams(seed=1), "top_k", [1, 2])
+    cells = [{"row": 0, "column": i, "label": label, "text": f"a, \"b\"\n{i}", "tokens": 3, "tokens_per_s": 9.5,
+              "mean_logprob": -0.5, "first_difference": 1, "recipe": {"params": {"top_k": p.top_k}}}
+             for i, (label, p) in enumerate(plan.cells)]
+    document, table = grid.text_export(plan, cells)
+    assert json.loads(document)["cells"] == cells and json.loads(document)["x_knob"] == "top_k"
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert [r["text"] for r in rows] == [c["text"] for c in cells]  # commas, quotes and newlines survive
+    assert [json.loads(r["recipe"]) for r in rows] == [c["recipe"] for c in cells]
