@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import threading
 import time
@@ -278,18 +279,20 @@ class Studio:
         return update.result
 
     def text_compare_stream(self, prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None,
-                            stop: threading.Event | None = None, alternatives: int = 5) -> Iterator[CompareUpdate]:
+                            stop: threading.Event | None = None, alternatives: int = 5,
+                            most: int = 4) -> Iterator[CompareUpdate]:
         """Stream 1-4 labelled variants of one prompt together: one batched step gives
         every column its next token (a remote model: one concurrent request per column).
         alternatives: the likeliest tokens each token lists (a remote server sends its top-20).
+        most: the most variants taken (an X/Y grid takes up to grid.MAX_TEXT_CELLS).
 
         Variants whose seed is -1 share one drawn seed, so columns differ only by their
         knobs; each column's text equals a lone generation with its knobs and seed.
         """
         prompt = knobs.check_prompt(prompt)
         spec = self.model_spec("text", model)
-        if not 1 <= len(variants) <= 4:
-            raise knobs.ParamError("values", f"give 1 to 4 variants, got {len(variants)}")
+        if not 1 <= len(variants) <= most:
+            raise knobs.ParamError("values", f"give 1 to {most} variants, got {len(variants)}")
         shared_seed = knobs.resolve_seed(TextParams()).seed
         chosen = []
         for label, params in variants:
@@ -811,6 +814,68 @@ class Studio:
         piece, chosen, spec = self.chorale(title, model, params, **values)
         with self._use(spec) as loaded:
             return music.explain(loaded, piece, position, chosen, top_n)
+
+    # ----- X/Y grids of text and audio (issue 25) ----------------------------------
+    def grid_plan(self, modality: str, base, x_knob: str, x_values: list, y_knob: str | None = None,
+                  y_values: list | None = None, model: str | None = None) -> grid.GridPlan:
+        """A text or audio grid's cells (grid.plan): 1-6 values per axis, at most 16
+        cells, the seed fixed unless it is an axis. An axis the model does not read is
+        refused, naming the knobs it does."""
+        readable = [name for name in self.knobs_used(modality, model) if name in knobs.sweepable(type(base))]
+        most = grid.MAX_TEXT_CELLS if modality == "text" else grid.MAX_AUDIO_CELLS
+        count = len(x_values or []) * (len(y_values or []) if y_knob else 1)
+        grid.check_axes(self.model_spec(modality, model).id, readable, x_knob, y_knob, most, count)
+        return grid.plan(base, x_knob, x_values, y_knob, y_values)
+
+    def text_grid_stream(self, prompt: str, base: TextParams, x_knob: str, x_values: list,
+                         y_knob: str | None = None, y_values: list | None = None, model: str | None = None,
+                         stop: threading.Event | None = None) -> tuple[grid.GridPlan, Iterator[CompareUpdate]]:
+        """(plan, stream) of a text X/Y grid: every cell is a column of one batched
+        generation (text_compare_stream), row-major; a bad axis is refused before it starts."""
+        plan = self.grid_plan("text", base, x_knob, x_values, y_knob, y_values, model)
+        return plan, self.text_compare_stream(prompt, plan.cells, model, stop, most=grid.MAX_TEXT_CELLS)
+
+    def text_grid(self, prompt: str, base: TextParams, x_knob: str, x_values: list, y_knob: str | None = None,
+                  y_values: list | None = None, model: str | None = None,
+                  stop: threading.Event | None = None) -> tuple[grid.GridPlan, list[dict]]:
+        """A text X/Y grid at once: (plan, cells as grid.text_cells: answer, tokens/s,
+        mean log-probability, first divergence from the others, recipe)."""
+        plan, stream = self.text_grid_stream(prompt, base, x_knob, x_values, y_knob, y_values, model, stop)
+        update = None
+        for update in stream:
+            pass
+        return plan, grid.text_cells(plan, update.columns)
+
+    def save_text_grid(self, plan: grid.GridPlan, cells: list[dict]) -> tuple[Path, Path]:
+        """Write a text grid's cells with their recipes as JSON and CSV (same name) into
+        the output folder; storage.NotKept when it cannot be written."""
+        from aigc_studio.storage import write_atomically
+
+        document, table = grid.text_export(plan, cells)
+        path = write_atomically(recipes._new_path(self.settings.output_dir, "text-grid", ".json"),
+                                lambda part: part.write_text(document))
+        return path, write_atomically(path.with_suffix(".csv"), lambda part: part.write_text(table))
+
+    def audio_grid(self, prompt: str, base: AudioParams, x_knob: str, x_values: list, y_knob: str | None = None,
+                   y_values: list | None = None, model: str | None = None, match_loudness: bool = True,
+                   stop: threading.Event | None = None) -> tuple[grid.GridPlan, list[Result]]:
+        """An audio X/Y grid: (plan, each cell's Result, row-major), one generation per
+        cell, played at one loudness like side by side (unless gain_db is an axis)."""
+        plan = self.grid_plan("audio", base, x_knob, x_values, y_knob, y_values, model)
+        results = [self.audio(prompt, model, label=label, params=p, stop=stop) for label, p in plan.cells]
+        if match_loudness and "gain_db" not in (x_knob, y_knob) and len(results) > 1:
+            results = audio_views.match_loudness(results)
+        return plan, results
+
+    def save_audio_grid(self, plan: grid.GridPlan, cells: list[Result]) -> tuple[list[Path], Path]:
+        """Write every cell's file (with its recipe) and a zip of them all (with grid.json)."""
+        from aigc_studio.storage import write_atomically
+
+        paths = [self.save(cell) for cell in cells]
+        archive = grid.audio_zip([(c.label, str(p)) for c, p in zip(cells, paths)], plan,
+                                 [json.loads(c.recipe.to_json()) for c in cells])
+        return paths, write_atomically(recipes._new_path(self.settings.output_dir, "audio-grid", ".zip"),
+                                       lambda part: part.write_bytes(archive))
 
     # ----- files -----------------------------------------------------------------
     def save(self, result: Result, audio_format: str = "wav") -> Path:

@@ -542,3 +542,82 @@ def test_voices_speak_while_a_text_answer_generates_and_it_stays_reproducible(st
     text.join(WAIT)
     assert finished == ["piper", "vits", "text"] and not errors, errors
     assert answers == [alone]
+
+
+# ===== X/Y grids of text and audio (issue 25) ===================================================
+
+def test_text_grid_cells_are_one_batch_and_equal_lone_answers(s):
+    base = knobs.make(TextParams, seed=11, max_new_tokens=8)
+    forwards, hook = count_forwards(s)
+    try:
+        plan, cells = s.text_grid(PROMPT, base, "temperature", [0.3, 1.5], "top_k", [5, 50])
+    finally:
+        hook.remove()
+    assert plan.x_labels == ["temperature=0.3", "temperature=1.5"] and plan.y_labels == ["top_k=5", "top_k=50"]
+    assert len(forwards) <= base.max_new_tokens + 1  # one prefill, then one forward per step for all four cells
+    assert {cell["recipe"]["params"]["seed"] for cell in cells} == {11}
+    for cell, (label, params) in zip(cells, plan.cells):
+        assert cell["label"] == label and cell["text"] == s.text(PROMPT, **dataclasses.asdict(params)).output
+        assert cell["tokens_per_s"] > 0 and cell["mean_logprob"] <= 0
+    texts = [cell["text"] for cell in cells]
+    for cell in cells:  # a cell that equals every other has no first difference; one that differs has one
+        alike = all(other == cell["text"] for other in texts)
+        assert (cell["first_difference"] is None) == alike
+
+
+def test_text_grid_with_the_seed_as_an_axis_and_one_row(s):
+    plan, cells = s.text_grid(PROMPT, knobs.make(TextParams, max_new_tokens=6, temperature=1.5), "seed", [1, 2, 3])
+    assert plan.y_labels == [] and [c["recipe"]["params"]["seed"] for c in cells] == [1, 2, 3]
+    assert [(c["row"], c["column"]) for c in cells] == [(0, 0), (0, 1), (0, 2)]
+
+
+@pytest.mark.parametrize("x_knob, x_values, y_knob, y_values, field, words", [
+    ("model", ["a", "b"], None, None, "x_knob", "temperature"),  # model is an image grid's axis only
+    ("temperature", [0.1, 0.2], "system_prompt", ["a"], "y_knob", "top_k"),
+    ("temperature", [0.1, 0.2, 0.3, 0.4, 0.5], "top_k", [1, 2, 3, 4], "y_values", "at most 16"),
+    ("temperature", [5.0], None, None, "temperature", "[0.0, 2.0]"),
+])
+def test_text_grid_refuses_bad_axes_naming_the_field(s, x_knob, x_values, y_knob, y_values, field, words):
+    with pytest.raises(ParamError) as error:
+        s.text_grid_stream(PROMPT, TextParams(), x_knob, x_values, y_knob, y_values)
+    assert field in str(error.value) and words in str(error.value)
+
+
+def test_text_grid_exports_json_and_csv_with_recipes(s):
+    import csv
+    import json
+
+    plan, cells = s.text_grid(PROMPT, knobs.make(TextParams, seed=3, max_new_tokens=4), "top_p", [0.5, 1.0])
+    json_path, csv_path = s.save_text_grid(plan, cells)
+    document = json.loads(json_path.read_text())
+    assert document["x_labels"] == plan.x_labels and [c["text"] for c in document["cells"]] == [c["text"] for c in cells]
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [row["label"] for row in rows] == ["top_p=0.5", "top_p=1.0"]
+    assert [json.loads(row["recipe"])["params"]["top_p"] for row in rows] == [0.5, 1.0]
+
+
+def test_audio_grid_is_labelled_loudness_matched_and_zipped(s):
+    import io
+    import json
+    import zipfile
+
+    from aigc_studio import audio_views
+
+    base = knobs.make(knobs.AudioParams, seed=4)
+    plan, cells = s.audio_grid(SPEECH, base, "speed", [0.8, 1.5], "noise_scale", [0.0, 1.0])
+    assert [c.label for c in cells] == [label for label, _ in plan.cells] and len(cells) == 4
+    assert {c.recipe.params["seed"] for c in cells} == {4}
+    levels = [audio_views.loudness_lufs(c.output[1], c.output[0]) for c in cells]
+    assert max(levels) - min(levels) < 1.0, levels
+    paths, archive = s.save_audio_grid(plan, cells)
+    with zipfile.ZipFile(io.BytesIO(archive.read_bytes())) as z:
+        names = z.namelist()
+        manifest = json.loads(z.read("grid.json"))
+    assert len([n for n in names if n.endswith(".wav")]) == 4
+    assert [c["recipe"]["params"]["gain_db"] for c in manifest["cells"]] == [c.recipe.params["gain_db"] for c in cells]
+
+
+def test_audio_grid_refuses_a_knob_the_voice_does_not_read(s):
+    with pytest.raises(ParamError) as error:
+        s.audio_grid(SPEECH, knobs.AudioParams(), "guidance", [1.0, 3.0])
+    assert "x_knob" in str(error.value) and "does not use guidance" in str(error.value) and "speed" in str(error.value)
