@@ -114,13 +114,14 @@ def load(folder: Path) -> ChoraleTransformer:
 
 # ----- hard masks -----------------------------------------------------------------------------
 
-def allowed(voice: int, previous: int | None, transpose: int = 0, step_end: bool = False) -> torch.Tensor:
+def allowed(voice: int, previous: int | None, transpose: int = 0, pitch_classes: set[int] | None = None) -> torch.Tensor:
     """Boolean mask over the vocabulary of tokens the next `voice` token may be.
 
     A pitch only inside the voice's range in *sounding* pitch (the model writes in C major
     / A minor; `transpose` semitones move it to the chosen key), HOLD only right after a
     pitch or a HOLD of the same voice (`previous`, None at the start), REST always. No
-    special token otherwise (the length is the caller's: END is never drawn).
+    special token otherwise (the length is the caller's: END is never drawn). pitch_classes
+    (model space, 0 = C), when given, keeps only those pitches and no REST.
     """
     mask = torch.zeros(ch.VOCAB, dtype=torch.bool)
     low, high = ch.RANGES[ch.VOICES[voice]]
@@ -129,9 +130,26 @@ def allowed(voice: int, previous: int | None, transpose: int = 0, step_end: bool
     mask[ch.REST] = True
     if previous is not None and (previous == ch.HOLD or ch.token_pitch(previous) is not None):
         mask[ch.HOLD] = True
+    if pitch_classes is not None:
+        mask[ch.REST] = False
+        for token in range(ch.PITCH0, ch.VOCAB):
+            mask[token] &= ch.token_pitch(token) % 12 in pitch_classes
     return mask
 
 
-def mask_logits(logits: torch.Tensor, voice: int, previous: int | None, transpose: int = 0) -> torch.Tensor:
+# The opening chord: the training chorales are transposed by -3..+3 semitones, so the prefix
+# alone leaves the tonic open (the model's first notes spread over seven keys). A piece opens on
+# its key's tonic triad, bass on the tonic, as chorales do; the model then keeps that key.
+OPENING = {"major": ({0, 4, 7}, {0}), "minor": ({9, 0, 4}, {9})}  # (upper voices, bass), model space
+
+
+def opening_classes(mode: str, voice: int) -> set[int]:
+    """The pitch classes (model space) the first step's `voice` may take in `mode`."""
+    upper, bass = OPENING[mode]
+    return bass if voice == 3 else upper
+
+
+def mask_logits(logits: torch.Tensor, voice: int, previous: int | None, transpose: int = 0,
+                pitch_classes: set[int] | None = None) -> torch.Tensor:
     """logits with every token the hard masks forbid set to -inf."""
-    return logits.masked_fill(~allowed(voice, previous, transpose), float("-inf"))
+    return logits.masked_fill(~allowed(voice, previous, transpose, pitch_classes), float("-inf"))

@@ -7,7 +7,8 @@ engines.text.Column (the text decoding loop's picker, with the `sampling_stages`
 processors and a seeded torch.Generator), and the next-note explainer is
 engines.text.explain_next_token itself. temperature, top-k and top-p mean exactly what
 they mean for text. Only the hard masks are music's own: before the knobs act, a voice's
-out-of-range pitches and a HOLD after a rest get probability 0 (chorale_model.allowed).
+out-of-range pitches and a HOLD after a rest get probability 0 (chorale_model.allowed), and
+the first step is the key's tonic chord (chorale_model.OPENING: it fixes the key).
 
 The model writes in C major / A minor; the key knob is a transposition of -6..+5
 semitones, and the range masks are applied in sounding pitch.
@@ -24,7 +25,7 @@ from typing import Callable
 import torch
 
 from aigc_studio import chorales as ch
-from aigc_studio.chorale_model import ChoraleTransformer, inputs, load, mask_logits
+from aigc_studio.chorale_model import ChoraleTransformer, inputs, load, mask_logits, opening_classes
 from aigc_studio.engines import GenerationStopped
 from aigc_studio.params import MUSIC_KEYS, AudioParams, ParamError, TextParams
 
@@ -102,7 +103,8 @@ def next_logits(model: ChoraleTransformer, sequence: list[int], transpose: int =
     bar = ch.METRES["3/4"] if sequence[1] == ch.METRE_3 else ch.METRES["4/4"]
     with torch.inference_mode():
         logits = model(*inputs(context, phase % bar))[0, -1].float()
-    return mask_logits(logits, voice, previous, transpose)
+    opening = opening_classes("minor" if sequence[0] == ch.MINOR else "major", voice) if step == 0 else None
+    return mask_logits(logits, voice, previous, transpose, opening)
 
 
 @dataclass

@@ -144,3 +144,11 @@ def test_a_temperature_sweep_side_by_side_is_loudness_matched(chorale_studio):
     assert max(levels) - min(levels) < 0.5
     assert [r.recipe.params["temperature"] for r in results] == [0.5, 1.0, 1.5]
     assert all(r.recipe.params["seed"] == 3 for r in results)
+
+
+def test_a_piece_opens_on_its_keys_tonic_chord(chorale_studio):
+    for key, triad, tonic in (("E major", {4, 8, 11}, 4), ("F minor", {5, 8, 0}, 5)):
+        piece, _, _ = chorale_studio.chorale("Test", MODEL, seed=2, bars=1, key=key)
+        first = [voice[0][0] for voice in piece.notes()]  # a random model: only the mask makes this hold
+        assert all(v[0][1] == 0 for v in piece.notes())
+        assert {p % 12 for p in first} <= triad and first[3] % 12 == tonic
