@@ -92,7 +92,7 @@ def test_the_explainer_stages_are_the_samplers_distribution(chorale_studio):
 
 
 def test_explainer_names_notes_in_the_chosen_key(chorale_studio):
-    explanation = chorale_studio.explain_note("Test", 0, MODEL, seed=1, key="F# major")
+    explanation = chorale_studio.explain_note("Test", 4, MODEL, seed=1, key="F# major")
     names = [n for n in explanation.candidates if n not in ("rest", "hold")]
     low, high = ch.RANGES["soprano"]
     assert names and all(n[:-1] in ch.NOTE_NAMES for n in names)
