@@ -725,8 +725,9 @@ def register(studio_: Studio) -> None:
     _studio = studio_
     from aigc_studio.ui import image_api  # image to image, the forward process, prompt maps (issue 23)
     from aigc_studio.ui import music_api  # the chorale model's MIDI and next-note explainer (issue 24)
+    from aigc_studio.ui import grid_api  # the text and audio X/Y grids (issue 25)
 
-    for fn, group in {**ENDPOINTS, **image_api.ENDPOINTS, **music_api.ENDPOINTS}.items():
+    for fn, group in {**ENDPOINTS, **image_api.ENDPOINTS, **music_api.ENDPOINTS, **grid_api.ENDPOINTS}.items():
         gr.api(fn, api_name=fn.__name__, concurrency_id=group)
     gr.api(fine_tune_text, api_name="fine_tune_text", concurrency_id="tune", concurrency_limit=1)  # one at a time, beside the rest
     gr.api(history, api_name="history", queue=False)  # a listing: no generation to wait behind

@@ -15,7 +15,7 @@ import gradio as gr
 from aigc_studio import params as knobs
 from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams
 from aigc_studio.studio import Studio
-from aigc_studio.ui import attention_view
+from aigc_studio.ui import attention_view, text_grid
 from aigc_studio.ui.widgets import (
     Sessions, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants, model_card,
     model_dropdown, paced, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates, sweep_values,
@@ -229,6 +229,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     stop = gr.Button("Stop", variant="stop", elem_id="text-stop")
                 error_box("text-generate")
                 answer = gr.Textbox("", label="Answer", lines=8, buttons=["copy"], elem_id="text-answer")
+                # "Loading …" and notes get their own line, so Stop never leaves them in the answer
+                answer_status = gr.Markdown("", elem_id="text-status")
                 coloured = gr.HighlightedText(label="Answer tokens, coloured by the model's probability (select one to see its alternatives)",
                                               color_map=legend_colors([]), show_legend=True, show_inline_category=False,
                                               elem_id="text-tokens")
@@ -275,6 +277,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             # the figures are in each column's label; API users get them as numbers
             compare_numbers = gr.JSON(label="Column numbers", visible=False, elem_id="text-compare-numbers")
             compare_recipes, compare_recipes_raw = recipe_view("Recipes")
+            # nested in side by side (closed): the page at first load is no taller
+            grid_parts = text_grid.build(studio, sessions, used)
         with gr.Accordion("Why this token? The next-token distribution at each sampling stage", open=True):
             gr.Markdown("The model runs once per position; moving a knob re-applies the sampling steps to the cached "
                         "result. Select a token of the answer to explain that position.")
@@ -329,7 +333,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 if update.result is not None:
                     sessions.keep_recipes(request, [update.result.recipe], [update.result.output])
                     state = {"text": update.text, "tokens": token_dicts(update.tokens)}
-                yield update.text or update.status, state
+                # the status line shows loading (and notes) while the run goes on; the last update clears it
+                yield update.text, state, "" if update.result is not None else update.status
 
     def explain_next_token(prompt, answer, position, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
                            no_repeat_ngram_size, greedy, system_prompt, prompt_mode, top_n, model=None, answer_state=None):
@@ -454,10 +459,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
     # Generate shows "Running…" and waits while a run is in flight (Stop ends it)
     run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
                 api_visibility="private").then(
-        generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs], outputs=[answer, answer_state],
-        api_visibility="private", concurrency_id="text")
-    run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
-    run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
+        generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs],
+        outputs=[answer, answer_state, answer_status], api_visibility="private", concurrency_id="text")
+    run.then(lambda: (ready(), ""), outputs=[generate, answer_status], queue=False, api_visibility="private")
+    run.failure(lambda: (ready(), ""), outputs=[generate, answer_status], queue=False, api_visibility="private")
     run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
     shown_tokens = run.then(show_tokens, inputs=answer_state, outputs=coloured, api_visibility="private")
     shown_tokens.then(lambda: 0, outputs=position, api_visibility="private").then(
@@ -502,6 +507,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_visibility="private",
                 concurrency_id="text")
-    stop.click(sessions.stop, None, None, cancels=[run, comparing], api_visibility="private").then(
-        lambda: (ready(), ready("Compare")), outputs=[generate, compare], queue=False, api_visibility="private")
+    gridding = text_grid.wire(studio, sessions, grid_parts, prompt, model, controls)
+    stop.click(sessions.stop, None, None, cancels=[run, comparing, gridding], api_visibility="private").then(
+        lambda: (ready(), ready("Compare"), ready("Make grid"), "", ""),
+        outputs=[generate, compare, grid_parts["make"], answer_status, grid_parts["status"]], queue=False,
+        api_visibility="private")
     return {"prompt": prompt, "model": model, "controls": controls}  # what the History tab restores
