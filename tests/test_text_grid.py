@@ -114,3 +114,28 @@ def test_the_audio_grid_endpoint_gives_loudness_and_a_zip(tab):
     with zipfile.ZipFile(archive["path"]) as z:
         assert sorted(n for n in z.namelist() if n.endswith(".wav")) == ["r1c1-speed=0.8.wav", "r1c2-speed=1.6.wav"]
         assert json.loads(z.read("grid.json"))["x_labels"] == ["speed=0.8", "speed=1.6"]
+
+
+def test_after_a_restore_every_picker_lists_the_new_models_knobs(studio):
+    """A restore (recipe file, History) sets a tab's model without model.input: its
+    model.change handlers give the side-by-side and grid pickers the new model's knobs."""
+    from aigc_studio.ui import build_demo
+    from tests.conftest import MUSICGEN_ID, SHAPES_ID
+
+    s = studio()
+    demo = build_demo(s)
+    for modality, other in (("image", SHAPES_ID), ("audio", MUSICGEN_ID), ("text", TEXT_ID)):
+        checked = 0
+        for f in demo.fns.values():
+            sources = [demo.blocks[block_id] for block_id, event in f.targets if event == "change"]
+            model = next((b for b in sources if getattr(b, "label", None) == "model"
+                          and other in [v for _, v in b.choices]), None)
+            if model is None:
+                continue
+            updates = f.fn(*[other if block is model else block.value for block in f.inputs])
+            for update in updates if isinstance(updates, (list, tuple)) else [updates]:
+                if isinstance(update, dict) and "choices" in update:
+                    names = {value for _, value in update["choices"]} - {"none", "model"}
+                    assert names and names <= set(s.knobs_used(modality, other)), (modality, names)
+                    checked += 1
+        assert checked >= (3 if modality != "audio" else 1), modality  # image: side by side, grid X and Y

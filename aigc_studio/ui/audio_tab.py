@@ -301,6 +301,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
             "outputs": [prompt, model, *knob_inputs, file_format]}
     model.input(use_model, [model, knob_name], [card, *controls.values(), *groups.values(), knob_name, values,
                                                 music_view, explainer_box], api_visibility="private")
+    # a restore (recipe file, History) sets the model without model.input: the sweep picker follows it here
+    model.change(lambda m, k: sweep_updates(studio, "audio", m, k), [model, knob_name], [knob_name, values],
+                 api_visibility="private", queue=False)
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
     return hook
 

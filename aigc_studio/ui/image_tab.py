@@ -483,6 +483,16 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     gr.update(choices=[("none", "none"), *grid_choices], value=y if y in (*axes, MODEL_AXIS) else "none"),
                     trajectory_update, family_update, views_update)
 
+    def model_pickers(model_id, x, y, knob):
+        """(side-by-side picker, its values, grid X, grid Y) for a model: the knobs it reads,
+        the chosen ones kept where it reads them (after a recipe restore too)."""
+        with user_errors():
+            picker, sweep = sweep_updates(studio, "image", model_id, knob)
+            axes = grid_axes(studio.knobs_used("image", model_id))
+        grid_choices = knob_choices_for([*axes, MODEL_AXIS])
+        return (picker, sweep, gr.update(choices=grid_choices, value=x if x in (*axes, MODEL_AXIS) else axes[0]),
+                gr.update(choices=[("none", "none"), *grid_choices], value=y if y in (*axes, MODEL_AXIS) else "none"))
+
     def sweep_for(knob, model_id, *knob_values):
         with user_errors():
             return sweep_values(image_params(model_id, knob_values), knob)
@@ -534,6 +544,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     model.input(use_model, [model, x_knob, y_knob, knob_name],
                 [card, *controls.values(), knob_name, values, x_knob, y_knob, trajectory_box, family_box, family_views],
                 api_visibility="private")
+    # a restore (recipe file, History) sets the model without model.input: the pickers follow it here
+    model.change(model_pickers, [model, x_knob, y_knob, knob_name], [knob_name, values, x_knob, y_knob],
+                 api_visibility="private", queue=False)
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
     x_knob.input(grid_values_for, [x_knob, model, *knob_inputs], x_values, api_visibility="private")
     y_knob.input(grid_values_for, [y_knob, model, *knob_inputs], y_values, api_visibility="private")

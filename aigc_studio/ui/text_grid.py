@@ -141,8 +141,9 @@ def wire(studio: Studio, sessions: Sessions, parts: dict, prompt, model, control
              api_visibility="private")
     parts["x_knob"].input(values_for, [parts["x_knob"], model, *inputs], parts["x_values"], api_visibility="private")
     parts["y_knob"].input(values_for, [parts["y_knob"], model, *inputs], parts["y_values"], api_visibility="private")
-    model.input(lambda m, x, y: picker_updates(studio, m, x, y), [model, parts["x_knob"], parts["y_knob"]],
-                [parts["x_knob"], parts["y_knob"]], api_visibility="private", queue=False)
+    # change, not input: a restore (History) sets the model too, and the pickers follow it
+    model.change(lambda m, x, y: picker_updates(studio, m, x, y), [model, parts["x_knob"], parts["y_knob"]],
+                 [parts["x_knob"], parts["y_knob"]], api_visibility="private", queue=False)
     return make_event
 
 

@@ -488,6 +488,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
     # a newly picked model starts at its own recommended knobs (the Balanced style)
     model.input(use_model, inputs=[model, knob_name],
                 outputs=[card, style, *style_outputs, *controls.values(), knob_name, values], api_visibility="private")
+    # a restore (History) sets the model without model.input: the side-by-side picker follows it here
+    model.change(lambda m, k: sweep_updates(studio, "text", m, k), [model, knob_name], [knob_name, values],
+                 api_visibility="private", queue=False)
     knob_name.input(sweep_for, inputs=[knob_name, model, *knob_inputs, *new_knob_inputs], outputs=values,
                     api_visibility="private")
 
