@@ -2,7 +2,8 @@
 and a batched-seed grid vs the same cells generated one call at a time.
 
 Rounds alternate so machine noise hits both alike. Prints `ratio=<raw seconds / studio seconds>`
-(1.0 = no overhead) and `batched_speedup=<sequential / batched>`.
+(1.0 = no overhead) and `batched_speedup=<sequential / batched>`, then `server_single_s=` (one image
+through a running app.py's API, as a client sees it; issue 22's bar is <= 0.6 s on one thread).
     python bench/image_overhead.py [--rounds 3] [--steps 30]
 """
 
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-server", action="store_true", help="skip server_single_s (starts app.py)")
     args = parser.parse_args()
     settings = Settings.from_env()
     settings.threads = args.threads
@@ -65,6 +67,26 @@ def main() -> None:
     print(f"8 seeds: batched {batched:.2f} s, sequential {sequential:.2f} s, batched_speedup={sequential / batched:.2f}")
     print(f"raw={statistics.median(raw_s):.3f} s/image studio={statistics.median(studio_s):.3f} s/image")
     print(f"ratio={statistics.median(raw_s) / statistics.median(studio_s):.3f}")
+    print(f"unet_runtime={'onnxruntime' if getattr(pipe, 'onnx_unet', None) is not None else 'torch'}")
+    if not args.no_server:
+        print(f"server_single_s={server_single(args):.3f}")
+
+
+def server_single(args) -> float:
+    """Seconds for one image (args.steps steps) through a running app.py's /generate_image, as a
+    client sees it (the median of args.rounds after one warm-up; the server on args.threads)."""
+    import tempfile
+    from pathlib import Path
+
+    from gradio_client import Client
+
+    from tests.live_server import running_app
+
+    with tempfile.TemporaryDirectory() as folder, running_app(Path(folder), AIGC_THREADS=str(args.threads)) as url:
+        client = Client(url, verbose=False, download_files=folder)
+        ask = lambda: client.predict(prompt=PROMPT, steps=args.steps, seed=1, api_name="/generate_image")
+        ask()  # loads the model
+        return statistics.median(timed(ask) for _ in range(max(args.rounds, 3)))
 
 
 if __name__ == "__main__":

@@ -316,3 +316,21 @@ def test_api_refuses_strength_out_of_range_and_the_vae(api):
     with pytest.raises(gr.Error) as error:
         drain(api.image_to_image("a red circle", {"url": data_url(picture())}, strength=1.5, model=SHAPES_ID))
     assert error.value.message.startswith("strength: must be a number in [0.0, 1.0], got 1.5")
+
+
+# ----- the shapes UNet on ONNX Runtime (issue 22) -----------------------------------------
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "dpm++", "euler", "euler_a"])
+def test_onnx_runtime_pixels_equal_the_torch_path(tiny_shapes_path, scheduler):
+    pipe = load(tiny_shapes_path, "shapes")
+    assert pipe.onnx_unet is not None  # the CPU fp32 default
+    knobs = dataclasses.replace(KNOBS, steps=8, scheduler=scheduler, width=16, height=16)
+    fast = image_engine.generate(pipe, ["a red circle", "a blue square"], knobs, [1, 2])
+    session, pipe.onnx_unet = pipe.onnx_unet, None
+    slow = image_engine.generate(pipe, ["a red circle", "a blue square"], knobs, [1, 2])
+    pipe.onnx_unet = session
+    for a, b in zip(fast, slow):
+        assert np.abs(pixels(a) - pixels(b)).max() <= 2  # of 255
+    eps_torch = pipe.unet(torch.ones(3, 3, 16, 16), torch.tensor(500), class_labels=torch.tensor([0, 5, 19])).sample
+    eps_onnx = pipe._eps(torch.ones(3, 3, 16, 16), torch.tensor(500), torch.tensor([0, 5, 19]))
+    assert torch.allclose(eps_onnx, eps_torch, atol=1e-4)

@@ -26,6 +26,49 @@ class ShapesPipeline(DiffusionPipeline):
     def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        self.onnx_unet = None  # an ONNX Runtime session of the same UNet (use_onnx_runtime), else torch
+
+    def use_onnx_runtime(self, threads: int = 1) -> None:
+        """Run the UNet with ONNX Runtime on the CPU (fp32): its graph is exported once, in memory
+        (~3 s at load, 7 MB). Measured on one thread: 30 UNet calls at batch 2 in ~0.21 s instead of
+        ~0.58 s in torch (the per-op overhead of a 16x16 UNet dominates its arithmetic); outputs
+        equal torch's within 1e-6. Calls it cannot take (another device or dtype) stay on torch."""
+        import io
+        import warnings
+
+        import onnxruntime
+
+        class Eps(torch.nn.Module):
+            def __init__(self, unet):
+                super().__init__()
+                self.unet = unet
+
+            def forward(self, x, t, labels):
+                return self.unet(x, t, class_labels=labels).sample
+
+        size = self.unet.config.sample_size
+        example = (torch.zeros(2, self.unet.config.in_channels, size, size), torch.zeros(2), torch.zeros(2, dtype=torch.long))
+        graph = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer notes on shape checks that hold for every batch we send
+            torch.onnx.export(Eps(self.unet).eval(), example, graph, input_names=["x", "t", "labels"],
+                              output_names=["eps"], dynamic_axes={"x": {0: "n"}, "t": {0: "n"}, "labels": {0: "n"}},
+                              opset_version=17, dynamo=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # a busy machine: yield, do not spin
+        self.onnx_unet = onnxruntime.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction for a batch (ONNX Runtime when it can take the call)."""
+        # the traced graph fixed one branch of diffusers' upsampler, taken below a batch of 64
+        if self.onnx_unet is None or x.device.type != "cpu" or x.dtype != torch.float32 or len(x) >= 64:
+            return self.unet(x, t, class_labels=labels).sample
+        times = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(len(x))
+        eps = self.onnx_unet.run(None, {"x": x.contiguous().numpy(), "t": times.contiguous().numpy(),
+                                        "labels": labels.numpy()})[0]
+        return torch.from_numpy(eps)
 
     @torch.no_grad()
     def __call__(
@@ -115,7 +158,7 @@ class ShapesPipeline(DiffusionPipeline):
                 model_input = torch.cat([model_input, latents[:1].expand(len(contrast), -1, -1, -1)])
                 labels = torch.cat([labels, contrast])
             model_input = self.scheduler.scale_model_input(model_input, t)
-            noise_pred = self.unet(model_input, t, class_labels=labels).sample
+            noise_pred = self._eps(model_input, t, labels)
             if contrast is not None:
                 noise_pred, compared = noise_pred[: -len(contrast)], noise_pred[-len(contrast):]
                 self.contrast_maps += (compared[:1] - compared[1:]).abs().sum(dim=1).float().cpu()
