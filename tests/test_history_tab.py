@@ -8,7 +8,9 @@ import re
 
 from playwright.sync_api import Page, expect, sync_playwright
 
-from aigc_studio.history import Entry
+from aigc_studio.history import Entry, History
+from aigc_studio.recipe import Recipe
+from aigc_studio.ui import api
 from aigc_studio.ui.history_tab import compare_html
 from tests.test_ui import GENERATION, open_studio, open_tab
 
@@ -31,6 +33,7 @@ def make_three_results(page: Page) -> None:
     open_tab(page, "Image")
     page.locator("#image-prompt textarea").fill("a green square")
     set_number(page, "#image-seed input", "11")
+    set_number(page, "#image-steps input[type=number]", "5")
     page.locator("#image-generate").click()
     expect(page.locator("#image-output img")).to_be_visible(timeout=GENERATION)
     open_tab(page, "Audio")
@@ -61,6 +64,18 @@ def test_three_results_survive_a_reload_and_the_first_is_restored_with_identical
         expect(page.locator("#text-max_new_tokens input[type=number]")).to_have_value("6")
         expect(page.locator("#text-temperature input[type=number]")).to_have_value("0.5")
         expect(page.locator("#text-seed input")).to_have_value("7")
+        # Compare the image and the audio; Download with two picked is refused with a message
+        page.get_by_role("tab", name="History").first.click()  # after a switch Gradio draws the tab twice
+        expect(page.locator("#history-list .history-entry")).to_have_count(3, timeout=GENERATION)
+        for kind in ("Image", "Audio"):
+            page.locator("#history-picked input").click()
+            page.get_by_role("option", name=re.compile(rf"^#\d+ {kind} ·")).click()
+        page.locator("#history-picked input").press("Escape")
+        page.locator("#history-compare").click()
+        expect(page.locator("#history-compared tr.history-differs").first).to_contain_text("model", timeout=GENERATION)
+        page.locator("#history-download").click()
+        expect(page.get_by_text(re.compile(r"entries: pick exactly one entry to download, got [23]")).first).to_be_visible(
+            timeout=GENERATION)
 
 
 def test_compare_highlights_only_the_knobs_that_differ():
@@ -72,3 +87,19 @@ def test_compare_highlights_only_the_knobs_that_differ():
     assert re.search(r'<tr class="history-differs"><th>seed</th>', shown)
     assert re.search(r"<tr><th>top_p</th>", shown)  # the same in both: not highlighted
     assert "1 of 4 differ" in shown
+
+
+def test_the_history_endpoint_lists_the_browsers_entries_with_their_recipes(monkeypatch):
+    class Request:
+        session_hash = "after-reload"
+
+    class Studio:
+        history = History()
+
+    Studio.history.link("before-reload", "browser")
+    Studio.history.link("after-reload", "browser")
+    Studio.history.add("before-reload", Recipe(modality="text", model_id="m", prompt="p", params={"seed": 3},
+                                               device="cpu", dtype="float32"), text="Blue.")
+    monkeypatch.setattr(api, "_studio", Studio)
+    listed = api.history(Request())
+    assert [(e["tab"], e["first_line"], e["recipe"]["params"]["seed"]) for e in listed] == [("text", "Blue.", 3)]
