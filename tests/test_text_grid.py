@@ -138,4 +138,4 @@ def test_after_a_restore_every_picker_lists_the_new_models_knobs(studio):
                     names = {value for _, value in update["choices"]} - {"none", "model"}
                     assert names and names <= set(s.knobs_used(modality, other)), (modality, names)
                     checked += 1
-        assert checked >= (3 if modality != "audio" else 1), modality  # image: side by side, grid X and Y
+        assert checked >= 3, modality  # side by side, grid X and grid Y

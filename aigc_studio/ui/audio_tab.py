@@ -14,6 +14,7 @@ import gradio as gr
 from aigc_studio.audio_views import piano_roll_image
 from aigc_studio.params import AudioParams
 from aigc_studio.studio import NotKept, Studio, file_view, read_recipe
+from aigc_studio.ui import audio_grid
 from aigc_studio.ui.widgets import (
     Sessions, KnobDropdown, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants,
     model_card, model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates,
@@ -153,6 +154,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                         views.append(gr.Image(label=f"Variant {i + 1}", type="pil", interactive=False, show_label=False,
                                               elem_id=f"audio-variant-view-{i + 1}"))
             compare_recipes, compare_recipes_raw = recipe_view("Recipes")
+            # the X/Y grid (ui/audio_grid.py), nested here closed: the page at first load is no taller
+            grid_parts = audio_grid.build(studio, used)
 
     def values_of(knob_values) -> dict:
         return dict(zip(KNOBS, knob_values))
@@ -305,6 +308,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     model.change(lambda m, k: sweep_updates(studio, "audio", m, k), [model, knob_name], [knob_name, values],
                  api_visibility="private", queue=False)
     knob_name.input(sweep_for, [knob_name, model, *knob_inputs], values, api_visibility="private")
+    audio_grid.wire(studio, sessions, grid_parts, prompt, model, {name: controls[name] for name in KNOBS})
     return hook
 
 
