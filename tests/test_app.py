@@ -246,3 +246,26 @@ def test_generate_text_newer_knobs_and_positional_calls(client):
     assert "Aye" in pirate or "Captain" in pirate
     positional = client.predict("Say yes.", 0.7, 50, 0.95, 4, 1.1, 0, True, api_name="/generate_text")
     assert positional == client.predict(prompt="Say yes.", max_new_tokens=4, greedy=True, api_name="/generate_text")
+
+
+def test_text_and_audio_grids_over_the_api(client):
+    """/text_grid: labelled cells with their figures and recipes, and the export files;
+    /audio_grid: loudness-matched cells and a zip; a knob the voice ignores is refused."""
+    import csv
+    import zipfile
+
+    grid, json_file, csv_file = client.predict(prompt="Name a colour.", x_knob="temperature", x_values="0.2, 1.5",
+                                               y_knob="none", max_new_tokens=4, seed=5, api_name="/text_grid")
+    assert grid["x_labels"] == ["temperature=0.2", "temperature=1.5"] and grid["y_labels"] == []
+    assert [c["recipe"]["params"]["seed"] for c in grid["cells"]] == [5, 5]
+    assert all(c["tokens"] >= 1 and c["tokens_per_s"] > 0 and c["mean_logprob"] <= 0 for c in grid["cells"])
+    assert json.load(open(json_file))["cells"] == grid["cells"]
+    assert [row["label"] for row in csv.DictReader(open(csv_file))] == grid["x_labels"]
+    audio, archive = client.predict(prompt="One two three.", x_knob="speed", x_values="0.8, 1.4", seed=2,
+                                    api_name="/audio_grid")
+    levels = [c["loudness_lufs"] for c in audio["cells"]]
+    assert len(levels) == 2 and abs(levels[0] - levels[1]) < 1.0
+    assert len([n for n in zipfile.ZipFile(archive).namelist() if n.endswith(".wav")]) == 2
+    with pytest.raises(Exception) as error:
+        client.predict(prompt="hi", x_knob="guidance", x_values="1, 3", api_name="/audio_grid")
+    assert "does not use guidance" in str(error.value) and "Traceback" not in str(error.value)
