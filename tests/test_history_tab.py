@@ -9,9 +9,9 @@ import re
 from playwright.sync_api import Page, expect, sync_playwright
 
 from aigc_studio.history import Entry, History
-from aigc_studio.recipe import Recipe
+from aigc_studio.recipe import Recipe, read_recipe
 from aigc_studio.ui import api
-from aigc_studio.ui.history_tab import compare_html
+from aigc_studio.ui.history_tab import compare_html, recipe_file, restore_file
 from tests.test_ui import GENERATION, open_studio, open_tab
 
 
@@ -103,3 +103,23 @@ def test_the_history_endpoint_lists_the_browsers_entries_with_their_recipes(monk
     monkeypatch.setattr(api, "_studio", Studio)
     listed = api.history(Request())
     assert [(e["tab"], e["first_line"], e["recipe"]["params"]["seed"]) for e in listed] == [("text", "Blue.", 3)]
+
+
+def test_an_entry_whose_file_was_pruned_is_restored_and_downloaded_from_its_recipe(tmp_path):
+    history = History()
+    made = Recipe(modality="image", model_id="shapes-diffusion", prompt="a red circle", params={"seed": 4},
+                  device="cpu", dtype="float32")
+    entry = history.add("s", made)
+    history.attach(made, tmp_path / "pruned.png")  # never written: as if retention removed it
+    assert entry.file_state == "pruned"
+    seen = []
+    hook = {"restore": lambda path, request: seen.append(read_recipe(path)) or ["restored"]}
+    assert restore_file(hook, entry, None) == ["restored"]
+    assert (seen[0].prompt, seen[0].params) == ("a red circle", {"seed": 4})
+
+    class Studio:
+        class settings:
+            output_dir = tmp_path
+
+    downloaded = recipe_file(Studio, entry)
+    assert downloaded.endswith(".json") and read_recipe(downloaded).params == {"seed": 4}
