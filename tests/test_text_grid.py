@@ -139,3 +139,31 @@ def test_after_a_restore_every_picker_lists_the_new_models_knobs(studio):
                     assert names and names <= set(s.knobs_used(modality, other)), (modality, names)
                     checked += 1
         assert checked >= 3, modality  # side by side, grid X and grid Y
+
+
+def test_the_text_grid_in_a_browser(app_server):
+    """The page: the grid (closed inside Side by side) fills a labelled table, its cells'
+    figures, and the export files."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_ui import ARTIFACTS, GENERATION, open_studio, open_tab
+
+    with sync_playwright() as playwright:
+        page = open_studio(playwright, app_server[0])
+        open_tab(page, "Text")
+        page.locator("#text-prompt textarea").fill("Name a fruit.")
+        length = page.locator("#text-max_new_tokens input[type=number]")
+        length.fill("6")
+        length.press("Enter")
+        expect(page.locator("#text-grid-button")).to_be_hidden()  # closed at first load
+        page.get_by_text("Side by side").first.click()
+        page.get_by_text("X/Y grid: one or two knobs").click()
+        page.locator("#text-grid-x-values textarea").fill("0.2, 1.5")
+        page.locator("#text-grid-button").click()
+        table = page.locator("#text-grid-table")
+        for label in ("temperature=0.2", "temperature=1.5", "tok/s", "mean log-prob"):
+            expect(table).to_contain_text(label, timeout=GENERATION)
+        expect(page.locator("#text-grid-files")).to_contain_text(".csv", timeout=GENERATION)
+        expect(page.locator("#text-grid-status")).to_have_text("")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "text-grid.png", full_page=True)

@@ -30,8 +30,10 @@ def table_html(plan: grid.GridPlan, labels: list[str]) -> str:
     for r, row_label in enumerate(plan.y_labels or [""]):
         cells = "".join(f'<td style="padding:4px 8px;border:1px solid #d1d5db">{html.escape(labels[r * width + c])}</td>'
                         for c in range(width))
-        rows.append(f'<tr><th style="padding:4px 8px;text-align:left">{html.escape(row_label)}</th>{cells}</tr>')
-    return (f'<div style="overflow-x:auto"><table style="border-collapse:collapse"><tr><th></th>{head}</tr>'
+        label = f'<th style="padding:4px 8px;text-align:left">{html.escape(row_label)}</th>' if plan.y_labels else ""
+        rows.append(f"<tr>{label}{cells}</tr>")
+    corner = "<th></th>" if plan.y_labels else ""  # no Y axis: no column of row labels
+    return (f'<div style="overflow-x:auto"><table style="border-collapse:collapse"><tr>{corner}{head}</tr>'
             f"{''.join(rows)}</table></div>")
 
 

@@ -65,10 +65,10 @@ def table_html(plan: grid.GridPlan, columns: list, status: str = "", final: bool
             body = cell_html(column.tokens, column.text or status, firsts[index], final)
             cells.append(f'<td style="vertical-align:top;padding:4px 8px;border:1px solid #d1d5db;'
                          f'white-space:pre-wrap;min-width:10em">{body}{figures}</td>')
-        label = f'<th style="padding:4px 8px;text-align:left">{html.escape(row_label)}</th>'
+        label = f'<th style="padding:4px 8px;text-align:left">{html.escape(row_label)}</th>' if plan.y_labels else ""
         rows.append(f"<tr>{label}{''.join(cells)}</tr>")
     return (f'<div style="overflow-x:auto"><table style="border-collapse:collapse">'
-            f"<tr><th></th>{head}</tr>{''.join(rows)}</table></div>")
+            f"<tr>{'<th></th>' if plan.y_labels else ''}{head}</tr>{''.join(rows)}</table></div>")
 
 
 def build(studio: Studio, sessions: Sessions, used) -> dict:
