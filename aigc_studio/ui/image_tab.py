@@ -282,14 +282,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     # request and progress come first: Gradio fills these special arguments only among the
     # positional parameters before *knob_values (after it they would stay None: no session).
-    async def generate_image(request: gr.Request, progress=gr.Progress(), prompt="", model=None, source=None,
-                             upload=None, sketch=None, *knob_values):
+    async def generate_image(request: gr.Request, progress=gr.Progress(), prompt="", model=None, *values):
         """One image for prompt (from the start picture, if one is chosen): streams a few
         denoising previews, then the PNG (with its recipe embedded). With batch_size > 1
         the Batch gallery shows them all."""
         with user_errors():
+            knob_values, picture = split_start(values)
             chosen = image_params(model, knob_values)
-            picture = start_picture(source, upload, sketch)
             check_restored_start(request, picture)
             stop_event = sessions.fresh_stop(request, "image")
             previews: list[bytes] = []  # every step, compact, for the strip
@@ -324,13 +323,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 gr.Info(f"Stopped ({stopped}).")
 
     def compare_image(request: gr.Request, progress=gr.Progress(), prompt="", mode=None, count=None, knob_name=None,
-                      values=None, models=None, model=None, source=None, upload=None, sketch=None, *knob_values):
+                      values=None, models=None, model=None, *more):
         """2-4 labelled variants (seed variants share one batched call), or 2-4 models at
         one seed, each at its recommended knobs; a gallery of PNGs. With a start picture
         every variant is image to image (sweep strength to see how far each goes)."""
         with user_errors():
+            knob_values, picture = split_start(more)
             base = image_params(model, knob_values, batch_size=1)
-            picture = start_picture(source, upload, sketch)
             on_step = lambda step, total: progress((step + 1, total), desc="denoising")
             stop_event = sessions.fresh_stop(request, "image")
             if mode == MODELS and picture is not None:
@@ -352,12 +351,12 @@ def build(studio: Studio, sessions: Sessions) -> None:
             return list(zip(keep_pictures(studio.save, results), [r.label for r in results]))
 
     def image_grid(request: gr.Request, progress=gr.Progress(), prompt="", x_knob=None, x_values=None, y_knob=None,
-                   y_values=None, model=None, source=None, upload=None, sketch=None, *knob_values):
+                   y_values=None, model=None, *values):
         """An X/Y grid over one or two knobs (seed fixed unless it is an axis), from the
         start picture if one is chosen. Returns the labelled grid PNG and a gallery of every cell."""
         with user_errors():
+            knob_values, picture = split_start(values)
             base = image_params(model, knob_values, batch_size=1)
-            picture = start_picture(source, upload, sketch)
             xs = axis_values(x_values, x_knob, "x_values")
             use_y = y_knob and y_knob != "none"
             ys = axis_values(y_values, y_knob, "y_values") if use_y else None
@@ -436,7 +435,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             gr.Warning("This start picture is not the one the restored recipe used (its SHA-256 differs): "
                        "the image will not be the same.")
 
-    def restore_recipe(file, request: gr.Request):
+    def restore_recipe(file, request: gr.Request = None):
         """Every knob (and the prompt and model) from a studio PNG's embedded recipe; the
         knobs the recipe's model reads are shown, the others hidden. An image-to-image
         recipe asks for its start picture (it records the picture's SHA-256 and size)."""
@@ -457,8 +456,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
             gr.Info(f"It started from a {width}x{height} picture (SHA-256 {str(expected)[:12]}...): choose the same "
                     f"picture under 'Start from a picture' to make the same image.", duration=15)
         source = gr.update() if expected else NOTHING  # a text-to-image recipe starts from nothing
-        return [saved.prompt, saved.model_id, source] + [gr.update(value=getattr(chosen, name), visible=name in used)
-                                                         for name in ALL_KNOBS]
+        return [saved.prompt, saved.model_id] + [gr.update(value=getattr(chosen, name), visible=name in used)
+                                                 for name in ALL_KNOBS] + [source]
 
     def model_views(model_id):
         """What shows for a model beside its knobs: its card, the denoising trajectory
@@ -507,7 +506,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
 
     run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
                 api_visibility="private").then(
-        generate_image, inputs=[prompt, model, *start_inputs, *knob_inputs], outputs=image, api_visibility="private",
+        generate_image, inputs=[prompt, model, *knob_inputs, *start_inputs], outputs=image, api_visibility="private",
         concurrency_id="image")  # public: ui/api.py
     run.then(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
     run.failure(lambda: ready(), outputs=generate, queue=False, api_visibility="private")
@@ -516,14 +515,14 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run.then(show_trajectory, outputs=[strip, step_slider, step_view], api_visibility="private")
     step_slider.release(show_step, step_slider, step_view, api_visibility="private")
     comparing = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
-        compare_image, inputs=[prompt, mode, count, knob_name, values, models, model, *start_inputs, *knob_inputs],
+        compare_image, inputs=[prompt, mode, count, knob_name, values, models, model, *knob_inputs, *start_inputs],
         outputs=gallery,
         api_visibility="private", concurrency_id="image")
     comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
     comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
     gridding = make_grid.click(lambda: busy(), outputs=make_grid, queue=False, api_visibility="private").then(
-        image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, model, *start_inputs, *knob_inputs],
+        image_grid, inputs=[prompt, x_knob, x_values, y_knob, y_values, model, *knob_inputs, *start_inputs],
         outputs=[grid_image, grid_gallery], api_visibility="private", concurrency_id="image")
     gridding.then(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
     gridding.failure(lambda: ready("Make grid"), outputs=make_grid, queue=False, api_visibility="private")
@@ -538,7 +537,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
         lambda: (ready(), ready("Compare"), ready("Make grid"), ready("Walk")),
         outputs=[generate, compare, make_grid, walk], queue=False, api_visibility="private")
     hook = {"restore": restore_recipe, "outputs": [prompt, model, start["source"], *knob_inputs]}  # History tab
-    upload.upload(restore_recipe, upload, [prompt, model, start["source"], *knob_inputs],
+    upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, start["source"]],
                   api_visibility="private").success(
         model_views, model, [card, trajectory_box, family_box, family_views], api_visibility="private")
     model.input(use_model, [model, x_knob, y_knob, knob_name],
@@ -563,6 +562,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
     for done in (maps_run.then, maps_run.failure):
         done(lambda: ready("Map the prompt"), outputs=mapping["button"], queue=False, api_visibility="private")
     return hook
+
+
+def split_start(values: tuple) -> tuple[tuple, object]:
+    """(the knob values, the start picture or None) from a handler's trailing inputs: every
+    knob of ALL_KNOBS, then the start picture's source, upload and sketch (left out: none)."""
+    knob_values, start = values[:len(ALL_KNOBS)], values[len(ALL_KNOBS):]
+    return knob_values, start_picture(*start) if start else None
 
 
 def grid_axes(used) -> list[str]:
