@@ -35,12 +35,13 @@ def build_demo(studio: Studio) -> gr.Blocks:
         # The device line needs torch (seconds to import): the page answers first, the line follows.
         demo.load(lambda: intro + studio.describe(), outputs=header, api_visibility="private", queue=False)
         api.register(studio)  # the public endpoints (and MCP tools); the tabs' events are private
+        browser = history_tab.browser_state()  # the History tab's browser id, read at each page load
         with gr.Tabs() as tabs:
             hooks = {"text": text_tab.build(studio, sessions)}
             hooks["image"] = image_tab.build(studio, sessions)
             hooks["audio"] = audio_tab.build(studio, sessions)
             tune_tab.build(studio, sessions)
-            history_tab.build(studio, sessions, demo, tabs, hooks)
+            history_tab.build(studio, sessions, demo, tabs, hooks, browser)
     return demo
 
 

@@ -92,12 +92,20 @@ def recipe_file(studio: Studio, entry: Entry) -> str:
     return str(write_atomically(studio.settings.output_dir / name, lambda part: part.write_text(data)))
 
 
-def build(studio: Studio, sessions: Sessions, demo: gr.Blocks, tabs: gr.Tabs, hooks: dict) -> None:
-    """The History tab; hooks maps a tab id (text, image, audio) to what build() returned."""
+def browser_state() -> gr.BrowserState:
+    """The browser's random id, kept in its local storage. Made outside gr.Tabs: a component
+    directly under gr.Tabs is drawn as a second tab button, and one inside a tab is only
+    drawn (and read) once that tab is opened, too late for the page load."""
+    return gr.BrowserState(None, storage_key=STORAGE_KEY)
+
+
+def build(studio: Studio, sessions: Sessions, demo: gr.Blocks, tabs: gr.Tabs, hooks: dict,
+          browser: gr.BrowserState) -> None:
+    """The History tab; hooks maps a tab id (text, image, audio) to what build() returned,
+    browser is browser_state()."""
     history = studio.history
     text = hooks["text"]
     text.setdefault("outputs", [text["prompt"], text["model"], *text["controls"].values()])
-    browser = gr.BrowserState(None, storage_key=STORAGE_KEY)
     with gr.Tab("History", id="history") as tab:
         gr.Markdown("Every result of this browser, newest first (the last 100; files follow the output "
                     "folder's retention policy). Pick one to restore or download it, or two or more to compare.")
@@ -138,7 +146,7 @@ def build(studio: Studio, sessions: Sessions, demo: gr.Blocks, tabs: gr.Tabs, ho
             updates["text"] = restore_text(studio, hooks["text"], entry)
         else:
             updates[entry.tab] = restore_file(hooks[entry.tab], entry, request)
-        return [gr.update(selected=entry.tab), *updates["text"], *updates["image"], *updates["audio"]]
+        return [gr.Tabs(selected=entry.tab), *updates["text"], *updates["image"], *updates["audio"]]
 
     def download_entry(picked_ids, request: gr.Request):
         with user_errors():
