@@ -259,7 +259,7 @@ def tab(real):
     from aigc_studio.ui import image_tab
     from aigc_studio.ui.widgets import Sessions
 
-    sessions = Sessions()
+    sessions = Sessions(real.history)
     with gr.Blocks() as demo:
         image_tab.build(real, sessions)
     handlers = {f.fn.__name__: f.fn for f in demo.fns.values() if f.fn is not None}
@@ -352,6 +352,9 @@ def test_the_image_tab_walks_from_seed_a_to_seed_b(real, tab):
     assert json.loads(frames[0][0].info[RECIPE_KEY])["label"] == "walk frame 1/4: seed 5 -> 9"  # the full label
     assert same(frames[0][0], real.image("a red square", "shapes-gan", seed=5).output)
     assert "shapes-gan" in card and raw[0]["params"]["walk_frames"] == 4
+    walked = real.history.entries(None)[0]  # the walk joins the history, its GIF beside it
+    assert (walked.tab, walked.model, walked.path, walked.file_state) == ("image", "shapes-gan", gif, "kept")
+    assert walked.recipe["params"]["walk_to_seed"] == 9
     assert refusal(walk, None, quiet, "a red square", 5, 9, 50, "shapes-gan", *knob_values(real, "shapes-gan")
                    ).startswith("frames: must be a whole number in [2, 32], got 50")
 

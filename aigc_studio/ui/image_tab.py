@@ -400,6 +400,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 return
             path = await asyncio.to_thread(keep_walk, studio, animation)
             walked = read_recipe(path)  # what the file itself carries
+            if sessions.history is not None:  # the walk's GIF joins the browser's history
+                sessions.history.add(sessions.key(request), walked)
+                sessions.history.attach(walked, path)
             # short captions: a long one covers a small frame (each frame's recipe keeps the full label)
             frames_shown = [(_with_recipe(r), f"{i + 1}/{len(results)}") for i, r in enumerate(results)]
             yield path, frames_shown, recipe_card([walked]), recipe_json([walked])
