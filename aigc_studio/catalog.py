@@ -148,9 +148,13 @@ def in_hub_cache(repo_id: str, revision: str | None = None) -> bool:
     """True when the local Hugging Face cache (HF_HUB_CACHE) holds a snapshot of repo_id:
     its config.json (transformers) or model_index.json (diffusers). Never touches the network."""
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    return any(isinstance(try_to_load_from_cache(repo_id, name, revision=revision), str)
-               for name in ("config.json", "model_index.json"))
+    try:
+        return any(isinstance(try_to_load_from_cache(repo_id, name, revision=revision), str)
+                   for name in ("config.json", "model_index.json"))
+    except HFValidationError:  # not a repo id at all (an operator's allowlist may hold anything)
+        return False
 
 
 def resolve_preset(preset: str) -> str:
@@ -207,7 +211,7 @@ class Catalog:
                 f"can run now: {runnable}")
 
     def _runnable(self, spec: ModelSpec) -> bool:
-        if spec.source != "hub":
+        if spec.source != "hub" or Path(spec.location).is_dir():  # an allowlisted folder loads offline
             return True
         if self.hub_online is None:
             self.hub_online = hub_reachable()

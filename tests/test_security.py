@@ -60,10 +60,14 @@ def test_the_allowlist_admits_exactly_the_listed_ids():
             catalog.get(near_miss, "text")
 
 
-def test_allowlist_entries_join_the_pickers_of_their_modality():
-    catalog = Catalog([], {}, allowlist=("image:org/pictures", "org/any", "file:///etc/passwd"))
+def test_allowlist_entries_join_the_pickers_of_their_modality(tmp_path):
+    catalog = Catalog([], {}, allowlist=("image:org/pictures", "org/any", "file:///etc/passwd"), hub_online=True)
     assert catalog.choices("image") == ["org/pictures", "org/any", "file:///etc/passwd"]
     assert catalog.choices("text") == ["org/any", "file:///etc/passwd"]
+    # offline only a folder on disk can load: hub repos outside the local cache and ids that are
+    # no repo id at all are not offered (and listing them does not fail)
+    offline = Catalog([], {}, allowlist=(f"image:{tmp_path}", "org/any", "file:///etc/passwd"), hub_online=False)
+    assert offline.choices("image") == [str(tmp_path)] and offline.choices("text") == []
     assert catalog.get("org/pictures", "image").location == "org/pictures"
     with pytest.raises(UnknownModelError):
         catalog.get("org/pictures", "text")
