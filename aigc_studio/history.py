@@ -21,8 +21,8 @@ from typing import Any
 MAX_ENTRIES = 100  # per browser: the oldest entries are forgotten
 MAX_BROWSERS = 200  # browsers remembered at once (least recently used are forgotten): ~100 KB to 1 MB each
 MAX_TEXT_CHARS = 4000  # of a text answer kept in an entry
-LABEL_KNOBS = ("seed", "temperature", "top_p", "steps", "guidance", "speed", "scheduler")
-TABS = {"text": "Text", "image": "Image", "audio": "Audio"}
+LABEL_KNOBS = ("seed", "temperature", "top_p", "steps", "guidance", "speed", "scheduler", "method")
+TABS = {"text": "Text", "image": "Image", "audio": "Audio", "tune": "Tune"}
 
 
 @dataclass

@@ -247,9 +247,23 @@ def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path)
     from aigc_studio.ui.widgets import Sessions
 
     s = studio()
-    updates = drain(tune_tab.train(s, Sessions(), None, corpus_text(200), None, TEXT_ID, 4, 8, 0.01, 3, 2, 16, 1, 2, "tab"))
+    updates = drain(tune_tab.train(s, Sessions(s.history), None, corpus_text(200), None, TEXT_ID, 4, 8, 0.01, 3, 2, 16,
+                                   1, 2, "tab"))
     status, plot, summary, picker = updates[-1]
     assert status == "Done." and list(plot["step"]) == [1, 2, 3] and plot["loss"].notna().all()
+    # the tune joins the history; Restore brings back its base, name and knobs into the Tune tab
+    [entry] = s.history.entries(None)
+    assert (entry.tab, entry.model, entry.file_state) == ("tune", TEXT_ID, "kept")
+    assert entry.path.endswith("tune_recipe.json") and f"{TEXT_ID}+tab" in entry.first_line
+    import gradio as gr
+    with gr.Blocks():
+        hook = tune_tab.build(s, Sessions(s.history))
+    restored = tune_tab.restore_tune(s, hook, entry.recipe)
+    assert len(restored) == len(hook["outputs"]) == 3 + len(hook["knobs"])
+    assert restored[:3] == [TEXT_ID, "tab", "lora"]
+    assert dict(zip(hook["knobs"], restored[3:])) == {"rank": 4, "alpha": 8, "steps": 3, "batch_size": 2,
+                                                      "sequence_length": 16, "eval_every": 2,
+                                                      "learning_rate": 0.01, "seed": 1}
     assert f"{TEXT_ID}+tab" in summary and "runs on torch" in summary and picker["value"] == f"{TEXT_ID}+tab"
     base, tuned = tune_tab.compare(s, "the quick brown", f"{TEXT_ID}+tab", 5, 4)
     assert tuned == s.text("the quick brown", model=f"{TEXT_ID}+tab", seed=5, max_new_tokens=4,
@@ -259,7 +273,6 @@ def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path)
     fresh = studio()
     message, picker = tune_tab.load_adapter(fresh, [str(folder / name) for name in tune_tab.ADAPTER_FILES])
     assert f"{TEXT_ID}+tab" in message and picker["choices"] == [f"{TEXT_ID}+tab"]
-    import gradio as gr
     with pytest.raises(gr.Error, match="upload exactly"):
         tune_tab.load_adapter(fresh, [str(folder / "adapter_config.json")])
 

@@ -40,7 +40,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             hooks = {"text": text_tab.build(studio, sessions)}
             hooks["image"] = image_tab.build(studio, sessions)
             hooks["audio"] = audio_tab.build(studio, sessions)
-            tune_tab.build(studio, sessions)
+            hooks["tune"] = tune_tab.build(studio, sessions)
             history_tab.build(studio, sessions, demo, tabs, hooks, browser)
     return demo
 

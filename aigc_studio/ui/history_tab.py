@@ -16,6 +16,7 @@ import gradio as gr
 
 from aigc_studio.history import TABS, Entry, differing_knobs
 from aigc_studio.recipe import RECIPE_KEY, Recipe, Result
+from aigc_studio.ui import tune_tab
 from aigc_studio.storage import write_atomically
 from aigc_studio.studio import Studio
 from aigc_studio.ui.widgets import Sessions, user_errors
@@ -39,7 +40,7 @@ def file_url(path: str) -> str:
 
 def preview(entry: Entry) -> str:
     """A thumbnail, a player or the text's first line; a pruned file says so."""
-    if entry.tab == "text":
+    if entry.tab in ("text", "tune"):
         return f"<span>{html.escape(entry.first_line or '(empty answer)')}</span>"
     state = entry.file_state
     if state == "pruned":
@@ -136,17 +137,20 @@ def build(studio: Studio, sessions: Sessions, demo: gr.Blocks, tabs: gr.Tabs, ho
             raise ValueError(f"entries: pick exactly one entry to {action}, got {len(picked_ids or [])}")
         return history.get(Sessions.key(request), picked_ids[0])
 
-    outputs = [tabs, *hooks["text"]["outputs"], *hooks["image"]["outputs"], *hooks["audio"]["outputs"]]
+    kinds = [t for t in ("text", "image", "audio", "tune") if t in hooks]
+    outputs = [tabs, *[component for t in kinds for component in hooks[t]["outputs"]]]
 
     def restore_entry(picked_ids, request: gr.Request):
         with user_errors():
             entry = one(picked_ids, request, "restore")
-        updates = {t: [gr.update()] * len(hooks[t]["outputs"]) for t in ("text", "image", "audio")}
+        updates = {t: [gr.update()] * len(hooks[t]["outputs"]) for t in kinds}
         if entry.tab == "text":
             updates["text"] = restore_text(studio, hooks["text"], entry)
+        elif entry.tab == "tune":
+            updates["tune"] = tune_tab.restore_tune(studio, hooks["tune"], entry.recipe)
         else:
             updates[entry.tab] = restore_file(hooks[entry.tab], entry, request)
-        return [gr.Tabs(selected=entry.tab), *updates["text"], *updates["image"], *updates["audio"]]
+        return [gr.Tabs(selected=entry.tab), *[u for t in kinds for u in updates[t]]]
 
     def download_entry(picked_ids, request: gr.Request):
         with user_errors():

@@ -8,6 +8,7 @@ serving while it runs. Stop ends training after the current step and keeps that 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import uuid
 from pathlib import Path
@@ -94,7 +95,31 @@ async def train(studio: Studio, sessions: Sessions, request: gr.Request | None, 
                            f"{result.perplexity_after:.2f}** ({result.perplexity_after / result.perplexity_before:.2f}×) · "
                            f"{result.train_tokens:,} training tokens, {result.heldout_tokens:,} held out · "
                            f"{result.seconds / 60:.1f} min · runs on torch · saved in `{result.folder}`")
+                record_tune(sessions, request, model, name, chosen, result)
                 yield "Done.", curve(rows), summary, gr.update(choices=adapters(studio), value=result.adapter)
+
+
+def record_tune(sessions: Sessions, request: gr.Request | None, model: str, name: str, chosen: TuneParams,
+                result) -> None:
+    """The tune joins the browser's history: its base, name and knobs (what Restore brings back), with
+    the tuned model's recipe file and its perplexities in the entry's text."""
+    if sessions.history is None:
+        return
+    recipe = {"modality": "tune", "model_id": model, "prompt": name, "label": result.adapter,
+              "params": dataclasses.asdict(chosen)}
+    text = (f"{result.adapter}: held-out perplexity {result.perplexity_before:.2f} -> {result.perplexity_after:.2f}"
+            f"{' (stopped)' if result.stopped else ''}")
+    entry = sessions.history.add(Sessions.key(request), recipe, text)
+    entry.path = str(Path(result.folder) / TUNE_RECIPE)
+
+
+def restore_tune(studio: Studio, hook: dict, recipe: dict) -> list:
+    """Base model, name and every knob of a tune entry (the text it was tuned on is not kept)."""
+    with user_errors():
+        chosen = knobs.make(TuneParams, **recipe.get("params", {}))
+        model = studio.model_spec("text", recipe.get("model_id")).id
+    gr.Info("Restored the knobs of a tune; paste or upload the text again to train.")
+    return [model, recipe.get("prompt", ""), chosen.method, *[getattr(chosen, k) for k in hook["knobs"]]]
 
 
 def load_adapter(studio: Studio, files):
@@ -129,7 +154,7 @@ def compare(studio: Studio, prompt, adapter, seed, max_new_tokens):
         return base.output, tuned.output
 
 
-def build(studio: Studio, sessions: Sessions) -> None:
+def build(studio: Studio, sessions: Sessions) -> dict:
     choices = base_models(studio)
     default = studio.catalog.defaults.get("text")
     with gr.Tab("Tune", id="tune"):
@@ -200,3 +225,6 @@ def build(studio: Studio, sessions: Sessions) -> None:
     run.click(lambda p, a, s, n: compare(studio, p, a, s, n), [prompt, tuned, compare_seed, length],
               [base_out, tuned_out], api_visibility="private")
     restore.click(lambda f: load_adapter(studio, f), upload, [restored, tuned], api_visibility="private")
+    hook_knobs = [*KNOB_SLIDERS, "learning_rate", "seed"]
+    return {"knobs": hook_knobs,  # what the History tab restores, in this order after model, name, method
+            "outputs": [model, name, method, *[sliders[k] for k in KNOB_SLIDERS], learning_rate, seed]}
