@@ -58,7 +58,7 @@ def title(entry: Entry) -> str:
 
 def list_html(entries: list[Entry]) -> str:
     if not entries:
-        return CSS + "<p>No results yet: everything you generate in the Text, Image and Audio tabs lands here.</p>"
+        return CSS + "<p>No results yet: everything you generate in the Text, Image, Audio and Tune tabs lands here.</p>"
     rows = [f'<div class="history-entry" data-entry="{e.id}">{preview(e)}<div><b>{html.escape(title(e))}</b><br>'
             f'<small>{html.escape(e.recipe.get("prompt", "")[:100])}</small></div></div>' for e in entries[:SHOWN]]
     more = f"<p>… and {len(entries) - SHOWN} older (pick them above).</p>" if len(entries) > SHOWN else ""
