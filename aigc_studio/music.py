@@ -250,28 +250,3 @@ def midi(piece: Piece, recipe: dict | None = None, title: str = "") -> bytes:
     from aigc_studio import music_render
 
     return music_render.midi_bytes(piece.notes(), piece.tempo, piece.metre, piece.key, recipe, piece.timbre, title)
-
-
-def render(piece: Piece) -> tuple[int, "object"]:
-    """(sample rate, stereo float32 samples) of a piece, by the additive synthesiser."""
-    from aigc_studio import music_render
-
-    return music_render.RATE, music_render.synthesise(piece.notes(), piece.step_seconds, piece.timbre)
-
-
-def recipe_fields(model_id: str, title: str, params: AudioParams) -> dict:
-    """What a MIDI file carries as its recipe: model, title and every knob the model reads.
-    No times or versions, so the same knobs give the same bytes."""
-    from dataclasses import asdict
-
-    from aigc_studio.engines.audio import knobs_used
-
-    return {"modality": "audio", "model_id": model_id, "prompt": title,
-            "params": {k: v for k, v in asdict(params).items() if k in knobs_used("chorales")}}
-
-
-def midi(piece: Piece, recipe: dict | None = None, title: str = "") -> bytes:
-    """The piece as a Standard MIDI File carrying `recipe` (see music_render.midi_bytes)."""
-    from aigc_studio import music_render
-
-    return music_render.midi_bytes(piece.notes(), piece.tempo, piece.metre, piece.key, recipe, piece.timbre, title)
