@@ -61,16 +61,22 @@ def cases(per_class: int):
     return out
 
 
-def main() -> None:
+def shapes_setup() -> tuple[argparse.Namespace, object, ImageParams]:
+    """(the --steps/--per-class arguments, the embedded shapes pipeline, its default knobs at 16x16),
+    on one thread: what this bench and bench/prompt_map.py start from."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--per-class", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
     defaults = next(s for s in EMBEDDED_MODELS if s.id == "shapes-diffusion").defaults
-    pipe = load_pipeline()
-    base = ImageParams(steps=args.steps, guidance=defaults["guidance"], scheduler=defaults["scheduler"],
-                       width=shapes.NATIVE_SIZE, height=shapes.NATIVE_SIZE)
+    params = ImageParams(steps=args.steps, guidance=defaults["guidance"], scheduler=defaults["scheduler"],
+                         width=shapes.NATIVE_SIZE, height=shapes.NATIVE_SIZE)
+    return args, load_pipeline(), params
+
+
+def main() -> None:
+    args, pipe, base = shapes_setup()
     started = time.perf_counter()
     inputs = cases(args.per_class)
     distances = {s: [] for s in STRENGTHS}

@@ -11,7 +11,6 @@ Runs through engines/image_inside.prompt_maps, as the studio does, one thread.
     python bench/prompt_map.py [--steps 30] [--per-class 4]
 """
 
-import argparse
 import os
 import sys
 import time
@@ -19,28 +18,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import torch
 
 from aigc_studio import shapes
-from aigc_studio.catalog import EMBEDDED_MODELS
 from aigc_studio.engines import image_inside
-from aigc_studio.params import ImageParams
-from aigc_studio.train import load_pipeline
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from image_to_image import CLASSES, mask  # noqa: E402
+from image_to_image import CLASSES, mask, shapes_setup  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--per-class", type=int, default=4)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    defaults = next(s for s in EMBEDDED_MODELS if s.id == "shapes-diffusion").defaults
-    pipe = load_pipeline()
-    params = ImageParams(steps=args.steps, guidance=defaults["guidance"], scheduler=defaults["scheduler"],
-                         width=shapes.NATIVE_SIZE, height=shapes.NATIVE_SIZE)
+    args, pipe, params = shapes_setup()
     started = time.perf_counter()
     share = {"colour": [], "shape": []}
     areas, adherent = [], []
