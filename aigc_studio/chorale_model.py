@@ -3,8 +3,9 @@
 nanoGPT-shaped (pre-norm blocks, causal self-attention, tied input/output embeddings), with
 no absolute positions: each token's embedding adds the *next* slot's voice (S, A, T, B) and
 position in the bar, so the model always knows which voice and beat it is choosing for, and a
-window can slide over a piece longer than the training windows. Hard masks (`allowed`) make a
-voice leave its range or hold a note it is not sounding impossible, whatever the knobs.
+window can slide over a piece longer than the training windows. Hard masks make a voice
+leaving its range, holding a note it is not sounding (`allowed`) or moving in parallel fifths or
+octaves with a voice above it (`parallel_pitches`) impossible, whatever the knobs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class ChoraleConfig:
     width: int = 128
     layers: int = 5
     heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0  # the model underfits (train loss above held-out at 0.1)
     window: int = 64  # grid steps the model reads at once (8 bars of 4/4)
 
     @property
@@ -149,7 +150,46 @@ def opening_classes(mode: str, voice: int) -> set[int]:
     return bass if voice == 3 else upper
 
 
+def sounding(body: list[int], step: int, voice: int) -> int | None:
+    """The pitch `voice` sounds at grid `step` of `body` (S A T B tokens), None when it rests."""
+    while step >= 0:
+        token = body[4 * step + voice]
+        if token != ch.HOLD:
+            return ch.token_pitch(token)
+        step -= 1
+    return None
+
+
+def parallel_pitches(body: list[int]) -> set[int]:
+    """Pitches the next token of `body` (S A T B tokens so far) may not move to: each would make
+    parallel fifths or octaves (or unisons) with a voice already chosen at this step.
+
+    The rule of four-part writing Bach keeps (his chorales break it ~0.4 times per 100
+    sonorities): two voices a fifth or an octave apart must not both move, the same way, to
+    another fifth or octave. A voice that holds or rests never forms one."""
+    step, voice = divmod(len(body), 4)
+    if step == 0 or voice == 0:
+        return set()
+    forbidden = set()
+    for upper in range(voice):
+        before_upper, before_lower = sounding(body, step - 1, upper), sounding(body, step - 1, voice)
+        now_upper = sounding(body, step, upper)
+        if None in (before_upper, before_lower, now_upper) or now_upper == before_upper:
+            continue
+        interval = (before_upper - before_lower) % 12
+        if interval not in (0, 7):
+            continue
+        moving_up = now_upper > before_upper
+        for pitch in range(ch.LOWEST, ch.HIGHEST + 1):
+            if pitch != before_lower and (pitch > before_lower) == moving_up and (now_upper - pitch) % 12 == interval:
+                forbidden.add(pitch)
+    return forbidden
+
+
 def mask_logits(logits: torch.Tensor, voice: int, previous: int | None, transpose: int = 0,
-                pitch_classes: set[int] | None = None) -> torch.Tensor:
-    """logits with every token the hard masks forbid set to -inf."""
-    return logits.masked_fill(~allowed(voice, previous, transpose, pitch_classes), float("-inf"))
+                pitch_classes: set[int] | None = None, forbidden: set[int] = frozenset()) -> torch.Tensor:
+    """logits with every token the hard masks forbid set to -inf (forbidden: pitches, model space)."""
+    mask = allowed(voice, previous, transpose, pitch_classes)
+    for pitch in forbidden:
+        mask[ch.pitch_token(pitch)] = False
+    return logits.masked_fill(~mask, float("-inf"))

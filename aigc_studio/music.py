@@ -7,7 +7,8 @@ engines.text.Column (the text decoding loop's picker, with the `sampling_stages`
 processors and a seeded torch.Generator), and the next-note explainer is
 engines.text.explain_next_token itself. temperature, top-k and top-p mean exactly what
 they mean for text. Only the hard masks are music's own: before the knobs act, a voice's
-out-of-range pitches and a HOLD after a rest get probability 0 (chorale_model.allowed), and
+out-of-range pitches, a HOLD after a rest (chorale_model.allowed) and a move into parallel
+fifths or octaves (chorale_model.parallel_pitches) get probability 0, and
 the first step is the key's tonic chord (chorale_model.OPENING: it fixes the key).
 
 The model writes in C major / A minor; the key knob is a transposition of -6..+5
@@ -25,7 +26,8 @@ from typing import Callable
 import torch
 
 from aigc_studio import chorales as ch
-from aigc_studio.chorale_model import ChoraleTransformer, inputs, load, mask_logits, opening_classes
+from aigc_studio.chorale_model import (ChoraleTransformer, inputs, load, mask_logits, opening_classes,
+                                       parallel_pitches)
 from aigc_studio.engines import GenerationStopped
 from aigc_studio.params import MUSIC_KEYS, AudioParams, ParamError, TextParams
 
@@ -104,7 +106,7 @@ def next_logits(model: ChoraleTransformer, sequence: list[int], transpose: int =
     with torch.inference_mode():
         logits = model(*inputs(context, phase % bar))[0, -1].float()
     opening = opening_classes("minor" if sequence[0] == ch.MINOR else "major", voice) if step == 0 else None
-    return mask_logits(logits, voice, previous, transpose, opening)
+    return mask_logits(logits, voice, previous, transpose, opening, parallel_pitches(body))
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from aigc_studio import chorales as ch
-from aigc_studio.chorale_model import ChoraleConfig, ChoraleTransformer, allowed, inputs, load, mask_logits, save
+from aigc_studio.chorale_model import (ChoraleConfig, ChoraleTransformer, allowed, inputs, load, mask_logits,
+                                       parallel_pitches, save)
 
 
 def test_the_shipped_size_is_about_a_million_parameters():
@@ -44,3 +45,29 @@ def test_masked_logits_never_pick_a_forbidden_token():
     masked = mask_logits(logits, 0, ch.REST)
     assert masked[ch.HOLD] == float("-inf") and masked[ch.pitch_token(30)] == float("-inf")
     assert int(torch.argmax(masked)) != ch.HOLD
+
+
+def _step(*pitches_or_tokens) -> list[int]:
+    return [ch.pitch_token(t) if t > ch.PITCH0 + 12 else t for t in pitches_or_tokens]
+
+
+def test_a_voice_may_not_follow_a_voice_above_it_into_parallel_fifths_or_octaves():
+    # G4 over C4 (a fifth); the soprano steps up to A4: the alto may not step up to D4 (or any
+    # D above C4), may go down to D3 (contrary motion), hold, or take another pitch.
+    body = _step(67, 60, 48, 36) + _step(69)
+    forbidden = parallel_pitches(body)
+    assert {62, 74} <= forbidden and 50 not in forbidden and 64 not in forbidden and 60 not in forbidden
+    # Octaves: bass C3 under tenor C4, the tenor moves down to B3: the bass may not go to B2.
+    body = _step(67, 64, 60, 48) + _step(67, 64, 59)
+    assert 47 in parallel_pitches(body) and 43 not in parallel_pitches(body)
+    # Voices above that hold form no parallel: C5 G4 C4 over C3 all hold, the bass is free.
+    body = _step(72, 67, 60, 48) + [ch.HOLD] * 3
+    assert parallel_pitches(body) == set()
+
+
+def test_the_parallel_mask_reaches_the_logits():
+    body = _step(67, 60, 48, 36) + _step(69)
+    logits = torch.zeros(ch.VOCAB)
+    logits[ch.pitch_token(62)] = 100.0  # the model "wants" the parallel fifth
+    masked = mask_logits(logits, 1, body[1], forbidden=parallel_pitches(body))
+    assert masked[ch.pitch_token(62)] == float("-inf") and int(torch.argmax(masked)) != ch.pitch_token(62)

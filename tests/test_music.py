@@ -43,6 +43,24 @@ def test_a_piece_has_the_bars_asked_for_and_every_note_obeys_the_masks(chorale_s
     for voice, notes in zip(ch.VOICES, piece.notes()):
         low, high = ch.RANGES[voice]
         assert all(low <= pitch <= high for pitch, _, _ in notes)
+    assert parallel_motions(body) == 0  # a random model would write many: the voice-leading mask forbids them
+
+
+def parallel_motions(body: list[int]) -> int:
+    """Parallel fifths and octaves between any two voices from one step to the next."""
+    steps = [body[i:i + 4] for i in range(0, len(body), 4)]
+    sounding, count = [], 0
+    for step in steps:
+        sounding.append([ch.token_pitch(t) if t != ch.HOLD else (sounding[-1][v] if sounding else None)
+                         for v, t in enumerate(step)])
+    for before, after in zip(sounding, sounding[1:]):
+        for upper in range(4):
+            for lower in range(upper + 1, 4):
+                a, b, c, d = before[upper], before[lower], after[upper], after[lower]
+                if None in (a, b, c, d) or a == c or b == d or (c > a) != (d > b):
+                    continue
+                count += (a - b) % 12 == (c - d) % 12 and (a - b) % 12 in (0, 7)
+    return count
 
 
 def test_the_same_seed_and_knobs_give_the_same_midi_bytes_and_another_seed_does_not(chorale_studio):
