@@ -35,7 +35,7 @@ METRE_TOKEN = {"4/4": METRE_4, "3/4": METRE_3}
 # Each voice's range (MIDI, inclusive) in sounding pitch: the classic SATB compass widened by a
 # tone where Bach goes (Bach's chorales leave it on 0.1 % of their notes).
 RANGES = {"soprano": (57, 81), "alto": (52, 76), "tenor": (45, 72), "bass": (33, 64)}
-_STEP_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+LETTER_PITCH_CLASS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
@@ -104,7 +104,7 @@ def _read_part(part: ET.Element) -> tuple[list[tuple[int, float, float]], dict]:
                 length = int(element.findtext("duration")) / divisions
                 pitch = element.find("pitch")
                 if pitch is not None:
-                    midi = (12 * (int(pitch.findtext("octave")) + 1) + _STEP_PC[pitch.findtext("step")]
+                    midi = (12 * (int(pitch.findtext("octave")) + 1) + LETTER_PITCH_CLASS[pitch.findtext("step")]
                             + int(float(pitch.findtext("alter") or 0)))
                     if tied and notes and notes[-1][0] == midi and abs(notes[-1][1] + notes[-1][2] - time) < 1e-6:
                         notes[-1][2] += length

@@ -17,6 +17,7 @@ semitones, and the range masks are applied in sounding pitch.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class Piece:
     tempo: float
     timbre: str
     bars: int
+    given: frozenset = frozenset()  # grid positions (S A T B per step) taken from the start knob
 
     @property
     def steps(self) -> int:
@@ -181,8 +183,12 @@ def compose(loaded: ChoraleModel, params: AudioParams, on_step: Callable[[int, i
     The same knobs give the same tokens (cached: composing again costs nothing)."""
     from aigc_studio.engines.text import Column
 
-    key = (params.seed, params.temperature, params.top_k, params.top_p, params.bars, params.key, params.metre)
+    key = (params.seed, params.temperature, params.top_k, params.top_p, params.bars, params.key, params.metre,
+           params.start)
     transpose = transposition(params.key)
+    start = parse_start(params.start, params.key, params.metre, params.bars)
+    given = {4 * step + voice: token for step, tokens in enumerate(start) for voice, token in enumerate(tokens)
+             if token is not None}
     with loaded.lock:
         cached = loaded.pieces.get(key)
     if cached is None:
@@ -190,6 +196,9 @@ def compose(loaded: ChoraleModel, params: AudioParams, on_step: Callable[[int, i
         column = Column(sampling_params(params), torch.tensor([sequence]), loaded.text_model(transpose))
         bar = ch.METRES[params.metre]
         for index in range(params.bars * bar * 4):
+            if index in given:
+                sequence.append(given[index])
+                continue
             logits = next_logits(loaded.model, sequence, transpose)
             column.ids = torch.tensor([sequence])  # the penalties (off here) would read the history
             sequence.append(column.pick(logits))
@@ -204,7 +213,8 @@ def compose(loaded: ChoraleModel, params: AudioParams, on_step: Callable[[int, i
             loaded.pieces[key] = cached
             while len(loaded.pieces) > PIECE_CACHE:
                 loaded.pieces.popitem(last=False)
-    return Piece(list(cached), params.key, params.metre, transpose, params.tempo, params.timbre, params.bars)
+    return Piece(list(cached), params.key, params.metre, transpose, params.tempo, params.timbre, params.bars,
+                 frozenset(given))
 
 
 def explain(loaded: ChoraleModel, piece: Piece, position: int, params: AudioParams, top_n: int = 10):
@@ -222,11 +232,138 @@ def explain(loaded: ChoraleModel, piece: Piece, position: int, params: AudioPara
 
 
 def describe_position(piece: Piece, position: int) -> str:
-    """'bar 3, beat 2, alto' for a grid token index."""
+    """'bar 3, beat 2, alto' for a grid token index ('..., given by the start' for a given note)."""
     step, voice = divmod(position, 4)
     bar = ch.METRES[piece.metre]
+    given = " (given by the start: the model did not choose it)" if position in piece.given else ""
     return f"bar {step // bar + 1}, beat {(step % bar) // ch.STEPS_PER_QUARTER + 1}" \
-           f"{'' if step % 2 == 0 else '½'}, {ch.VOICES[voice]}"
+           f"{'' if step % 2 == 0 else '½'}, {ch.VOICES[voice]}{given}"
+
+
+# ----- a start: a melody to harmonise, or first bars to continue ------------------------------
+
+NOTE_PATTERN = re.compile(r"^([A-Ga-g])([#b]?)(-?\d)$")
+HOLD_MARK, REST_MARK, BAR_MARK = "-", "r", "|"
+
+
+def _note_pitch(name: str) -> int | None:
+    """'F#4' -> 66, 'Bb3' -> 58; None when `name` is not a note name."""
+    match = NOTE_PATTERN.match(name)
+    if match is None:
+        return None
+    letter, accidental, octave = match.groups()
+    return (int(octave) + 1) * 12 + ch.LETTER_PITCH_CLASS[letter.upper()] + {"#": 1, "b": -1, "": 0}[accidental]
+
+
+def _pitch_name(pitch: int) -> str:
+    return f"{ch.NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def parse_start(text: str, key: str, metre: str, bars: int) -> list[list[int | None]]:
+    """The start knob as grid steps of [S, A, T, B] tokens in model space (None: the model
+    chooses). One line is a soprano melody to harmonise; four lines (soprano, alto, tenor,
+    bass) are first bars to continue. A line is one item per eighth note: a note in sounding
+    pitch ('C5', 'F#4', 'Bb3'), '-' (the note goes on) or 'r' (a rest); '|' bar lines are
+    optional. ParamError naming `start` for anything else, a note outside its voice's range,
+    or a start longer than `bars`."""
+    lines = [line.split() for line in (text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return []
+    if len(lines) not in (1, 4):
+        raise ParamError("start", f"one line (a soprano melody) or four lines (soprano, alto, tenor, bass), "
+                                  f"got {len(lines)} lines")
+    transpose = transposition(key)
+    voices = [[token for token in line if token != BAR_MARK] for line in lines]
+    if len({len(v) for v in voices}) > 1:
+        raise ParamError("start", f"the four lines must be equally long (eighth notes: "
+                                  f"{', '.join(str(len(v)) for v in voices)})")
+    most = bars * ch.METRES[metre]
+    if len(voices[0]) > most:
+        raise ParamError("start", f"{len(voices[0])} eighth notes do not fit in {bars} bars of {metre} ({most}); "
+                                  f"raise bars or shorten the start")
+    steps = [[None] * 4 for _ in voices[0]]
+    for voice, items in enumerate(voices):
+        name, sounding = ch.VOICES[voice], False
+        low, high = ch.RANGES[name]
+        for step, item in enumerate(items):
+            where = f"{name}, eighth note {step + 1}"
+            if item == HOLD_MARK:
+                if not sounding:
+                    raise ParamError("start", f"{where}: '-' holds a note, but no note sounds there")
+                steps[step][voice] = ch.HOLD
+                continue
+            if item.lower() == REST_MARK:
+                steps[step][voice], sounding = ch.REST, False
+                continue
+            pitch = _note_pitch(item)
+            if pitch is None:
+                raise ParamError("start", f"{where}: {item!r} is not a note (like C5, F#4, Bb3), "
+                                          f"'{HOLD_MARK}' (hold) or '{REST_MARK}' (rest)")
+            if not low <= pitch <= high:
+                raise ParamError("start", f"{where}: {item} is outside the {name}'s range "
+                                          f"{_pitch_name(low)}..{_pitch_name(high)}")
+            steps[step][voice], sounding = ch.pitch_token(pitch - transpose), True
+    return steps
+
+
+def _fit_range(pitches: list[int], low: int, high: int) -> int:
+    """The octave shift (semitones) that puts the most of `pitches` inside [low, high]."""
+    return max((12 * k for k in range(-4, 5)),
+               key=lambda shift: (sum(low <= p + shift <= high for p in pitches), -abs(shift)))
+
+
+def start_from_midi(data: bytes, max_bars: int = 32) -> tuple[str, str, str, int]:
+    """(start text, key, metre, bars) read from a Standard MIDI File: four parts are first bars
+    to continue (highest part = soprano), anything else gives its top line as a melody to
+    harmonise. Notes snap to the eighth-note grid; each line moves by octaves into its voice's
+    range (a note still outside folds in by octaves); the key is music21's Krumhansl analysis;
+    the metre is the file's first time signature when it is 4/4 or 3/4 (else 4/4); at most
+    `max_bars` bars. ParamError naming `midi` when the bytes are not MIDI or hold no notes."""
+    from music21 import converter, midi as m21midi
+
+    try:
+        score = converter.parseData(bytes(data), format="midi")
+    except (m21midi.MidiException, ValueError, IndexError, KeyError) as error:
+        raise ParamError("midi", f"not a readable MIDI file ({error})") from None
+    parts = [[(float(n.offset), float(n.quarterLength), [p.midi for p in n.pitches])
+              for n in part.flatten().stripTies().notes] for part in score.parts]
+    parts = [part for part in parts if part]
+    if not parts:
+        raise ParamError("midi", "the MIDI file holds no notes")
+    signatures = [ts.ratioString for ts in score.recurse().getElementsByClass("TimeSignature")]
+    metre = signatures[0] if signatures and signatures[0] in ch.METRES else "4/4"
+    analysed = score.analyze("key")
+    key = f"{ch.NOTE_NAMES[analysed.tonic.pitchClass]} {analysed.mode if analysed.mode == 'minor' else 'major'}"
+    if len(parts) == 4:
+        lines = sorted(parts, key=lambda notes: -sum(max(p) for _, _, p in notes) / len(notes))
+    else:
+        lines = [[note for part in parts for note in part]]
+    length = min(max_bars * ch.METRES[metre],
+                 max(round(2 * (offset + span)) for line in lines for offset, span, _ in line))
+    texts = []
+    for voice, line in enumerate(lines):
+        onsets: dict[int, tuple[int, int]] = {}
+        for offset, span, pitches in line:
+            step = round(2 * offset)
+            if step < length and (step not in onsets or max(pitches) > onsets[step][0]):
+                onsets[step] = (max(pitches), max(1, round(2 * span)))
+        low, high = ch.RANGES[ch.VOICES[voice]]
+        shift = _fit_range([p for p, _ in onsets.values()], low, high)
+        items, sounding_until = [], 0
+        for step in range(length):
+            if step in onsets:
+                pitch = onsets[step][0] + shift
+                while pitch < low:
+                    pitch += 12
+                while pitch > high:
+                    pitch -= 12
+                items.append(_pitch_name(pitch))
+                sounding_until = step + onsets[step][1]
+            else:
+                items.append(HOLD_MARK if step < sounding_until else REST_MARK)
+        bar = ch.METRES[metre]
+        texts.append(f" {BAR_MARK} ".join(" ".join(items[i:i + bar]) for i in range(0, length, bar)))
+    return "\n".join(texts), key, metre, -(-length // ch.METRES[metre])
 
 
 def render(piece: Piece) -> tuple[int, "object"]:

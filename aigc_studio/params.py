@@ -118,6 +118,7 @@ class ImageParams:
 MUSIC_KEYS = tuple(f"{tonic} {mode}" for tonic in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
                    for mode in ("major", "minor"))
 TIMBRES = ("organ", "strings", "flute", "choir")
+MAX_START_CHARS = 8000  # four lines of 32 bars of eighth notes, with bar lines
 
 
 @dataclass
@@ -144,6 +145,9 @@ class AudioParams:
     metre: str = knob("4/4", help="Chorale: the time signature.", choices=("4/4", "3/4"))
     timbre: str = knob("organ", help="Chorale: the instrument the four voices are played on (additive synthesis).",
                        choices=TIMBRES)
+    start: str = knob("", help="Chorale: notes to begin from, one item per eighth note (C5, F#4, Bb3; '-' holds, "
+                               "'r' rests, '|' bar lines optional). One line is a soprano melody the model harmonises; "
+                               "four lines (soprano, alto, tenor, bass) are first bars it continues. Empty: free.")
 
 
 # Full fine-tuning is for small models (SmolLM2-135M and -360M): above this it is refused
@@ -228,6 +232,8 @@ def validate(params: Params) -> Params:
                 raise ParamError(name, f"must be a multiple of 8 in [16, 1536], got {values[name]}")
     if isinstance(params, TextParams):
         stop_sequences(values["stop_sequences"])  # refuses too many, naming the field
+    if isinstance(params, AudioParams) and len(values["start"]) > MAX_START_CHARS:
+        raise ParamError("start", f"at most {MAX_START_CHARS} characters, got {len(values['start'])}")
     return type(params)(**values)
 
 

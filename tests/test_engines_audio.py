@@ -187,7 +187,7 @@ def test_piper_ignores_exactly_the_knobs_it_does_not_list(piper):
     changed = dict(speed=1.5, noise_scale=0.2, noise_w=0.1, sentence_silence=1.0, seed=5, gain_db=-6.0,
                    temperature=1.7, top_k=3, top_p=0.2, guidance=9.0, duration=2.0, semantic_temperature=1.2,
                    coarse_temperature=1.2, fine_temperature=1.2, bars=3, tempo=120.0, key="D minor", metre="3/4",
-                   timbre="flute")
+                   timbre="flute", start="C5 - D5 -")
     assert set(changed) == {f.name for f in dataclasses.fields(AudioParams)}
     used = audio_engine.knobs_used("piper")
     for name, value in changed.items():

@@ -233,6 +233,15 @@ def test_the_onnx_cache_grows_past_its_first_room_without_changing_the_answer(ru
     assert together == roomy and len(roomy[1]) > 6
 
 
+def test_a_vanishing_temperature_is_greedy_not_a_failure(runtimes):
+    # logits / 5e-324 overflow to inf: found by tests/test_fuzz_api.py through the server
+    greedy = ids_of(runtimes["torch"], PROMPT, TextParams(greedy=True, max_new_tokens=6, repetition_penalty=1.0))
+    for temperature in (5e-324, 1e-30, 5e-5):
+        tiny = TextParams(temperature=temperature, max_new_tokens=6, repetition_penalty=1.0, seed=1)
+        assert not text_engine.is_sampling(tiny) and ids_of(runtimes["torch"], PROMPT, tiny) == greedy
+    assert text_engine.is_sampling(TextParams(temperature=1e-4))
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_batched_columns_equal_lone_generations_and_stream_together(runtimes, runtime):
     text_model = runtimes[runtime]

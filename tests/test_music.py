@@ -170,3 +170,53 @@ def test_a_piece_opens_on_its_keys_tonic_chord(chorale_studio):
         first = [voice[0][0] for voice in piece.notes()]  # a random model: only the mask makes this hold
         assert all(v[0][1] == 0 for v in piece.notes())
         assert {p % 12 for p in first} <= triad and first[3] % 12 == tonic
+
+
+MELODY = "G4 - A4 - B4 - C5 - | D5 - - - r r D5 -"
+
+
+def test_a_melody_is_kept_note_for_note_and_the_model_writes_the_other_voices(chorale_studio):
+    piece, chosen, _ = chorale_studio.chorale("Test", MODEL, seed=6, bars=3, key="G major", start=MELODY)
+    body = ch.grid_tokens(piece.tokens)
+    soprano = [ch.token_name(t) for t in body[0:64:4]]
+    assert " ".join(soprano) == "C5 hold D5 hold E5 hold F5 hold G5 hold hold hold rest rest G5 hold"  # model space: G major - 5
+    assert piece.given == frozenset(range(0, 64, 4)) and chosen.start == MELODY
+    assert "given by the start" in music.describe_position(piece, 8) and "given" not in music.describe_position(piece, 9)
+    for index, token in enumerate(body):  # the other voices still obey the masks
+        if index not in piece.given:
+            assert allowed(index % 4, body[index - 4] if index >= 4 else None, piece.transpose)[token]
+    free = chorale_studio.chorale("Test", MODEL, seed=6, bars=3, key="G major")[0]
+    assert ch.grid_tokens(free.tokens)[0:64:4] != body[0:64:4]
+
+
+def test_four_lines_are_first_bars_the_model_continues(chorale_studio):
+    start = "C5 - - - D5 - E5 -\nG4 - - - G4 - G4 -\nE4 - - - B3 - C4 -\nC3 - - - G2 - C3 -"
+    piece, _, _ = chorale_studio.chorale("Test", MODEL, seed=2, bars=2, key="C major", start=start)
+    body = ch.grid_tokens(piece.tokens)
+    assert len(piece.given) == 32 and piece.given == frozenset(range(32))
+    assert ch.token_name(body[0]) == "C5" and ch.token_name(body[3]) == "C3" and body[4] == ch.HOLD
+    assert len(body) == 64  # the second bar is the model's
+
+
+def test_a_midi_file_reads_back_as_a_start():
+    notes = [[(67, 0, 2), (69, 2, 2), (71, 4, 4)], [], [], []]  # one line: a melody
+    data = music_render.midi_bytes(notes, 90.0, "4/4", "G major", None, "organ", "tune")
+    start, key, metre, bars = music.start_from_midi(data)
+    assert start == "G4 - A4 - B4 - - -" and metre == "4/4" and bars == 1 and key.endswith(("major", "minor"))
+
+
+@pytest.mark.parametrize("start, words", [
+    ("H5 - -", "'H5' is not a note"), ("C5\nC4", "got 2 lines"), ("- C5", "no note sounds"),
+    ("C7", "outside the soprano's range A3..A5"), ("C5 " * 33, "do not fit in 4 bars"),
+    ("C5 -\nA4\nE4 -\nC3 -", "equally long"),
+])
+def test_a_bad_start_is_refused_naming_the_field(chorale_studio, start, words):
+    with pytest.raises(ParamError) as error:
+        chorale_studio.chorale("Test", MODEL, bars=4, start=start)
+    assert error.value.field == "start" and words in str(error.value)
+
+
+def test_bytes_that_are_not_midi_are_refused_naming_the_field():
+    with pytest.raises(ParamError) as error:
+        music.start_from_midi(b"RIFF....WAVEfmt ")
+    assert error.value.field == "midi"

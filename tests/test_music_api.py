@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from gradio_client import Client
+from gradio_client import Client, handle_file
 
 from aigc_studio import music_render
 from aigc_studio.recipe import read_recipe
@@ -61,3 +61,40 @@ def test_bad_music_knobs_name_the_field_and_range(client, kwargs, field):
     with pytest.raises(Exception) as error:
         client.predict(prompt="Chorale", api_name="/generate_music_midi", **kwargs)
     assert f"{field}:" in str(error.value)
+
+
+def _lines(start: str) -> list[list[str]]:
+    return [[item for item in line.split() if item != "|"] for line in start.splitlines()]
+
+
+def test_a_piece_continues_its_first_bars_read_back_from_its_midi(client):
+    first = client.predict(prompt="Chorale", seed=3, bars=2, key="G minor", api_name="/generate_music_midi")
+    read = client.predict(midi=handle_file(first), api_name="/start_from_midi")
+    assert read["metre"] == "4/4" and read["bars"] == 2 and len(_lines(read["start"])) == 4
+    longer = client.predict(prompt="Chorale", seed=4, bars=4, key="G minor", start=read["start"],
+                            api_name="/generate_music_midi")
+    again = client.predict(midi=handle_file(longer), api_name="/start_from_midi")
+    assert again["bars"] == 4
+    assert [line[:16] for line in _lines(again["start"])] == _lines(read["start"])  # the given bars, unchanged
+
+
+def test_a_melody_is_harmonised_note_for_note(client):
+    melody = "G4 - A4 - Bb4 - C5 - | D5 - - - C5 - Bb4 - | A4 - - - G4 - - -"
+    midi = client.predict(prompt="Chorale", seed=1, bars=3, key="G minor", start=melody,
+                          api_name="/generate_music_midi")
+    read = client.predict(midi=handle_file(midi), api_name="/start_from_midi")
+    lines = _lines(read["start"])
+    assert len(lines) == 4 and lines[0] == _lines(melody)[0]  # the soprano is the melody; three voices added
+    assert music_render.read_midi_recipe(Path(midi).read_bytes())["params"]["start"] == melody
+
+
+def test_bad_starts_name_the_field(client, tmp_path):
+    not_midi = tmp_path / "song.mid"
+    not_midi.write_text("this is not MIDI")
+    with pytest.raises(Exception) as error:
+        client.predict(midi=handle_file(str(not_midi)), api_name="/start_from_midi")
+    assert "midi:" in str(error.value) and "Traceback" not in str(error.value)
+    for start, words in (("H5 - -", "is not a note"), ("C5\nC4", "four lines"), ("C7", "range")):
+        with pytest.raises(Exception) as error:
+            client.predict(prompt="Chorale", bars=1, start=start, api_name="/generate_music_midi")
+        assert "start:" in str(error.value) and words in str(error.value)

@@ -164,7 +164,7 @@ KNOBS_BY_KIND = {
     "vits": ("speed", "noise_scale", "noise_w", "sentence_silence"),
     "bark": ("semantic_temperature", "coarse_temperature", "fine_temperature", "sentence_silence"),
     "musicgen": ("temperature", "top_k", "top_p", "guidance", "duration"),
-    "chorales": ("temperature", "top_k", "top_p", "bars", "tempo", "key", "metre", "timbre"),
+    "chorales": ("temperature", "top_k", "top_p", "bars", "tempo", "key", "metre", "timbre", "start"),
 }
 
 

@@ -301,9 +301,14 @@ def encode_prompt(text_model: TextModel, prompt: str, params: TextParams | None 
     return tokenizer(prompt, return_tensors="pt").input_ids
 
 
+# Below this temperature sampling is greedy: the limit of softmax(logits / t) as t -> 0 is the
+# likeliest token, and logits / 5e-324 overflow to inf and NaN probabilities.
+GREEDY_BELOW_TEMPERATURE = 1e-4
+
+
 def is_sampling(params: TextParams) -> bool:
-    """Temperature 0 means greedy, like the greedy box."""
-    return not params.greedy and params.temperature > 0
+    """Temperature 0 (or below 1e-4) means greedy, like the greedy box."""
+    return not params.greedy and params.temperature >= GREEDY_BELOW_TEMPERATURE
 
 
 def sampling_stages(params: TextParams) -> list[tuple[str, str, Any]]:

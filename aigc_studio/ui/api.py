@@ -97,6 +97,17 @@ def _file(path: str | Path) -> File:
     return gr.FileData(path=str(path), orig_name=Path(path).name).model_dump()
 
 
+def uploaded_bytes(path: str, field: str) -> bytes:
+    """A file under Gradio's upload folder (where uploads land); any other path is refused."""
+    folder = Path(gr.utils.get_upload_folder()).resolve()
+    target = Path(path).resolve()
+    if folder not in target.parents:
+        raise knobs.ParamError(field, "must be a file uploaded to this server (gradio_client.handle_file)")
+    if not target.is_file():
+        raise knobs.ParamError(field, "the uploaded file is gone; upload it again")
+    return target.read_bytes()
+
+
 def _picture_file(save, result) -> File:
     """A studio PNG in the output folder; when the disk is full, the picture with its
     recipe in Gradio's cache instead (the tabs do the same), with a warning."""
@@ -586,7 +597,7 @@ def generate_audio(prompt: str, speed: float | None = None, seed: int | None = N
                    fine_temperature: float | None = None, gain_db: float | None = None,
                    file_format: Literal["wav", "flac"] = "wav", bars: int | None = None,
                    tempo: float | None = None, key: str | None = None, metre: Literal["4/4", "3/4"] | None = None,
-                   timbre: Literal["organ", "strings", "flute", "choir"] | None = None) -> File:
+                   timbre: Literal["organ", "strings", "flute", "choir"] | None = None, start: str | None = None) -> File:
     """Speech (Piper, MMS-TTS, Bark) or music (MusicGen; bach-chorales, the studio's own chorale
     model) for a text, as a WAV or FLAC file carrying its recipe (bach-chorales: stereo, with its
     MIDI saved beside it; /generate_music_midi returns the MIDI).
@@ -614,6 +625,7 @@ def generate_audio(prompt: str, speed: float | None = None, seed: int | None = N
         key: e.g. "D minor", "Bb major": C, C#, D, Eb, E, F, F#, G, Ab, A, Bb or B, major or minor (bach-chorales).
         metre: "4/4" or "3/4" (bach-chorales).
         timbre: the synthesiser's instrument (bach-chorales).
+        start: notes to begin from (bach-chorales): one line = a soprano melody to harmonise, four lines (S, A, T, B) = first bars to continue; one item per eighth note: C5, F#4, Bb3, '-' holds, 'r' rests, '|' optional bar lines. /start_from_midi reads it from a MIDI file.
     Returns:
         The audio file.
     """
@@ -624,7 +636,8 @@ def generate_audio(prompt: str, speed: float | None = None, seed: int | None = N
                          sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
                          guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
                          coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db,
-                         bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre)
+                         bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre,
+                         start=start)
         return _file(s.save(result, chosen_format))
 
 
@@ -638,7 +651,7 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
                   fine_temperature: float | None = None, gain_db: float | None = None,
                   file_format: Literal["wav", "flac"] = "wav", bars: int | None = None,
                   tempo: float | None = None, key: str | None = None, metre: Literal["4/4", "3/4"] | None = None,
-                  timbre: Literal["organ", "strings", "flute", "choir"] | None = None,
+                  timbre: Literal["organ", "strings", "flute", "choir"] | None = None, start: str | None = None,
                   ) -> tuple[File | None, File | None, File | None, File | None]:
     """2-4 labelled audio variants of one text, played at one loudness (unless gain_db itself is swept);
     each file's recipe records the gain it got.
@@ -670,6 +683,7 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
         key: e.g. "D minor" (bach-chorales).
         metre: "4/4" or "3/4" (bach-chorales).
         timbre: the synthesiser's instrument (bach-chorales).
+        start: notes to begin from (bach-chorales): one line = a soprano melody to harmonise, four lines (S, A, T, B) = first bars to continue; one item per eighth note: C5, F#4, Bb3, '-' holds, 'r' rests, '|' optional bar lines. /start_from_midi reads it from a MIDI file.
     Returns:
         Four audio files (unused slots are null).
     """
@@ -681,7 +695,8 @@ def compare_audio(prompt: str, mode: VariantMode | None = None, count: int | Non
                         sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
                         guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
                         coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db,
-                        bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre)
+                        bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre,
+                         start=start)
         mode = _mode(mode)
         count = _count(count) if mode == SEEDS else 3
         if mode == SWEEP:

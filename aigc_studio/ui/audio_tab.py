@@ -24,7 +24,7 @@ from aigc_studio.ui.widgets import (
 SPEECH_KNOBS = ("speed", "seed", "noise_scale", "noise_w", "sentence_silence")
 MUSIC_KNOBS = ("temperature", "top_k", "top_p", "guidance", "duration")
 BARK_KNOBS = ("semantic_temperature", "coarse_temperature", "fine_temperature")
-CHORALE_KNOBS = ("bars", "tempo", "key", "metre", "timbre")
+CHORALE_KNOBS = ("bars", "tempo", "key", "metre", "timbre", "start")
 # The API order: the knobs shipped first, then `model`, then the knobs added later (the
 # chorale knobs after file_format).
 FIRST_KNOBS, LATER_KNOBS = SPEECH_KNOBS + MUSIC_KNOBS, BARK_KNOBS + ("gain_db",)
@@ -115,8 +115,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
                     with gr.Accordion(f"{title} knobs", open=title in ("Voice", "Chorale"), visible=any(n in used for n in names),
                                       elem_id=f"audio-{title.lower()}-knobs") as groups[title]:
                         controls.update({name: control(AudioParams, name, spec.defaults.get(name),
-                                                       elem_id=f"audio-{name}", visible=name in used)
+                                                       elem_id=f"audio-{name}", visible=name in used,
+                                                       **({"lines": 4, "max_lines": 8} if name == "start" else {}))
                                          for name in names})
+                        if title == "Chorale":
+                            start_midi = gr.File(label="Start from a MIDI file: a melody to harmonise, or four "
+                                                       "voices to continue (fills start, key, metre and bars)",
+                                                 file_types=[".mid", ".midi"], elem_id="audio-start-midi")
                 with gr.Accordion("Output", open=False):
                     controls["gain_db"] = control(AudioParams, "gain_db", elem_id="audio-gain_db")
                     file_format = KnobDropdown(list(FILE_FORMATS), value="wav", label="file format",
@@ -127,7 +132,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
         with gr.Accordion("Why this note? The next-note distribution at each sampling stage", open=True,
                           visible=chorale, elem_id="audio-explainer-box") as explainer_box:
             gr.Markdown("The chorale model is a language model over notes: each note slot is drawn exactly as a text "
-                        "token is, through the same sampling stages (the range masks act before them). The chart is "
+                        "token is, through the same sampling stages (the range and voice-leading masks act before them). The chart is "
                         "the Text tab's, for the last piece generated here, with the knobs that drew it.")
             with gr.Row():
                 position = gr.Number(value=0, precision=0, minimum=0, label="note slot", elem_id="audio-note-position",
@@ -163,13 +168,13 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def generate_audio(prompt, speed, seed, noise_scale=None, noise_w=None, sentence_silence=None, temperature=None,
                        top_k=None, top_p=None, guidance=None, duration=None, model=None, semantic_temperature=None,
                        coarse_temperature=None, fine_temperature=None, gain_db=None, file_format="wav",
-                       bars=None, tempo=None, key=None, metre=None, timbre=None, request: gr.Request = None):
+                       bars=None, tempo=None, key=None, metre=None, timbre=None, start=None, request: gr.Request = None):
         """Speech (or music) for prompt; returns the path of a WAV or FLAC carrying its recipe."""
         values = dict(speed=speed, seed=seed, noise_scale=noise_scale, noise_w=noise_w, sentence_silence=sentence_silence,
                       temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, duration=duration,
                       semantic_temperature=semantic_temperature, coarse_temperature=coarse_temperature,
                       fine_temperature=fine_temperature, gain_db=gain_db, bars=bars, tempo=tempo, key=key, metre=metre,
-                      timbre=timbre)
+                      timbre=timbre, start=start)
         with user_errors():
             chosen_format = check_format(file_format)
             result = studio.audio(prompt, model, **values)
@@ -181,7 +186,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
     def compare_audio(prompt, mode, count, knob_name, values, speed, seed, noise_scale, noise_w, sentence_silence,
                       temperature, top_k, top_p, guidance, duration, model=None, semantic_temperature=None,
                       coarse_temperature=None, fine_temperature=None, gain_db=None, file_format="wav", bars=None,
-                      tempo=None, key=None, metre=None, timbre=None, request: gr.Request = None):
+                      tempo=None, key=None, metre=None, timbre=None, start=None, request: gr.Request = None):
         """2-4 labelled variants as players, played at one loudness (unless the gain
         itself is swept); each file's recipe records the gain it got."""
         with user_errors():
@@ -190,7 +195,8 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
                                  guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
                                  coarse_temperature=coarse_temperature, fine_temperature=fine_temperature,
-                                 gain_db=gain_db, bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre)
+                                 gain_db=gain_db, bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre,
+                                 start=start)
             check_sweep(studio, "audio", model, mode, knob_name)  # before parsing values meant for a knob it ignores
             variants = make_variants(base, mode, count, knob_name, values)
             results = studio.audio_variants(prompt, variants, model)
@@ -255,6 +261,20 @@ def build(studio: Studio, sessions: Sessions) -> None:
         restored_format = "flac" if str(file).lower().endswith(".flac") else "wav"
         return [saved.prompt, saved.model_id, *[getattr(chosen, name) for name in KNOBS], restored_format]
 
+    def start_from_midi(file, bars):
+        """start, key, metre and bars from an uploaded MIDI file (bars: the start's, and 4 more to continue four voices)."""
+        from aigc_studio import music
+
+        if file is None:
+            return [gr.update()] * 4
+        with user_errors():
+            start, key, metre, start_bars = music.start_from_midi(Path(file).read_bytes())
+        continued = start.count("\n") == 3  # four voices: some bars more to continue them
+        wanted = min(32, max(int(bars or 0), start_bars + 4 if continued else start_bars))
+        voices = "four voices to continue" if continued else "a melody to harmonise"
+        gr.Info(f"Start: {voices}, {start_bars} bars, heard in {key} ({metre}); the piece is {wanted} bars.")
+        return start, key, metre, wanted
+
     def use_model(model_id, knob):
         """The model's card, its knobs (shown when it reads them, at its recommended
         values), its knob groups and the knobs side by side can sweep."""
@@ -300,6 +320,9 @@ def build(studio: Studio, sessions: Sessions) -> None:
                                  concurrency_id="audio")
     comparing.then(show_views, outputs=views, api_visibility="private")
     upload.upload(restore_recipe, upload, [prompt, model, *knob_inputs, file_format], api_name="restore_audio_recipe")
+    start_midi.upload(start_from_midi, [start_midi, controls["bars"]],
+                      [controls["start"], controls["key"], controls["metre"], controls["bars"]],
+                      api_visibility="private")  # public: ui/music_api.py
     hook = {"restore": lambda file, request: restore_recipe(file),  # History tab
             "outputs": [prompt, model, *knob_inputs, file_format]}
     model.input(use_model, [model, knob_name], [card, *controls.values(), *groups.values(), knob_name, values,

@@ -89,7 +89,8 @@ def audio_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
                semantic_temperature: float | None = None, coarse_temperature: float | None = None,
                fine_temperature: float | None = None, gain_db: float | None = None, bars: int | None = None,
                tempo: float | None = None, key: str | None = None, metre: Literal["4/4", "3/4"] | None = None,
-               timbre: Literal["organ", "strings", "flute", "choir"] | None = None) -> tuple[dict, File]:
+               timbre: Literal["organ", "strings", "flute", "choir"] | None = None,
+               start: str | None = None) -> tuple[dict, File]:
     """An X/Y grid of audio: one or two knobs the model reads over their values, one generation per
     cell, played at one loudness (unless gain_db is an axis), the seed fixed unless it is an axis
     (at most 16 cells).
@@ -120,6 +121,7 @@ def audio_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
         key: e.g. "D minor" (bach-chorales).
         metre: "4/4" or "3/4" (bach-chorales).
         timbre: the synthesiser's instrument (bach-chorales).
+        start: notes to begin from (bach-chorales): one line = a soprano melody to harmonise, four lines (S, A, T, B) = first bars to continue; one item per eighth note: C5, F#4, Bb3, '-' holds, 'r' rests, '|' optional bar lines. /start_from_midi reads it from a MIDI file.
     Returns:
         The grid {"x_knob", "x_labels", "y_knob", "y_labels", "cells": [{"row", "column", "label",
         "loudness_lufs" (null when silent), "recipe"}]} and a zip of every cell's WAV
@@ -132,7 +134,8 @@ def audio_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
                         sentence_silence=sentence_silence, temperature=temperature, top_k=top_k, top_p=top_p,
                         guidance=guidance, duration=duration, semantic_temperature=semantic_temperature,
                         coarse_temperature=coarse_temperature, fine_temperature=fine_temperature, gain_db=gain_db,
-                        bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre)
+                        bars=bars, tempo=tempo, key=key, metre=metre, timbre=timbre,
+                        start=start)
         x_knob, y_knob = _axes(x_knob, y_knob, "speed")
         xs = axis_values(_text("x_values", x_values, "0.8, 1.0, 1.4"))
         ys = axis_values(_text("y_values", y_values)) if y_knob else None

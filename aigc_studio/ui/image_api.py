@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from aigc_studio.params import ParamError
 from aigc_studio.studio import GenerationStopped
-from aigc_studio.ui.api import File, _file, _model, _picture_file, studio
+from aigc_studio.ui.api import File, _file, _model, _picture_file, studio, uploaded_bytes
 from aigc_studio.ui.image_tab import preview_steps
 from aigc_studio.ui.widgets import run_in_worker, user_errors
 
@@ -47,7 +47,7 @@ def load_picture(value: Any, field: str = "image") -> Image.Image:
         except (binascii.Error, ValueError):
             raise ParamError(field, "the data URL is not valid base64") from None
     else:
-        data = _uploaded_bytes(value, field)
+        data = uploaded_bytes(value, field)
     if len(data) > MAX_PICTURE_BYTES:
         raise ParamError(field, f"the file is {len(data):,} bytes, above the limit of {MAX_PICTURE_BYTES:,}")
     try:
@@ -56,17 +56,6 @@ def load_picture(value: Any, field: str = "image") -> Image.Image:
             return picture.copy()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
         raise ParamError(field, f"must be a PNG, JPEG or WebP picture; this file could not be read as one ({error})") from None
-
-
-def _uploaded_bytes(path: str, field: str) -> bytes:
-    """A file under Gradio's upload folder (where uploads land); any other path is refused."""
-    folder = Path(gr.utils.get_upload_folder()).resolve()
-    target = Path(path).resolve()
-    if folder not in target.parents:
-        raise ParamError(field, "must be a file uploaded to this server (gradio_client.handle_file) or a data:image URL")
-    if not target.is_file():
-        raise ParamError(field, "the uploaded file is gone; upload it again")
-    return target.read_bytes()
 
 
 def _cached(picture: Image.Image) -> File:

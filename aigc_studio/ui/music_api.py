@@ -12,7 +12,7 @@ from typing import Literal
 import gradio as gr
 
 from aigc_studio import params as knobs
-from aigc_studio.ui.api import File, _file, _model, studio
+from aigc_studio.ui.api import File, _file, _model, studio, uploaded_bytes
 from aigc_studio.ui.text_tab import whole_number
 from aigc_studio.ui.widgets import user_errors
 
@@ -21,9 +21,9 @@ Timbre = Literal["organ", "strings", "flute", "choir"]
 MUSIC_MODEL = "bach-chorales"
 
 
-def _music_values(seed, temperature, top_k, top_p, bars, tempo, key, metre, timbre) -> dict:
+def _music_values(seed, temperature, top_k, top_p, bars, tempo, key, metre, timbre, start) -> dict:
     return dict(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, bars=bars, tempo=tempo, key=key,
-                metre=metre, timbre=timbre)
+                metre=metre, timbre=timbre, start=start)
 
 
 def midi_file(midi: bytes) -> Path:
@@ -39,7 +39,7 @@ def midi_file(midi: bytes) -> Path:
 def generate_music_midi(prompt: str = "Chorale", seed: int | None = None, temperature: float | None = None,
                         top_k: int | None = None, top_p: float | None = None, bars: int | None = None,
                         tempo: float | None = None, key: str | None = None, metre: Metre | None = None,
-                        timbre: Timbre | None = None, model: str | None = None) -> File:
+                        timbre: Timbre | None = None, model: str | None = None, start: str | None = None) -> File:
     """A four-voice chorale composed by the studio's own chorale model, as a Standard MIDI File
     carrying its recipe. The same seed and knobs give the same bytes, and the same notes that
     /generate_audio with model="bach-chorales" plays.
@@ -56,19 +56,23 @@ def generate_music_midi(prompt: str = "Chorale", seed: int | None = None, temper
         metre: "4/4" or "3/4".
         timbre: the General MIDI instrument the voices are set to (organ, strings, flute, choir).
         model: a chorale model id of the catalog (default bach-chorales).
+        start: notes to begin from: one line = a soprano melody to harmonise, four lines (S, A, T, B) = first
+            bars to continue; one item per eighth note: C5, F#4, Bb3, '-' holds, 'r' rests, '|' optional bar
+            lines. /start_from_midi reads it from a MIDI file.
     Returns:
         The MIDI file (format 1: a conductor track with the recipe, then soprano, alto, tenor, bass).
     """
     with user_errors():
         midi, _ = studio().music_midi(prompt, _model(model) or MUSIC_MODEL,
-                                      **_music_values(seed, temperature, top_k, top_p, bars, tempo, key, metre, timbre))
+                                      **_music_values(seed, temperature, top_k, top_p, bars, tempo, key, metre, timbre,
+                                                     start))
         return _file(midi_file(midi))
 
 
 def explain_music_note(prompt: str = "Chorale", position: int | None = None, seed: int | None = None,
                        temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                        bars: int | None = None, key: str | None = None, metre: Metre | None = None,
-                       top_n: int | None = None, model: str | None = None) -> dict:
+                       top_n: int | None = None, model: str | None = None, start: str | None = None) -> dict:
     """Why one note of a composed chorale is what it is: the likeliest candidates for that grid
     slot and their probability at each sampling stage (raw after the range masks, then
     temperature, top-k, top-p), exactly as the Text tab's next-token explainer shows tokens.
@@ -85,6 +89,7 @@ def explain_music_note(prompt: str = "Chorale", position: int | None = None, see
         metre: "4/4" or "3/4".
         top_n: 1-50 candidates listed (default 10).
         model: a chorale model id of the catalog (default bach-chorales).
+        start: the piece's start, as in generate_music_midi.
     Returns:
         {"context", "position", "candidate_ids", "candidates", "chosen_id",
         "stages": [{"name", "setting", "probs", "kept", "kept_tokens", "mass_kept"}]}.
@@ -97,8 +102,29 @@ def explain_music_note(prompt: str = "Chorale", position: int | None = None, see
             raise knobs.ParamError("top_n", f"must be a number in [1, 50], got {top_n}")
         result = studio().explain_note(prompt, whole_number("position", position, 0), _model(model) or MUSIC_MODEL,
                                        top_n=top_n, **_music_values(seed, temperature, top_k, top_p, bars, None, key,
-                                                                     metre, None))
+                                                                     metre, None, start))
         return dataclasses.asdict(result)
 
 
-ENDPOINTS = {generate_music_midi: "audio", explain_music_note: "audio"}
+def start_from_midi(midi: File) -> dict:
+    """Read a MIDI file as a start for the chorale model: four parts are first bars to continue
+    (the highest part is the soprano), anything else gives its top line as a melody to
+    harmonise. Notes snap to eighth notes and move by octaves into each voice's range.
+
+    Args:
+        midi: a Standard MIDI File (.mid), uploaded (gradio_client.handle_file).
+    Returns:
+        {"start": the notes as text for the start knob, "key": the key music21 hears in them,
+        "metre": "4/4" or "3/4", "bars": bars the start spans (at most 32)}.
+    """
+    from aigc_studio import music
+
+    with user_errors():
+        path = midi.get("path") if isinstance(midi, dict) else midi
+        if not isinstance(path, str):
+            raise knobs.ParamError("midi", "must be an uploaded MIDI file (gradio_client.handle_file)")
+        start, key, metre, bars = music.start_from_midi(uploaded_bytes(path, "midi"))
+        return {"start": start, "key": key, "metre": metre, "bars": bars}
+
+
+ENDPOINTS = {generate_music_midi: "audio", explain_music_note: "audio", start_from_midi: "audio"}
