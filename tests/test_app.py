@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,29 @@ def test_api_names_and_keywords_are_stable(client):
         assert names[: len(keywords)] == keywords
         # every knob is optional: only the prompt is required
         assert [p["parameter_name"] for p in parameters if not p["parameter_has_default"]] == ["prompt"]
+
+
+API_SIGNATURE = Path(__file__).parent / "data" / "api_signature.json"
+
+
+def api_signature(client: Client) -> dict:
+    """Every named endpoint's parameters (name, has a default, the default, JSON type) and return types."""
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    return {name: {"parameters": [[p["parameter_name"], p["parameter_has_default"], p["parameter_default"], p["type"]]
+                                  for p in endpoint["parameters"]],
+                   "returns": [r["type"] for r in endpoint["returns"]]}
+            for name, endpoint in sorted(endpoints.items())}
+
+
+def test_the_whole_api_matches_its_saved_signature(client):
+    """Endpoint names, parameters, defaults and types are a contract with API and MCP users: a
+    change to them is deliberate. After one, write the file anew:
+    python -c "from tests.test_app import write_api_signature; write_api_signature(URL)"."""
+    assert api_signature(client) == json.loads(API_SIGNATURE.read_text())
+
+
+def write_api_signature(url: str) -> None:
+    API_SIGNATURE.write_text(json.dumps(api_signature(Client(url, verbose=False)), indent=1, sort_keys=True) + "\n")
 
 
 def test_generate_text_streams_a_real_answer(client):
