@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import itertools
 import logging
 import math
 import secrets
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_LOGPROBS = 20
 RETRY_AFTER_S = 5
+# field -> the value it takes when absent or null
+DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
 STUDIO_KNOBS = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "typical_p": 1.0, "no_repeat_ngram_size": 0,
                 "greedy": False}
 # OpenAI fields the studio accepts only at their neutral value (it has no such knob)
@@ -155,18 +158,15 @@ def _stop_text(stop: Any) -> str:
 
 
 def _params(body: dict, prompt_mode: str, system_prompt: str = "") -> TextParams:
-    values: dict[str, Any] = {"temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
-                              "stop_sequences": _stop_text(body.get("stop")), "prompt_mode": prompt_mode,
+    values: dict[str, Any] = {"stop_sequences": _stop_text(body.get("stop")), "prompt_mode": prompt_mode,
                               "system_prompt": system_prompt}
-    values["temperature"] = 1.0 if values["temperature"] is None else values["temperature"]
-    values["top_p"] = 1.0 if values["top_p"] is None else values["top_p"]
     length = body.get("max_completion_tokens", body.get("max_tokens"))
     if length is not None:
         values["max_new_tokens"] = length
     if body.get("seed") is not None:
         values["seed"] = body["seed"]
-    for name, neutral in STUDIO_KNOBS.items():
-        values[name] = neutral if body.get(name) is None else body[name]
+    for name, default in {**DEFAULTS, **STUDIO_KNOBS}.items():
+        values[name] = default if body.get(name) is None else body[name]
     return knobs.make(TextParams, **values)
 
 
@@ -198,11 +198,10 @@ def chat_job(studio: Studio, body: dict) -> Job:
         prompt, params = texts[-1], _params(body, "chat", texts[0] if len(texts) == 2 else "")
     else:
         prompt, params = _render_chat(studio, body["model"], messages, texts, continuing), _params(body, "completion")
-    top = 0
-    if body.get("logprobs"):
-        top = max(_top_logprobs(body.get("top_logprobs", 0) or 0, "top_logprobs"), 0) or -1  # -1: logprobs, no alternatives
-    elif body.get("top_logprobs"):
+    if body.get("top_logprobs") and not body.get("logprobs"):
         raise RequestError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
+    # -1: logprobs without alternatives
+    top = (_top_logprobs(body.get("top_logprobs") or 0, "top_logprobs") or -1) if body.get("logprobs") else 0
     return Job(body["model"], prompt, params, top, bool(body.get("stream")),
                bool((body.get("stream_options") or {}).get("include_usage")))
 
@@ -223,12 +222,18 @@ def completion_job(studio: Studio, body: dict) -> Job:
                bool((body.get("stream_options") or {}).get("include_usage")), echo)
 
 
-def _render_chat(studio: Studio, model: str, messages: list[dict], texts: list[str], continuing: bool) -> str:
-    """A whole chat as text through the model's chat template (continued in completion mode)."""
+def _own_spec(studio: Studio, model: str):
+    """The model's spec; a remote model is refused (the studio's /v1 serves its own)."""
     spec = studio.model_spec("text", model)
     if spec.source == "remote":
         raise RequestError(404, f"model: {spec.id} is served by another endpoint; the studio's /v1 serves its own "
                                 f"models (GET /v1/models)", "model", "model_not_found")
+    return spec
+
+
+def _render_chat(studio: Studio, model: str, messages: list[dict], texts: list[str], continuing: bool) -> str:
+    """A whole chat as text through the model's chat template (continued in completion mode)."""
+    spec = _own_spec(studio, model)
     with studio._use(spec) as text_model:
         tokenizer = text_model.tokenizer
         if not tokenizer.chat_template:
@@ -248,29 +253,27 @@ def _render_chat(studio: Studio, model: str, messages: list[dict], texts: list[s
 
 # ----- running a job -----------------------------------------------------------------------
 
-def _token_string(text_model, token) -> str:
-    return text_model.tokenizer.decode([token.id])
-
-
 def _entry(text_model, token, top: int) -> dict:
-    text = _token_string(text_model, token)
+    text = text_model.tokenizer.decode([token.id])
     entry = {"token": text, "logprob": token.logprob, "bytes": list(text.encode())}
     entry["top_logprobs"] = [{"token": alt, "logprob": math.log(p) if p > 0 else -9999.0, "bytes": list(alt.encode())}
                              for alt, p in token.alternatives[:max(top, 0)]]
     return entry
 
 
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 def _finish_reason(tokens: list, params: TextParams) -> str:
-    return "length" if len(tokens) >= params.max_new_tokens and not tokens[-1].special else "stop"
+    return "length" if tokens and len(tokens) >= params.max_new_tokens and not tokens[-1].special else "stop"
 
 
 def run(studio: Studio, job: Job, stop: threading.Event) -> Iterator[tuple[str, Any, Any]]:
     """Yield ("start", the text model, prompt tokens), then ("token", visible text piece, Token)
     per generated token, then ("end", the last CompareUpdate, text held back until the end)."""
-    spec = studio.model_spec("text", job.model)
-    if spec.source == "remote":
-        raise RequestError(404, f"model: {spec.id} is served by another endpoint; the studio's /v1 serves its own "
-                                f"models (GET /v1/models)", "model", "model_not_found")
+    spec = _own_spec(studio, job.model)
     with studio._use(spec) as text_model:  # the tokenizer: prompt counts and token strings
         from aigc_studio.engines import text as text_engine
 
@@ -305,21 +308,19 @@ def _prompt_logprobs(studio: Studio, job: Job) -> dict:
         tops = [None] + [{text_model.tokenizer.decode([int(i)]): float(v)
                           for v, i in zip(*torch.topk(logprobs[k], max(job.top_logprobs, 1)))}
                          for k in range(ids.shape[1] - 1)]
-    offsets, at = [], 0
-    for token in tokens:
-        offsets.append(at)
-        at += len(token)
-    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": _offsets(tokens, 0)}
+
+
+def _offsets(pieces: list[str], start: int) -> list[int]:
+    """Where each piece begins (in characters) in a text that has `start` characters before them."""
+    return list(itertools.accumulate(map(len, pieces), initial=start))[:-1]
 
 
 def _completion_logprobs(entries: list[dict], start: int) -> dict:
-    offsets, at = [], start
-    for entry in entries:
-        offsets.append(at)
-        at += len(entry["token"])
-    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+    tokens = [e["token"] for e in entries]
+    return {"tokens": tokens, "token_logprobs": [e["logprob"] for e in entries],
             "top_logprobs": [{a["token"]: a["logprob"] for a in e["top_logprobs"]} for e in entries],
-            "text_offset": offsets}
+            "text_offset": _offsets(tokens, start)}
 
 
 def answer(studio: Studio, job: Job, chat: bool) -> dict:
@@ -336,10 +337,9 @@ def answer(studio: Studio, job: Job, chat: bool) -> dict:
         else:
             text += second
             seed = first.columns[0].result.recipe.params.get("seed")
-    finish = _finish_reason(tokens, job.params) if tokens else "stop"
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens), "total_tokens": prompt_tokens + len(tokens)}
-    base = {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex, "created": int(time.time()),
-            "model": job.model, "usage": usage, "system_fingerprint": f"aigc-studio seed={seed}"}
+    finish = _finish_reason(tokens, job.params)
+    base = {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex, "created": int(time.time()), "model": job.model,
+            "usage": _usage(prompt_tokens, len(tokens)), "system_fingerprint": f"aigc-studio seed={seed}"}
     if chat:
         logprobs = {"content": entries} if job.top_logprobs else None
         return {**base, "object": "chat.completion",
@@ -358,8 +358,7 @@ def answer(studio: Studio, job: Job, chat: bool) -> dict:
 def chunks(studio: Studio, job: Job, chat: bool, stop: threading.Event, gate: "Gate | None" = None) -> Iterator[str]:
     """The streamed response as server-sent events, ending with data: [DONE]. With a gate,
     waits for a free slot first and holds it until the generator ends (or is closed)."""
-    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-    base = {"id": ident, "created": int(time.time()), "model": job.model,
+    base = {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex, "created": int(time.time()), "model": job.model,
             "object": "chat.completion.chunk" if chat else "text_completion"}
 
     def event(choice: dict | None, **more) -> str:
@@ -384,15 +383,14 @@ def chunks(studio: Studio, job: Job, chat: bool, stop: threading.Event, gate: "G
                                      "finish_reason": None})
                         at += len(entry["token"]) if entry else 0
                 else:
-                    finish = _finish_reason(tokens, job.params) if tokens else "stop"
+                    finish = _finish_reason(tokens, job.params)
                     if chat:
                         yield event({"delta": {"content": second} if second else {}, "logprobs": None,
                                      "finish_reason": finish})
                     else:
                         yield event({"text": second, "logprobs": None, "finish_reason": finish})
                     if job.usage_in_stream:
-                        yield event(None, usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
-                                                 "total_tokens": prompt_tokens + len(tokens)})
+                        yield event(None, usage=_usage(prompt_tokens, len(tokens)))
         except Exception as error:  # the status line is sent already: the error travels as an event
             yield "data: " + json.dumps(as_request_error(error).body()) + "\n\n"
         yield "data: [DONE]\n\n"
