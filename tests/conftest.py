@@ -124,7 +124,7 @@ def pytest_collection_finish(session):
 
 def drain(updates) -> list:
     """Every update of a handler that streams as an async generator (what Gradio
-    iterates; aigc_studio.ui.widgets.run_in_worker), in order."""
+    iterates; aigc_studio.ui.streaming.run_in_worker), in order."""
     import asyncio
 
     async def collect():

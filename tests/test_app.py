@@ -60,7 +60,7 @@ def write_api_signature(url: str) -> None:
 
 
 def test_generate_text_streams_a_real_answer(client):
-    # long enough to stream over several of the page's update intervals (widgets.STREAM_INTERVAL_S)
+    # long enough to stream over several of the page's update intervals (streaming.STREAM_INTERVAL_S)
     job = client.submit(prompt="Tell me about Paris, the capital of France, in three paragraphs.",
                         max_new_tokens=96, seed=1, greedy=True, api_name="/generate_text")
     updates = list(job)

@@ -257,7 +257,7 @@ def tab(real):
     import gradio as gr
 
     from aigc_studio.ui import image_tab
-    from aigc_studio.ui.widgets import Sessions
+    from aigc_studio.ui.session import Sessions
 
     sessions = Sessions(real.history)
     with gr.Blocks() as demo:
@@ -324,7 +324,7 @@ def test_the_image_tab_grid_takes_model_as_an_axis(real, tab):
 def test_the_grid_pickers_accept_model_after_a_rebuild():
     from gradio.context import LocalContext
 
-    from aigc_studio.ui.widgets import SweepDropdown
+    from aigc_studio.ui.components import SweepDropdown
 
     picker = SweepDropdown([("steps", "steps")], value="steps", knob_name="x_knob", sweepable=("steps", "model"),
                            render=False)

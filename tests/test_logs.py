@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 
 from aigc_studio import logs
 from aigc_studio.params import ParamError
-from aigc_studio.ui.widgets import MAX_MESSAGE_CHARS, user_errors
+from aigc_studio.ui.errors import MAX_MESSAGE_CHARS, user_errors
 from tests.live_server import running_app
 
 REQUEST = re.compile(r"\(request ([0-9a-f]{6})\)$")

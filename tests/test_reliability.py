@@ -470,7 +470,7 @@ def test_out_of_memory_inside_the_text_model_is_reported_and_the_model_still_wor
 def test_the_ui_turns_a_raw_out_of_memory_into_a_message():
     import gradio as gr
 
-    from aigc_studio.ui.widgets import user_errors
+    from aigc_studio.ui.errors import user_errors
 
     for error in (torch.OutOfMemoryError("CUDA out of memory"), MemoryError()):
         with pytest.raises(gr.Error) as shown, user_errors():

@@ -12,7 +12,7 @@ from playwright.sync_api import expect, sync_playwright
 from aigc_studio import params as knobs
 from aigc_studio.params import ParamError, TextParams
 from aigc_studio.ui import text_tab
-from aigc_studio.ui.widgets import SWEEP
+from aigc_studio.actions.variants import SWEEP
 from tests.test_ui import ARTIFACTS, GENERATION, open_studio
 
 
@@ -117,7 +117,7 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
     handler and the public /compare_text give the same columns; selecting the Text tab
     lists models tuned meanwhile."""
     from aigc_studio.ui import api, build_demo
-    from aigc_studio.ui.widgets import SEEDS
+    from aigc_studio.actions.variants import SEEDS
 
     from aigc_studio.params import TuneParams, make
     from tests.conftest import TEXT_ID

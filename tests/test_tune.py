@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from aigc_studio import tune
 from aigc_studio.catalog import UnknownModelError
 from aigc_studio.params import ParamError, TextParams, TuneParams, make
-from aigc_studio.ui.widgets import Sessions
+from aigc_studio.ui.session import Sessions
 from tests.conftest import CORPUS, TEXT_ID, drain
 
 DATA = Path(__file__).resolve().parent / "data" / "austen_pride_and_prejudice.txt"
@@ -244,7 +244,7 @@ def test_the_tune_tab_and_the_api_endpoint_use_the_studio(studio):
 
 def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path):
     from aigc_studio.ui import tune_tab
-    from aigc_studio.ui.widgets import Sessions
+    from aigc_studio.ui.session import Sessions
 
     s = studio()
     updates = drain(tune_tab.train(s, Sessions(s.history), None, corpus_text(200), None, TEXT_ID, 4, 8, 0.01, 3, 2, 16,

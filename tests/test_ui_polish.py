@@ -10,7 +10,9 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from aigc_studio.params import AudioParams, ImageParams, TextParams
-from aigc_studio.ui import image_tab, text_tab, widgets
+from aigc_studio import params as knobs
+from aigc_studio.actions import variants
+from aigc_studio.ui import image_tab, knob_controls, recipe_view, text_tab
 from tests.test_ui import ARTIFACTS, GENERATION, open_studio, open_tab
 
 
@@ -97,7 +99,7 @@ def test_a_number_typed_out_of_range_is_refused_and_the_message_stays(page, tab,
         if field == "steps":
             page.screenshot(path=ARTIFACTS / "polish-error.png", full_page=True)
     finally:  # the next case starts from a valid form even if this one failed
-        box.fill(str(widgets.knobs.spec({"Image": ImageParams, "Audio": AudioParams, "Text": TextParams}[tab],
+        box.fill(str(knobs.spec({"Image": ImageParams, "Audio": AudioParams, "Text": TextParams}[tab],
                                         field)["default"]))
         box.blur()
 
@@ -175,7 +177,7 @@ def test_no_recipe_lists_a_knob_its_model_ignores(tmp_path):
 def test_recipe_card_reads_as_text():
     from aigc_studio.studio import Recipe
 
-    card = widgets.recipe_card([Recipe("image", "shapes-diffusion", "a red circle",
+    card = recipe_view.recipe_card([Recipe("image", "shapes-diffusion", "a red circle",
                                        {"steps": 30, "guidance": 3.0, "seed": 7, "scheduler": "dpm++",
                                         "negative_prompt": ""}, "cpu", "float32", label="guidance=3.0",
                                        elapsed_s=1.234)])
@@ -218,17 +220,17 @@ def test_chart_header_quotes_the_prompt_and_the_answer_so_far():
 # ----- (3) sweep values and pickers without a browser -------------------------------------------
 
 def test_sweep_values_sit_around_each_knobs_value():
-    assert widgets.sweep_values(TextParams(temperature=0.2), "temperature") == "0.1, 0.2, 0.4"
-    assert widgets.sweep_values(ImageParams(steps=30), "steps") == "15, 30, 60"
-    assert widgets.sweep_values(ImageParams(), "width") == "128, 256, 512"
-    assert widgets.sweep_values(TextParams(), "greedy") == "false, true"
-    assert widgets.sweep_values(AudioParams(), "gain_db") == "-6, 0, 6"
-    assert widgets.sweep_values(TextParams(), "seed") == "1, 2, 3"
+    assert knob_controls.sweep_values(TextParams(temperature=0.2), "temperature") == "0.1, 0.2, 0.4"
+    assert knob_controls.sweep_values(ImageParams(steps=30), "steps") == "15, 30, 60"
+    assert knob_controls.sweep_values(ImageParams(), "width") == "128, 256, 512"
+    assert knob_controls.sweep_values(TextParams(), "greedy") == "false, true"
+    assert knob_controls.sweep_values(AudioParams(), "gain_db") == "-6, 0, 6"
+    assert knob_controls.sweep_values(TextParams(), "seed") == "1, 2, 3"
 
 
 def test_sweep_pickers_offer_only_the_models_knobs_by_their_names():
-    assert widgets.sweep_names(AudioParams, ("speed", "noise_scale", "seed", "gain_db")) == [
+    assert variants.sweep_names(AudioParams, ("speed", "noise_scale", "seed", "gain_db")) == [
         "speed", "noise_scale", "seed", "gain_db"]
-    assert widgets.knob_choices_for(["top_k", "gain_db"]) == [("top-k", "top_k"), ("gain (dB)", "gain_db")]
-    assert widgets.suggested_range("steps", {"low": 1, "high": 150}, 2) == (1, 8)  # a turbo model
-    assert widgets.suggested_range("width", {"low": 16, "high": 1536}, 256) == (16, 512)
+    assert knob_controls.knob_choices_for(["top_k", "gain_db"]) == [("top-k", "top_k"), ("gain (dB)", "gain_db")]
+    assert knob_controls.suggested_range("steps", {"low": 1, "high": 150}, 2) == (1, 8)  # a turbo model
+    assert knob_controls.suggested_range("width", {"low": 16, "high": 1536}, 256) == (16, 512)

@@ -25,8 +25,7 @@ import gradio as gr
 from aigc_studio import audio_views
 from aigc_studio import params as knobs
 from aigc_studio.engines.image import GenerationStopped
-from aigc_studio.params import ImageParams, parse_values
-from aigc_studio.storage import NotKept
+from aigc_studio.params import ImageParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.audio_tab import MAX_PLAYERS, check_format
 from aigc_studio.recipe import RECIPE_KEY
@@ -35,7 +34,10 @@ from aigc_studio.ui.text_tab import (
     LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, compare_stream, token_dicts, whole_number,
 )
 from aigc_studio.ui.text_tab import MODELS as TEXT_MODELS
-from aigc_studio.ui.widgets import SEEDS, SWEEP, make_variants, paced, run_in_worker, user_error, user_errors
+from aigc_studio.actions.variants import SEEDS, SWEEP, make_variants
+from aigc_studio.ui.errors import user_error, user_errors
+from aigc_studio.ui.streaming import paced, run_in_worker
+from aigc_studio.ui.files import cached_png, keep_or_cache, with_recipe
 
 File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
 VariantMode = Literal["Different seeds", "Sweep one knob"]
@@ -111,14 +113,7 @@ def uploaded_bytes(path: str, field: str) -> bytes:
 def _picture_file(save, result) -> File:
     """A studio PNG in the output folder; when the disk is full, the picture with its
     recipe in Gradio's cache instead (the tabs do the same), with a warning."""
-    try:
-        return _file(save(result))
-    except NotKept as error:
-        log.warning("%s", error)  # the operator sees it too: the disk needs attention
-        gr.Warning(f"{error}. Download it to keep it.")
-        picture = result.output.copy()
-        picture.info[RECIPE_KEY] = result.recipe.to_json()  # the PNG text chunk read_recipe reads
-        return _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(), format="png"))
+    return keep_or_cache(lambda: _file(save(result)), lambda: _file(cached_png(with_recipe(result))))
 
 
 # ----- text -----------------------------------------------------------------------------------
@@ -530,13 +525,7 @@ def image_grid(prompt: str, x_knob: str | None = None, x_values: str | None = No
         ys = axis_values(_text("y_values", y_values, "1, 3, 7"), y_knob, "y_values") if use_y else None
         picture, cells = s.image_grid(prompt, base, x_knob, xs, y_knob if use_y else None, ys, model,
                                       stop=threading.Event())
-        try:
-            grid_file = _file(s.save_grid(picture, cells))
-        except NotKept as error:
-            log.warning("%s", error)
-            gr.Warning(f"{error}. Download it to keep it.")
-            grid_file = _file(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(),
-                                                                    format="png"))
+        grid_file = keep_or_cache(lambda: _file(s.save_grid(picture, cells)), lambda: _file(cached_png(picture)))
         return grid_file, [{"image": _picture_file(s.save, c), "caption": c.label} for c in cells]
 
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from aigc_studio import storage
 from aigc_studio.studio import Studio
 from aigc_studio.ui import api, audio_tab, history_tab, image_tab, text_tab, tune_tab
-from aigc_studio.ui.widgets import Sessions
+from aigc_studio.ui.session import Sessions
 
 CSS = """
 #header h1 { margin-bottom: 0; }

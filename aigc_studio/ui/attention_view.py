@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import error_box, user_errors
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.page import error_box
 
 AVERAGE = "average of heads"
 SELECTED = "selected token"

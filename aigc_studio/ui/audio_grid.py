@@ -11,12 +11,15 @@ import gradio as gr
 
 from aigc_studio import audio_views, grid
 from aigc_studio.params import AudioParams
-from aigc_studio.storage import NotKept
 from aigc_studio.studio import Studio
 from aigc_studio.ui.text_grid import NONE, axis_values
-from aigc_studio.ui.widgets import (
-    Sessions, SweepDropdown, busy, error_box, knob_choices_for, ready, sweep_names, sweep_values, user_errors,
-)
+from aigc_studio.actions.variants import sweep_names
+from aigc_studio.ui.components import SweepDropdown
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.knob_controls import knob_choices_for, sweep_values
+from aigc_studio.ui.page import busy, error_box, ready
+from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.files import keep_or_cache
 
 PLAYERS_PER_ROW = 4
 
@@ -89,12 +92,12 @@ def wire(studio: Studio, sessions: Sessions, parts: dict, prompt, model, control
                                             model_id, stop=sessions.fresh_stop(request, "audio"))
         sessions.keep_recipes(request, [c.recipe for c in cells])
         notes = [cell_note(c) for c in cells]
-        try:
+        def kept() -> tuple[list, str]:
             paths, zipped = studio.save_audio_grid(plan, cells)
-            shown, zipped = [str(p) for p in paths], str(zipped)
-        except NotKept as error:
-            gr.Warning(f"{error}. The cells play, but were not kept.")
-            shown, zipped = [c.output for c in cells], None
+            return [str(p) for p in paths], str(zipped)
+
+        shown, zipped = keep_or_cache(kept, lambda: ([c.output for c in cells], None),
+                                      note="The cells play, but were not kept.")
         updates = [gr.update(value=v, visible=True, label=f"{c.label} · {n}") for v, c, n in zip(shown, cells, notes)]
         updates += [gr.update(value=None, visible=False)] * (len(players) - len(updates))
         return table_html(plan, notes), *updates, zipped

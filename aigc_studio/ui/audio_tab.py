@@ -13,13 +13,18 @@ import gradio as gr
 
 from aigc_studio.audio_views import piano_roll_image
 from aigc_studio.params import AudioParams
-from aigc_studio.studio import NotKept, Studio, file_view, read_recipe
+from aigc_studio.studio import Studio, file_view, read_recipe
 from aigc_studio.ui import audio_grid
-from aigc_studio.ui.widgets import (
-    Sessions, KnobDropdown, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants,
-    model_card, model_dropdown, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates,
-    sweep_values, user_errors, variant_controls, variant_labels,
+from aigc_studio.actions.variants import check_sweep, make_variants, variant_labels
+from aigc_studio.ui.components import KnobDropdown, model_dropdown
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.knob_controls import (
+    column_updates, control, knob_updates, sweep_updates, sweep_values, variant_controls,
 )
+from aigc_studio.ui.page import busy, error_box, page_assets, ready
+from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
+from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.files import keep_or_cache
 
 SPEECH_KNOBS = ("speed", "seed", "noise_scale", "noise_w", "sentence_silence")
 MUSIC_KNOBS = ("temperature", "top_k", "top_p", "guidance", "duration")
@@ -47,11 +52,7 @@ GROUPS = {"Voice": ("noise_scale", "noise_w", "sentence_silence"), "Bark": BARK_
 def kept_or_shown(studio: Studio, result, file_format: str):
     """The kept file's path; when the output folder cannot be written (a full disk), the
     audio itself, played but not kept, with a warning that says so."""
-    try:
-        return str(studio.save(result, file_format))
-    except NotKept as error:
-        gr.Warning(f"{error}. Download it to keep it.")
-        return result.output
+    return keep_or_cache(lambda: str(studio.save(result, file_format)), lambda: result.output)
 
 
 def is_chorale_model(studio: Studio, model_id: str | None) -> bool:

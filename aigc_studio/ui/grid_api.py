@@ -11,7 +11,7 @@ from aigc_studio import audio_views, grid
 from aigc_studio.params import ParamError
 from aigc_studio.ui.api import File, _file, _model, _text, studio
 from aigc_studio.ui.text_grid import axis_values
-from aigc_studio.ui.widgets import user_errors
+from aigc_studio.ui.errors import user_errors
 
 
 def _axes(x_knob, y_knob, default_x: str) -> tuple[str, str | None]:

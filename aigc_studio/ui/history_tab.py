@@ -19,7 +19,8 @@ from aigc_studio.recipe import RECIPE_KEY, Recipe, Result
 from aigc_studio.ui import tune_tab
 from aigc_studio.storage import write_atomically
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import Sessions, user_errors
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.session import Sessions
 
 STORAGE_KEY = "aigc-studio-history"
 SHOWN = 30  # entries drawn in the list (the picker offers all of them)

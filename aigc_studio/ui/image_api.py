@@ -15,7 +15,6 @@ import base64
 import binascii
 import io
 import threading
-from pathlib import Path
 from typing import Any, AsyncIterator, Literal
 
 import gradio as gr
@@ -25,7 +24,8 @@ from aigc_studio.params import ParamError
 from aigc_studio.studio import GenerationStopped
 from aigc_studio.ui.api import File, _file, _model, _picture_file, studio, uploaded_bytes
 from aigc_studio.ui.image_tab import preview_steps
-from aigc_studio.ui.widgets import run_in_worker, user_errors
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.streaming import run_in_worker
 
 MAX_PICTURE_BYTES = 20 * 2**20  # an input picture's file, before decoding
 Scheduler = Literal["default", "ddpm", "ddim", "dpm++", "euler", "euler_a", "lcm"]

@@ -11,7 +11,9 @@ from PIL import Image
 
 from aigc_studio.params import ImageParams, ParamError
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import control, error_box, user_errors
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.knob_controls import control
+from aigc_studio.ui.page import error_box
 
 NOTHING, UPLOAD, SKETCH = "Nothing (text to image)", "The uploaded picture", "The sketch"
 # the shapes model's colours, so a scribble reads as one of them

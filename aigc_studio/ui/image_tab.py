@@ -19,17 +19,21 @@ from aigc_studio.engines.image import FAMILY_KINDS
 from aigc_studio.engines.image_inside import check_input, fingerprint
 from aigc_studio.grid import MAX_AXIS_VALUES, MODEL_AXIS
 from aigc_studio.params import MAX_SEED, ImageParams, ParamError, parse_values
-from aigc_studio.studio import (
-    RECIPE_KEY, GenerationStopped, NotKept, Result, Studio, UnknownModelError, read_recipe,
-)
+from aigc_studio.studio import GenerationStopped, Result, Studio, UnknownModelError, read_recipe
 from aigc_studio.ui.image_inside_tab import (
     NOTHING, make_maps, map_controls, show_noising, start_controls, start_picture, wire_sources,
 )
-from aigc_studio.ui.widgets import (
-    KnobDropdown, KnobNumber, KnobSlider, Sessions, SweepDropdown, busy, check_sweep, control, error_box,
-    knob_choices_for, knob_updates, make_variants, model_card, model_dropdown, page_assets, ready, recipe_card,
-    recipe_json, recipe_view, run_in_worker, sweep_names, sweep_updates, sweep_values, user_errors, variant_controls,
+from aigc_studio.actions.variants import check_sweep, make_variants, sweep_names
+from aigc_studio.ui.components import KnobDropdown, KnobNumber, KnobSlider, SweepDropdown, model_dropdown
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.knob_controls import (
+    control, knob_choices_for, knob_updates, sweep_updates, sweep_values, variant_controls,
 )
+from aigc_studio.ui.page import busy, error_box, page_assets, ready
+from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
+from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.streaming import run_in_worker
+from aigc_studio.ui.files import keep_or_cache, with_recipe
 
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")
 # Every knob of ImageParams, in its order (new knobs appear when a model reads them).
@@ -73,18 +77,8 @@ def keep_pictures(save, results: list[Result]) -> list:
     output folder cannot be written (disk full), the pictures themselves are shown,
     their recipe in their PNG text (Gradio keeps it), with one warning that they were
     not kept; earlier files are untouched."""
-    try:
-        return [str(save(result)) for result in results]
-    except NotKept as error:
-        log.warning("%s", error)
-        gr.Warning(f"{error}. Download it to keep it.")
-        return [_with_recipe(result) for result in results]
-
-
-def _with_recipe(result: Result) -> Image.Image:
-    picture = result.output.copy()
-    picture.info[RECIPE_KEY] = result.recipe.to_json()
-    return picture
+    return keep_or_cache(lambda: [str(save(result)) for result in results],
+                         lambda: [with_recipe(result) for result in results])
 
 
 def trajectory_strip(pictures: list[Image.Image], first: str | None = None) -> Image.Image:
@@ -148,14 +142,12 @@ def whole(value):
 def keep_walk(studio: Studio, animation: bytes) -> str:
     """Write a walk's GIF into the output folder; when it cannot be written (disk full),
     into Gradio's upload folder, with a warning (the file still carries its recipe)."""
-    try:
-        return str(studio.save_walk(animation))
-    except NotKept as error:
-        log.warning("%s", error)
-        gr.Warning(f"{error}. Download it to keep it.")
+    def cached() -> str:
         path = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder())) / "walk.gif"
         path.write_bytes(animation)
         return str(path)
+
+    return keep_or_cache(lambda: str(studio.save_walk(animation)), cached)
 
 
 def build(studio: Studio, sessions: Sessions) -> None:
@@ -369,13 +361,10 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 gr.Info(f"Stopped ({stopped}).")
                 return gr.skip(), gr.skip()
             sessions.keep_recipes(request, [c.recipe for c in cells])
-            try:
-                grid_shown = str(studio.save_grid(picture, cells))
-            except NotKept as error:
-                log.warning("%s", error)
-                gr.Warning(f"{error}. Download it to keep it.")
-                return picture, [(_with_recipe(c), c.label) for c in cells]
-            return grid_shown, list(zip(keep_pictures(studio.save, cells), [c.label for c in cells]))
+            labels = [c.label for c in cells]
+            return keep_or_cache(lambda: (str(studio.save_grid(picture, cells)),
+                                          list(zip(keep_pictures(studio.save, cells), labels))),
+                                 lambda: (picture, list(zip(map(with_recipe, cells), labels))))
 
     async def walk_image(request: gr.Request, progress=gr.Progress(), prompt="", seed_a=None, seed_b=None,
                          frames=None, model=None, *knob_values):
@@ -404,7 +393,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 sessions.history.add(sessions.key(request), walked)
                 sessions.history.attach(walked, path)
             # short captions: a long one covers a small frame (each frame's recipe keeps the full label)
-            frames_shown = [(_with_recipe(r), f"{i + 1}/{len(results)}") for i, r in enumerate(results)]
+            frames_shown = [(with_recipe(r), f"{i + 1}/{len(results)}") for i, r in enumerate(results)]
             yield path, frames_shown, recipe_card([walked]), recipe_json([walked])
 
     def stop_image(request: gr.Request):

@@ -11,11 +11,15 @@ import gradio as gr
 
 from aigc_studio import grid
 from aigc_studio.params import TextParams
-from aigc_studio.storage import NotKept
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import (
-    Sessions, SweepDropdown, busy, error_box, knob_choices_for, paced, ready, sweep_names, sweep_values, user_errors,
-)
+from aigc_studio.actions.variants import sweep_names
+from aigc_studio.ui.components import SweepDropdown
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.knob_controls import knob_choices_for, sweep_values
+from aigc_studio.ui.page import busy, error_box, ready
+from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.streaming import paced
+from aigc_studio.ui.files import keep_or_cache
 
 NONE = "none"  # no Y axis: one row
 MARK = "#818cf8"  # the side-by-side columns' "first difference" colour
@@ -119,11 +123,8 @@ def wire(studio: Studio, sessions: Sessions, parts: dict, prompt, model, control
             results = [column.result for column in update.columns]
             sessions.keep_recipes(request, [r.recipe for r in results], [r.output for r in results])
             shown = table_html(plan, update.columns, final=True)
-            try:
-                paths = [str(p) for p in studio.save_text_grid(plan, grid.text_cells(plan, update.columns))]
-            except NotKept as error:
-                gr.Warning(f"{error}: the grid shows, its export was not written.")
-                paths = None
+            paths = keep_or_cache(lambda: [str(p) for p in studio.save_text_grid(plan, grid.text_cells(plan, update.columns))],
+                                  lambda: None, note="The grid shows; its export was not written.")
             yield "", shown, paths
 
     def values_for(knob, model_id, *knob_values):

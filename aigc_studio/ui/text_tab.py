@@ -16,11 +16,16 @@ from aigc_studio import params as knobs
 from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui import attention_view, text_grid
-from aigc_studio.ui.widgets import (
-    Sessions, busy, check_sweep, column_updates, control, error_box, knob_updates, make_variants, model_card,
-    model_dropdown, paced, page_assets, ready, recipe_card, recipe_json, recipe_view, sweep_updates, sweep_values,
-    user_errors, variant_controls, variant_labels,
+from aigc_studio.actions.variants import check_sweep, make_variants, variant_labels
+from aigc_studio.ui.components import model_dropdown
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.knob_controls import (
+    column_updates, control, knob_updates, sweep_updates, sweep_values, variant_controls,
 )
+from aigc_studio.ui.page import busy, error_box, page_assets, ready
+from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
+from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.streaming import paced
 
 MAX_COLUMNS = 4
 STYLES = "Styles side by side"  # a third variants mode: Precise, Balanced, Creative with one seed

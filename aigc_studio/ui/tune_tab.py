@@ -18,9 +18,11 @@ import pandas as pd
 
 from aigc_studio import params as knobs
 from aigc_studio.catalog import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FULL_WEIGHTS, TUNE_RECIPE
-from aigc_studio.params import TextParams, TuneParams
+from aigc_studio.params import TuneParams
 from aigc_studio.studio import Studio
-from aigc_studio.ui.widgets import Sessions, run_in_worker, user_errors
+from aigc_studio.ui.errors import user_errors
+from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.streaming import run_in_worker
 
 KNOB_SLIDERS = ("rank", "alpha", "steps", "batch_size", "sequence_length", "eval_every")
 ADAPTER_FILES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG, TUNE_RECIPE)

@@ -1,4 +1,4 @@
-"""The UI's knob components (aigc_studio/ui/widgets.py), without a server."""
+"""The UI's knob components (aigc_studio/ui/components.py), without a server."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import gradio as gr
 import pytest
 from gradio.context import LocalContext
 
-from aigc_studio.ui import widgets
-from aigc_studio.ui.widgets import KnobDropdown, KnobNumber, KnobRadio, KnobSlider, SweepDropdown
+from aigc_studio.ui.components import KnobDropdown, KnobNumber, KnobRadio, KnobSlider, SweepDropdown
 
 
 def rebuilt_in_an_event(component, **update):
@@ -57,16 +56,3 @@ def test_the_browser_gets_the_gradio_component_props_only():
     config = slider.get_config()
     assert (config["minimum"], config["maximum"], config["label"]) == (0, 10, "w")
     assert "knob_name" not in config and "knob_range" not in config
-
-
-def test_paced_shows_the_first_update_the_newest_each_interval_and_always_the_last(monkeypatch):
-    def clock(*times):
-        ticks = iter(times)
-        monkeypatch.setattr(widgets.time, "monotonic", lambda: next(ticks))
-
-    clock(0.0, 0.03, 0.06, 0.12, 0.15, 0.5)  # when each update arrives, in seconds
-    assert list(widgets.paced(iter("abcdef"), interval=0.1)) == ["a", "d", "f"]
-    clock(0.0, 0.01, 0.02)
-    assert list(widgets.paced(iter("abc"), interval=0.1)) == ["a", "c"]  # the last, even inside the interval
-    clock(0.0, 0.2, 0.4)
-    assert list(widgets.paced(iter("abc"), interval=0.1)) == ["a", "b", "c"]  # a slow stream passes whole
