@@ -25,7 +25,7 @@ import gradio as gr
 from aigc_studio import audio_views
 from aigc_studio import params as knobs
 from aigc_studio.engines.image import GenerationStopped
-from aigc_studio.params import ImageParams
+from aigc_studio.params import ImageParams, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.audio_tab import MAX_PLAYERS, check_format
 from aigc_studio.recipe import RECIPE_KEY
@@ -37,6 +37,7 @@ from aigc_studio.ui.text_tab import MODELS as TEXT_MODELS
 from aigc_studio.actions.variants import SEEDS, SWEEP, make_variants
 from aigc_studio.ui.errors import user_error, user_errors
 from aigc_studio.ui.streaming import paced, run_in_worker
+from aigc_studio.ui.endpoint import REQUIRED, Arg, endpoint, knob_args, split_knobs
 from aigc_studio.ui.files import cached_png, keep_or_cache, with_recipe
 
 File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
@@ -118,47 +119,29 @@ def _picture_file(save, result) -> File:
 
 # ----- text -----------------------------------------------------------------------------------
 
-def generate_text(prompt: str, temperature: float | None = None, top_k: int | None = None,
-                  top_p: float | None = None, max_new_tokens: int | None = None,
-                  repetition_penalty: float | None = None, seed: int | None = None, greedy: bool | None = None,
-                  model: str | None = None, min_p: float | None = None, typical_p: float | None = None,
-                  no_repeat_ngram_size: int | None = None, stop_sequences: str | None = None,
-                  system_prompt: str | None = None,
-                  prompt_mode: Literal["chat", "completion"] | None = None) -> Iterator[str]:
-    """Generate text for a prompt with the studio's text model, streamed token by token.
-
-    Args:
-        prompt: what to answer (chat mode) or continue (completion mode), at most 4000 characters.
-        temperature: 0-2; below 1 sharpens toward the likeliest token, above 1 flattens. None: the model's recommendation.
-        top_k: 0-1000; keep only the k likeliest tokens (0 = off).
-        top_p: 0.01-1; nucleus sampling: the smallest set of tokens whose probability sums to p.
-        max_new_tokens: 1-1024; upper bound on the answer length, in tokens (default 128).
-        repetition_penalty: 1-2; divides the score of tokens already used (1 = off).
-        seed: -1 to 2147483647; -1 draws a new one. The same seed and knobs give the same answer.
-        greedy: always take the likeliest token (ignores the sampling knobs).
-        model: a text model id of the catalog (None: the preset's default).
-        min_p: 0-1; drop tokens less likely than min_p times the likeliest one (0 = off).
-        typical_p: 0.01-1; typical sampling mass (1 = off).
-        no_repeat_ngram_size: 0-10; never repeat a run of this many tokens (0 = off).
-        stop_sequences: up to 4 comma-separated texts that end the answer (\\n for a newline).
-        system_prompt: chat mode: instructions read before the prompt.
-        prompt_mode: "chat" wraps the prompt in the chat template; "completion" continues the text.
-    Returns:
-        The answer so far (each update); the last one is the whole answer.
-    """
+def _generate_text(prompt: str, model: str | None, **values: Any) -> Iterator[str]:
     with user_errors():
         s = studio()
         model = _model(model)
-        chosen = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
-                          max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed,
-                          greedy=greedy, min_p=min_p, typical_p=typical_p, no_repeat_ngram_size=no_repeat_ngram_size,
-                          stop_sequences=stop_sequences, system_prompt=system_prompt, prompt_mode=prompt_mode)
+        chosen = s.params("text", model, **values)
         stop = threading.Event()
         try:
             for update in paced(s.text_stream(prompt, chosen, model, stop=stop)):
                 yield update.text or update.status
         finally:
             stop.set()  # a cancelled request (Stop, a vanished client) ends the generation
+
+
+TEXT_FIRST, TEXT_LATER = split_knobs(TextParams, 7)  # the knobs generate_text shipped with come before `model`
+PROMPT = Arg("prompt", str, "what to answer (chat mode) or continue (completion mode), at most 4000 characters.",
+             REQUIRED)
+TEXT_MODEL = Arg("model", str | None, "a text model id of the catalog (None: the preset's default).")
+
+generate_text = endpoint(
+    "generate_text", "Generate text for a prompt with the studio's text model, streamed token by token. A knob "
+                     "left out (None) takes the model's recommended value.",
+    [PROMPT, *knob_args(TextParams, TEXT_FIRST), TEXT_MODEL, *knob_args(TextParams, TEXT_LATER)],
+    "The answer so far (each update); the last one is the whole answer.", _generate_text, Iterator[str])
 
 
 def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Styles side by side", "Different models",
