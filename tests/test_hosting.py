@@ -5,7 +5,9 @@ its arguments and results (every yielded value too) pickled across; a model load
 inside the call is lost. `run_forked` does exactly that with
 multiprocessing's fork context, so each entry point of aigc_studio/hosting.py is run
 the ZeroGPU way on the tiny models and must give what it gives in-process, pickle
-cleanly both ways, and load nothing inside the call.
+cleanly both ways, and load nothing inside the call. The same Studio, its runtime's
+executor set to hosting.ZeroGPU with its calls forked, must answer every operation as
+the plain studio does.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import inspect
 import multiprocessing
 import pickle
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from aigc_studio import hosting
 from aigc_studio.engines.image import GenerationStopped
 from aigc_studio.params import AudioParams, ImageParams, TextParams
-from tests.conftest import IMAGE_ID, MUSICGEN_ID, TEXT_ID, TINY_IMAGE_SIZE, VITS_ID
+from aigc_studio.recipe import Result
+from aigc_studio.services.runtime import LocalExecutor
+from aigc_studio.studio import CompareUpdate, Studio
+from tests.conftest import IMAGE_ID, MUSICGEN_ID, SHAPES_ID, TEXT_ID, TINY_IMAGE_SIZE, VITS_ID
 
-PRELOAD = [TEXT_ID, IMAGE_ID, VITS_ID]
+OTHER_TEXT_ID = "tiny-lm-twin"  # the tiny LM again under another id: "different models" side by side
+PRELOAD = [TEXT_ID, OTHER_TEXT_ID, IMAGE_ID, SHAPES_ID, VITS_ID]
 
 
 def run_forked(fn, *args, **kwargs):
@@ -37,7 +45,7 @@ def run_forked(fn, *args, **kwargs):
     receiver, sender = context.Pipe(duplex=False)
 
     def child():
-        loads = dict(hosting._studio.models.load_count)
+        loads = dict(hosting._runtime.models.load_count)
         try:
             a, k = pickle.loads(payload)
             out = fn(*a, **k)
@@ -46,7 +54,7 @@ def run_forked(fn, *args, **kwargs):
                     sender.send_bytes(pickle.dumps(("item", item)))
             else:
                 sender.send_bytes(pickle.dumps(("result", out)))
-            after = hosting._studio.models.load_count
+            after = hosting._runtime.models.load_count
             sender.send_bytes(pickle.dumps(("end", {m: after[m] - loads.get(m, 0) for m in after
                                                     if after[m] != loads.get(m, 0)})))
         except BaseException as error:  # reported to the parent, which fails the test
@@ -81,10 +89,33 @@ def run_here(fn, *args, **kwargs):
 def preloaded(studio):
     """A studio with the preload set loaded in this (the main) thread, installed for the entry points."""
     s = studio()
+    s.catalog.add(dataclasses.replace(s.model_spec("text", TEXT_ID), id=OTHER_TEXT_ID))
     hosting.preload(s, PRELOAD)
     hosting.install(s)
     yield s
     hosting.install(None)
+
+
+def forked_call(entry, *args):
+    """hosting.ZeroGPU's `call` as ZeroGPU makes it: in a forked process, pickled both ways;
+    nothing may load inside the call. A stream comes back as a generator of its items."""
+    out, loaded = run_forked(entry, *args)
+    assert loaded == {}, f"{entry.__name__} loaded {loaded} inside the GPU call"
+    forked_call.entries.append(entry.__name__)
+    return (item for item in out) if inspect.isgeneratorfunction(entry) else out
+
+
+forked_call.entries = []
+
+
+@contextmanager
+def on_zero_gpu(studio: Studio, call=hosting._call_here):
+    """studio, its tasks run by the ZeroGPU executor (as serve() sets it) until the block ends."""
+    studio.runtime.executor = hosting.ZeroGPU(call)
+    try:
+        yield studio
+    finally:
+        studio.runtime.executor = LocalExecutor()
 
 
 # ----- off ZeroGPU nothing changes ----------------------------------------------------------------
@@ -141,8 +172,8 @@ def test_attention_view_forked_equals_in_process(preloaded):
     picture, loaded = run_forked(hosting.gpu_attention_overview, *args[:4], 1, None)
     assert loaded == {} and np.array_equal(np.asarray(picture), np.asarray(run_here(
         hosting.gpu_attention_overview, *args[:4], 1, None)))
-    zero = hosting.ZeroGPUStudio(preloaded)  # the Studio's methods go through the entry points
-    assert zero.attention(*args[:2], TEXT_ID, answer="jumps over", position=3, layer=1) == here
+    with on_zero_gpu(preloaded) as zero:  # the Studio's methods go through the entry points
+        assert zero.attention(*args[:2], TEXT_ID, answer="jumps over", position=3, layer=1) == here
 
 
 def test_images_forked_equal_in_process_and_stream_steps_and_previews(preloaded):
@@ -207,22 +238,102 @@ def test_an_entry_point_refuses_a_model_outside_the_preload_set(preloaded):
 
 # ----- the Studio on ZeroGPU: same answers, Stop still works ------------------------------------------
 
-def test_zero_gpu_studio_answers_like_the_studio(preloaded):
-    zero = hosting.ZeroGPUStudio(preloaded)
-    assert zero.text("Hello", seed=4, max_new_tokens=5).output == preloaded.text("Hello", seed=4, max_new_tokens=5).output
-    assert np.array_equal(np.asarray(zero.image("a cat", seed=2, steps=2).output),
-                          np.asarray(preloaded.image("a cat", seed=2, steps=2).output))
-    assert zero.perplexity("n1 n2 n3") == preloaded.perplexity("n1 n2 n3")
-    spoken, direct = zero.audio("hi there", seed=1), preloaded.audio("hi there", seed=1)
-    assert np.array_equal(spoken.output[1], direct.output[1])
-    steps, expected = [], []
-    zero.images("a cat", [("", preloaded.params("image", seed=1, steps=3))], on_step=lambda i, n: steps.append(i))
-    preloaded.images("a cat", [("", preloaded.params("image", seed=1, steps=3))], on_step=lambda i, n: expected.append(i))
-    assert steps == expected and len(steps) >= 3  # callbacks run in the main process, fed by the GPU call's events
+def comparable(value):
+    """What must agree between the plain and the ZeroGPU studio: outputs, knobs, labels
+    and token ids (not timings)."""
+    if isinstance(value, Result):
+        return comparable(value.output), value.recipe.params, value.recipe.label, value.recipe.model_id
+    if isinstance(value, CompareUpdate):
+        return [(c.text, [t.id for t in c.tokens], [len(t.alternatives) for t in c.tokens],
+                 comparable(c.result) if c.result else None) for c in value.columns], value.diverge_at
+    if isinstance(value, Image.Image):
+        return np.asarray(value).tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if dataclasses.is_dataclass(value):
+        return comparable(dataclasses.asdict(value))
+    if isinstance(value, (list, tuple)):
+        return [comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items()}
+    return value
+
+
+def last(stream):
+    update = None
+    for update in stream:
+        pass
+    return update
+
+
+def operations(s: Studio) -> dict:
+    """The same operations, on s: every kind of model work a page or the API asks for."""
+    size = dict(width=TINY_IMAGE_SIZE, height=TINY_IMAGE_SIZE)
+    steps = []
+    columns = [("seed=1", TextParams(seed=1, max_new_tokens=5)), ("seed=2", TextParams(seed=2, max_new_tokens=5))]
+    base = ImageParams(steps=2, seed=1, **size)
+    return {
+        "text": s.text("Hello", seed=4, max_new_tokens=5),
+        "compare, 3 alternatives": last(s.text_compare_stream("Hello", columns, TEXT_ID, alternatives=3)),
+        "different models": last(s.text_models_stream("Hello", [TEXT_ID, OTHER_TEXT_ID],
+                                                      TextParams(seed=3, max_new_tokens=4), alternatives=2)),
+        "text grid": [(c["label"], c["text"], c["first_difference"], c["recipe"]["params"])  # not the timings
+                      for c in s.text_grid("Hello", TextParams(seed=1, max_new_tokens=3), "top_k", ["1", "5"])[1]],
+        "explain": s.explain_next_token("Hello", TextParams(top_k=5), TEXT_ID, "n1 n2", 1, 6),
+        "perplexity": s.perplexity("n1 n2 n3 n4", TEXT_ID),
+        "attention": s.attention("the quick brown fox", TextParams(prompt_mode="completion"), TEXT_ID, "jumps", 2),
+        "attention overview": s.attention_overview("the quick fox", TextParams(prompt_mode="completion"), TEXT_ID),
+        "images": s.images("a cat", [("", ImageParams(steps=3, seed=5, batch_size=2, **size))], IMAGE_ID,
+                           on_step=lambda i, n: steps.append((i, n))),
+        "image steps": steps,
+        "image grid": s.image_grid("a dog", base, "seed", ["1", "2"], "guidance", ["0", "5"], IMAGE_ID),
+        "models side by side": s.compare_models("a red circle", [IMAGE_ID, SHAPES_ID], seed=2, steps=2, **size),
+        "audio": s.audio("hello there", VITS_ID, label="take one", seed=3, speed=1.2),
+        "audio grid": s.audio_grid("hi", AudioParams(seed=1), "speed", ["1.0", "1.3"], model=VITS_ID)[1],
+    }
+
+
+def test_the_zero_gpu_studio_answers_every_operation_like_the_plain_one(preloaded):
+    """Every operation through the ZeroGPU executor, each GPU call forked and pickled as
+    ZeroGPU makes it, gives what the plain studio gives."""
+    plain = operations(preloaded)
+    forked_call.entries.clear()
+    with on_zero_gpu(preloaded, forked_call) as zero:
+        there = operations(zero)
+        assert zero.describe().endswith(" · **ZeroGPU**")
+    assert set(forked_call.entries) == {entry.__name__ for entry in hosting.ENTRY_POINTS}  # each was used
+    for name in plain:
+        assert comparable(there[name]) == comparable(plain[name]), name
+    assert len(plain["image steps"]) >= 3  # callbacks run in the main process, fed by the GPU call's events
+    assert preloaded.describe() == zero.describe().removesuffix(" · **ZeroGPU**")
+
+
+def test_serve_returns_the_studio_with_the_plain_studios_methods(studio, monkeypatch):
+    """On ZeroGPU serve() hands the UI a Studio whose every public method has the plain
+    Studio's signature, and each ZeroGPU route takes its task's arguments."""
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    monkeypatch.setattr(hosting, "_runtime", hosting._runtime)  # restored after the test
+    plain = studio()
+    served = hosting.serve(studio())
+    assert type(served) is Studio and isinstance(served.runtime.executor, hosting.ZeroGPU)
+    names = [name for name in dir(Studio) if not name.startswith("_")]
+    for name in names:
+        mine, theirs = getattr(served, name), getattr(plain, name)
+        if callable(theirs):
+            assert inspect.signature(mine) == inspect.signature(theirs), name
+    executor = served.runtime.executor
+    for task, route in executor.routes.items():
+        wanted = list(inspect.signature(task).parameters)[1:]  # after the runtime
+        assert list(inspect.signature(route).parameters) == wanted, task.__name__
+    assert all(served.is_loaded(m.modality, m.id) for m in hosting.preload_specs(served, hosting.preload_ids(served)))
 
 
 def test_zero_gpu_studio_stop_ends_image_and_text(preloaded):
-    zero = hosting.ZeroGPUStudio(preloaded)
+    with on_zero_gpu(preloaded) as zero:
+        stop_ends_image_and_text(zero, preloaded)
+
+
+def stop_ends_image_and_text(zero, preloaded):
     stop = threading.Event()
 
     def stop_at_first_step(step, total):
@@ -257,9 +368,12 @@ def test_durations_grow_with_the_work_and_stay_within_bounds(preloaded):
 def test_preload_set_comes_from_the_catalog_or_aigc_preload(studio):
     from aigc_studio.catalog import Catalog
 
+    from aigc_studio.config import Settings
+
     s = studio()
-    assert hosting.preload_ids(s, {"AIGC_PRELOAD": f"{TEXT_ID}, {VITS_ID},{TEXT_ID}"}) == [TEXT_ID, VITS_ID]
-    assert hosting.preload_ids(s, {}) == [TEXT_ID, IMAGE_ID, VITS_ID]  # no zero_gpu entries: the defaults
+    assert Settings.from_env({"AIGC_PRELOAD": f"{TEXT_ID}, {VITS_ID},{TEXT_ID}"}).preload == (TEXT_ID, VITS_ID)
+    assert hosting.preload_ids(studio(preload=(TEXT_ID, VITS_ID, TEXT_ID))) == [TEXT_ID, VITS_ID]
+    assert hosting.preload_ids(s) == [TEXT_ID, IMAGE_ID, VITS_ID]  # no zero_gpu entries: the defaults
     hub = Catalog.for_preset("hub")
     zero_set = [spec for spec in hub.specs.values() if spec.zero_gpu]
     assert {spec.modality for spec in zero_set} == {"text", "image", "audio"}

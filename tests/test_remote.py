@@ -1,4 +1,4 @@
-"""Remote text (issue 18), against real servers started here.
+"""Remote text, against real servers started here.
 
 - A second studio (app.py with AIGC_OPENAI_API=1) serves /v1; a Studio in this process uses it
   as its remote backend and is compared token by token with its own local engine (both on

@@ -544,7 +544,7 @@ def test_voices_speak_while_a_text_answer_generates_and_it_stays_reproducible(st
     assert answers == [alone]
 
 
-# ===== X/Y grids of text and audio (issue 25) ===================================================
+# ===== X/Y grids of text and audio ==============================================================
 
 def test_text_grid_cells_are_one_batch_and_equal_lone_answers(s):
     base = knobs.make(TextParams, seed=11, max_new_tokens=8)

@@ -9,7 +9,10 @@
 - stop: a threading.Event; once set, the engine ends after the current step (text ends
   its columns, image and audio raise GenerationStopped) and the model stays usable.
 
-No engine imports another; studio.py runs variants side by side for all three the same way.
+Engines of different modalities do not import each other; within one modality they may
+(e.g. text_remote.py, a server's model, reuses text.py's sampling stages for its
+explainer). The services (aigc_studio/services/) run variants side by side for all
+three the same way.
 """
 
 

@@ -23,6 +23,7 @@ No gradio here; `openai` (pinned in requirements.txt) is imported on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -430,7 +431,7 @@ def explain_next_token(remote: RemoteModel, prompt: str, params: TextParams, ans
         raise ParamError("position", f"must be -1 or a whole number in [0, {len(pieces)}] (tokens in the answer), "
                                      f"got {position!r}")
     context = "".join(pieces[:position])
-    fields, extra = request_fields(dataclasses_replace(params, max_new_tokens=1))
+    fields, extra = request_fields(dataclasses.replace(params, max_new_tokens=1))
     notes: list[str] = []
     response = _open(remote, remote.client(), prompt, params, fields, extra, notes, stream=False, continuation=context)
     entries = _entries(response.choices[0], params.prompt_mode == "chat") if response.choices else []
@@ -472,12 +473,6 @@ def explain_next_token(remote: RemoteModel, prompt: str, params: TextParams, ans
     if notes:
         explanation.note += "; " + "; ".join(notes)
     return explanation
-
-
-def dataclasses_replace(params: TextParams, **changes) -> TextParams:
-    import dataclasses
-
-    return dataclasses.replace(params, **changes)
 
 
 # ----- perplexity ----------------------------------------------------------------------------
