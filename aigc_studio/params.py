@@ -246,6 +246,19 @@ def make(params_type: type[Params], **overrides: Any) -> Params:
     return validate(params_type(**{k: v for k, v in overrides.items() if v is not None}))
 
 
+def whole_number(name: str, value, default: int) -> int:
+    """An API or Number value as an int (None = default); the studio checks the range."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise ParamError(name, f"must be a whole number, got {value!r}")
+    return int(number)
+
+
 def check_prompt(prompt: Any, name: str = "prompt", allow_empty: bool = False) -> str:
     """Strip control characters and bound the length of a prompt."""
     if prompt is None:

@@ -396,17 +396,17 @@ def test_the_api_walks_and_compares_models(real):
     import gradio as gr
 
     from aigc_studio.recipe import read_recipe
-    from aigc_studio.ui import api
+    from aigc_studio.ui import api, image_api
 
     with gr.Blocks():
         api.register(real)
-    gif, frames = api.latent_walk("a blue circle", seed_a=1, seed_b=2, frames=3, model="shapes-vae")
+    gif, frames = image_api.latent_walk("a blue circle", seed_a=1, seed_b=2, frames=3, model="shapes-vae")
     assert read_recipe(gif["path"]).params["walk_to_seed"] == 2 and len(frames) == 3
     assert read_recipe(frames[1]["image"]["path"]).params["walk_t"] == 0.5
-    assert refusal(api.latent_walk, "a blue circle", frames=2.5, model="shapes-vae").startswith(
+    assert refusal(image_api.latent_walk, "a blue circle", frames=2.5, model="shapes-vae").startswith(
         "frames: must be a whole number in [2, 32], got 2.5")
-    cells = api.compare_image("a blue circle", mode="Different models", models="shapes-vae, shapes-gan", seed=4)
+    cells = image_api.compare_image("a blue circle", mode="Different models", models="shapes-vae, shapes-gan", seed=4)
     assert [c["caption"] for c in cells] == ["model=shapes-vae", "model=shapes-gan"]
     assert {read_recipe(c["image"]["path"]).params["seed"] for c in cells} == {4}
-    names = {fn.__name__: group for fn, group in api.ENDPOINTS.items()}
+    names = {fn.__name__: group for fn, group in image_api.ENDPOINTS.items()}
     assert names["latent_walk"] == "image"

@@ -1,5 +1,5 @@
 """The Text tab's X/Y grid (ui/text_grid.py) and the /text_grid and /audio_grid endpoints
-(ui/grid_api.py): the labelled table, the marked first differences, the export, the
+(ui/text_api.py): the labelled table, the marked first differences, the export, the
 status line, and the pickers following the model."""
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def test_the_grid_streams_with_its_status_apart_then_exports_every_cell(tab):
     csv_text = Path(next(p for p in paths if p.endswith(".csv"))).read_text()
     assert csv_text.splitlines()[0].startswith("row,column,label,text")
 
-    from aigc_studio.ui import grid_api
+    from aigc_studio.ui import audio_api, text_api
 
-    grid_doc, _, _ = grid_api.text_grid(PROMPT, "temperature", "0.3, 1.5", "top_k", "5, 50", max_new_tokens=6,
+    grid_doc, _, _ = text_api.text_grid(PROMPT, "temperature", "0.3, 1.5", "top_k", "5, 50", max_new_tokens=6,
                                         seed=3, model=TEXT_ID)
     assert [c["text"] for c in grid_doc["cells"]] == [c["text"] for c in document["cells"]]
 
@@ -95,19 +95,19 @@ def test_pickers_follow_the_model_and_refusals_name_the_knobs(tab):
     assert x["value"] == "top_k" and y["value"] == text_grid.NONE
     assert [name for _, name in x["choices"]] == text_grid.grid_axes(s, TEXT_ID)
 
-    from aigc_studio.ui import grid_api
+    from aigc_studio.ui import audio_api, text_api
 
     with pytest.raises(Exception) as error:
-        grid_api.audio_grid("hello there", "guidance", "1, 3", model=VITS_ID)
+        audio_api.audio_grid("hello there", "guidance", "1, 3", model=VITS_ID)
     assert "x_knob" in str(error.value) and "does not use guidance" in str(error.value)
     with pytest.raises(Exception, match="x_values"):
-        grid_api.text_grid(PROMPT, "temperature", "", model=TEXT_ID)
+        text_api.text_grid(PROMPT, "temperature", "", model=TEXT_ID)
 
 
 def test_the_audio_grid_endpoint_gives_loudness_and_a_zip(tab):
-    from aigc_studio.ui import grid_api
+    from aigc_studio.ui import audio_api, text_api
 
-    document, archive = grid_api.audio_grid("hello there", "speed", "0.8, 1.6", seed=2, model=VITS_ID)
+    document, archive = audio_api.audio_grid("hello there", "speed", "0.8, 1.6", seed=2, model=VITS_ID)
     assert [c["label"] for c in document["cells"]] == ["speed=0.8", "speed=1.6"]
     levels = [c["loudness_lufs"] for c in document["cells"]]
     assert None not in levels and abs(levels[0] - levels[1]) < 1.0

@@ -116,7 +116,7 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
     column streamed in turn, labelled by model, equal to a lone generation; the tab's
     handler and the public /compare_text give the same columns; selecting the Text tab
     lists models tuned meanwhile."""
-    from aigc_studio.ui import api, build_demo
+    from aigc_studio.ui import build_demo, text_api
     from aigc_studio.actions.variants import SEEDS
 
     from aigc_studio.params import TuneParams, make
@@ -153,12 +153,12 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
                                           TEXT_ID, *new_values, []))[-1]
     assert texts[:2] == [c.text for c in final] and texts[2:] == ["", ""]
     assert [c["label"] for c in numbers["columns"]] == labels and state["labels"] == labels
-    *api_texts, api_numbers = list(api.compare_text("the quick brown", "Different models", max_new_tokens=5, seed=9,
+    *api_texts, api_numbers = list(text_api.compare_text("the quick brown", "Different models", max_new_tokens=5, seed=9,
                                                     prompt_mode="completion", models=[TEXT_ID, tuned]))[-1]
     figures = lambda n: [(c["label"], c["tokens"], c["mean_logprob"]) for c in n["columns"]]  # not the tok/s
     assert api_texts == texts and figures(api_numbers) == figures(numbers)
     assert api_numbers["first_difference"] == numbers["first_difference"]
-    assert list(api.compare_text("the quick brown", SEEDS, count=2, seed=1, max_new_tokens=2))[-1][-1]["columns"]
+    assert list(text_api.compare_text("the quick brown", SEEDS, count=2, seed=1, max_new_tokens=2))[-1][-1]["columns"]
     # coming back to the Text tab lists the models tuned meanwhile, in both model pickers
     refresh = next(f for f in demo.fns.values()
                    if any(t[1] == "select" and getattr(demo.blocks[t[0]], "id", None) == "text" for t in f.targets))

@@ -219,7 +219,7 @@ def test_a_short_real_run_lowers_heldout_perplexity(tmp_path_factory):
 def test_the_tune_tab_and_the_api_endpoint_use_the_studio(studio):
     import gradio as gr
 
-    from aigc_studio.ui import api
+    from aigc_studio.ui import text_api
     from aigc_studio.ui.app import build_demo
 
     s = studio()
@@ -227,19 +227,19 @@ def test_the_tune_tab_and_the_api_endpoint_use_the_studio(studio):
     names = {fn.api_name: fn for fn in demo.fns.values()}
     assert "fine_tune_text" in names and names["fine_tune_text"].concurrency_id == "tune"
     assert any(getattr(block, "id", None) == "tune" for block in demo.blocks.values() if isinstance(block, gr.Tab))
-    updates = drain(api.fine_tune_text(corpus_text(200), TEXT_ID, rank=4, alpha=8, learning_rate=0.01, steps=2, seed=1,
+    updates = drain(text_api.fine_tune_text(corpus_text(200), TEXT_ID, rank=4, alpha=8, learning_rate=0.01, steps=2, seed=1,
                                       name="viaapi", method="full"))
     assert [u["step"] for u in updates[:-1]] == [0, 1, 2] and updates[0]["perplexity"] is not None
     final = updates[-1]
     assert final["adapter"] == f"{TEXT_ID}+viaapi" and final["train_tokens"] > final["heldout_tokens"] > 0
     assert final["method"] == "full" and (s.settings.output_dir / "adapters" / final["adapter"] / tune.FULL_WEIGHTS).is_file()
     assert final["perplexity_after"] != final["perplexity_before"]
-    answer = list(api.generate_text("the quick brown", model=final["adapter"], seed=1, max_new_tokens=3,
+    answer = list(text_api.generate_text("the quick brown", model=final["adapter"], seed=1, max_new_tokens=3,
                                     prompt_mode="completion"))
     assert answer and answer[-1] == s.text("the quick brown", model=final["adapter"], seed=1, max_new_tokens=3,
                                            prompt_mode="completion").output
     with pytest.raises(gr.Error, match="rank"):
-        drain(api.fine_tune_text("the quick brown fox", TEXT_ID, rank=0))
+        drain(text_api.fine_tune_text("the quick brown fox", TEXT_ID, rank=0))
 
 
 def test_the_tab_handlers_stream_the_curve_compare_and_restore(studio, tmp_path):

@@ -74,7 +74,8 @@ def explainer_html(studio: Studio, recipe, position, top_n) -> str:
     """The Text tab's explainer chart for one note slot of the chorale a recipe made, with the
     knobs that drew it, under a heading that says where the slot is."""
     from aigc_studio import music
-    from aigc_studio.ui.text_tab import chart_html, whole_number
+    from aigc_studio.params import whole_number
+    from aigc_studio.ui.text_tab import chart_html
 
     slot = whole_number("position", position, 0)
     explanation = studio.explain_note(recipe.prompt, slot, recipe.model_id, top_n=whole_number("top_n", top_n, 8),

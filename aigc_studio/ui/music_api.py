@@ -13,7 +13,7 @@ import gradio as gr
 
 from aigc_studio import params as knobs
 from aigc_studio.ui.api import File, _file, _model, studio, uploaded_bytes
-from aigc_studio.ui.text_tab import whole_number
+from aigc_studio.params import whole_number
 from aigc_studio.ui.errors import user_errors
 
 Metre = Literal["4/4", "3/4"]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import math
 
 import gradio as gr
 
 from aigc_studio import params as knobs
-from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams
+from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams, whole_number
 from aigc_studio.studio import Studio
 from aigc_studio.ui import attention_view, text_grid
 from aigc_studio.actions.variants import check_sweep, make_variants, variant_labels
@@ -154,19 +153,6 @@ def chart_html(explanation: dict | None, prompt: str | None = None, state: dict 
             f'(answer token {explanation["position"]}){chosen}</p>'
             f'<table style="border-collapse:collapse"><tr><th style="text-align:left">token</th>{header}</tr>'
             f'{"".join(rows)}<tr><td style="font-size:0.8em">kept</td>{kept}</tr></table></div>')
-
-
-def whole_number(name: str, value, default: int) -> int:
-    """An API or Number value as an int (None = default); the studio checks the range."""
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number != int(number):
-        raise knobs.ParamError(name, f"must be a whole number, got {value!r}")
-    return int(number)
 
 
 def text_variants(base: TextParams, mode: str, count: int, knob_name: str, values: str,
