@@ -87,3 +87,16 @@ def busy(label: str = "Running…"):
 
 def ready(label: str = "Generate"):
     return gr.update(value=label, interactive=True)
+
+
+def busy_run(triggers: list, fn, inputs: list, outputs, button: gr.Button, label: str = "Generate",
+             busy_label: str = "Running…", **event_kwargs):
+    """The chain every action button runs: the button greys out at once ("Running…"), fn runs,
+    and the button comes back whether fn succeeded, failed or was stopped. Returns fn's event,
+    to chain what shows its results (.then / .success). event_kwargs: fn's event options
+    (concurrency_id, ...); its events stay private (the public endpoints are ui/*_api.py)."""
+    started = gr.on(triggers, lambda: busy(busy_label), outputs=button, queue=False, api_visibility="private")
+    run = started.then(fn, inputs=inputs, outputs=outputs, api_visibility="private", **event_kwargs)
+    for finished in (run.then, run.failure):
+        finished(lambda: ready(label), outputs=button, queue=False, api_visibility="private")
+    return run
