@@ -100,6 +100,17 @@ def make_dataset(size: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.nda
     return tensor, colours, kinds
 
 
+def seeded_renders(size: int, threads: int, seed: int) -> tuple[np.random.Generator, torch.Tensor, np.ndarray, np.ndarray]:
+    """The start of every training run: torch seeded and on `threads` threads, the batch
+    order's numpy generator, and the renders (make_dataset) with their colours and shapes."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    data, colours, kinds = make_dataset(size, seed)
+    print(f"dataset: {len(data)} renders at {shapes.NATIVE_SIZE}x{shapes.NATIVE_SIZE}")
+    return rng, data, colours, kinds
+
+
 def condition_labels(colours: np.ndarray, kinds: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
     colours = np.where(rng.random(len(colours)) < DROP_COLOUR, len(shapes.COLOUR_NAMES), colours)
     kinds = np.where(rng.random(len(kinds)) < DROP_SHAPE, len(shapes.SHAPES), kinds)
@@ -114,11 +125,7 @@ def save(unet: UNet2DModel, ema: EMAModel, out: Path) -> None:
 
 
 def train(out: Path, steps: int, threads: int, seed: int, dataset: int = DATASET, evaluate_after: bool = True) -> None:
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(seed)
-    data, colours, kinds = make_dataset(dataset, seed)
-    print(f"dataset: {len(data)} renders at {shapes.NATIVE_SIZE}x{shapes.NATIVE_SIZE}")
+    rng, data, colours, kinds = seeded_renders(dataset, threads, seed)
     unet = build_unet()
     print(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
     noise_scheduler = build_scheduler()
@@ -177,11 +184,7 @@ def train_vae(out: Path, epochs: int, threads: int, seed: int, dataset: int = VA
     + beta * KL with beta warmed up to 1 over VAE_KL_WARMUP steps; per epoch, the mean terms go to training_log.json."""
     from aigc_studio import families
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(seed)
-    data, colours, kinds = make_dataset(dataset, seed)
-    print(f"dataset: {len(data)} renders at {shapes.NATIVE_SIZE}x{shapes.NATIVE_SIZE}")
+    rng, data, colours, kinds = seeded_renders(dataset, threads, seed)
     model = families.ShapesVAE()
     print(f"vae: {families.parameter_count(model) / 1e6:.2f}M parameters")
     optimizer = torch.optim.Adam(model.parameters(), lr=VAE_LR)
@@ -231,11 +234,7 @@ def train_gan(out: Path, epochs: int, threads: int, seed: int, dataset: int = GA
 
     from aigc_studio import families
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(seed)
-    data, colours, kinds = make_dataset(dataset, seed)
-    print(f"dataset: {len(data)} renders at {shapes.NATIVE_SIZE}x{shapes.NATIVE_SIZE}")
+    rng, data, colours, kinds = seeded_renders(dataset, threads, seed)
     model = families.ShapesGAN()
     discriminator = model.make_discriminator()
     classifier = model.make_classifier()
@@ -249,43 +248,21 @@ def train_gan(out: Path, epochs: int, threads: int, seed: int, dataset: int = GA
                                              dataset=len(data), seed=seed, ema=GAN_EMA,
                                              class_weight=GAN_CLASS_WEIGHT, classifier_lr=GAN_CLASSIFIER_LR), "epochs": []}
     start, step = time.time(), 0
-    for index in tqdm(_epoch_batches(len(data), GAN_BATCH, rng), desc="classifier warm-up"):  # one pass over the renders
-        labels = full_labels(colours[index], kinds[index])
-        warm = F.cross_entropy(classifier(data[index]), labels)
-        c_optimizer.zero_grad(set_to_none=True)
-        warm.backward()
-        c_optimizer.step()
-    tqdm.write(f"classifier cross-entropy on renders after one pass: {warm.item():.3f}")
+    _warm_up_classifier(classifier, c_optimizer, data, colours, kinds, rng)
     for epoch in range(epochs):
         sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_class": 0.0, "g_class": 0.0}
         bar = tqdm(_epoch_batches(len(data), GAN_BATCH, rng), desc=f"gan epoch {epoch + 1}/{epochs}")
         for index in bar:
-            labels = full_labels(colours[index], kinds[index])
-            real = data[index]
-            fake = model.generator(torch.randn(len(index), model.latent_dim), labels)
-            d_real, d_fake = discriminator(real, labels), discriminator(fake.detach(), labels)
-            d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-            d_optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_optimizer.step()
-            d_class = F.cross_entropy(classifier(real), labels)
-            c_optimizer.zero_grad(set_to_none=True)
-            d_class.backward()
-            c_optimizer.step()
-            g_loss = -discriminator(fake, labels).mean()
-            g_class = F.cross_entropy(classifier(fake), labels)
-            g_optimizer.zero_grad(set_to_none=True)
-            (g_loss + GAN_CLASS_WEIGHT * g_class).backward()
-            g_optimizer.step()
+            losses = _gan_step(model, discriminator, classifier, (g_optimizer, d_optimizer, c_optimizer),
+                               data[index], full_labels(colours[index], kinds[index]))
             with torch.no_grad():
                 decay = min(GAN_EMA, (1 + step) / (10 + step))
                 for averaged, current in zip(ema.parameters(), model.parameters()):
                     averaged.lerp_(current, 1 - decay)
             step += 1
-            for key, value in (("d_loss", d_loss), ("g_loss", g_loss), ("d_real", d_real.mean()), ("d_fake", d_fake.mean()),
-                               ("d_class", d_class), ("g_class", g_class)):
-                sums[key] += value.item()
-            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
+            for key, value in losses.items():
+                sums[key] += value
+            bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}")
         means = {k: round(v / len(bar), 4) for k, v in sums.items()}
         log["epochs"].append({"epoch": epoch + 1, **means})
         tqdm.write(f"epoch {epoch + 1:3d} d_loss {means['d_loss']:.3f} g_loss {means['g_loss']:.3f} "
@@ -305,6 +282,44 @@ def train_gan(out: Path, epochs: int, threads: int, seed: int, dataset: int = GA
     print(f"saved {out} (epoch {log['shipped_epoch']}) after {time.time() - start:.0f}s")
     if evaluate_after:
         print(f"adherence at default settings: {evaluate_family(families.load(out)):.3f}")
+
+
+def _warm_up_classifier(classifier, optimizer, data: torch.Tensor, colours: np.ndarray, kinds: np.ndarray,
+                        rng: np.random.Generator) -> None:
+    """One pass of the GAN's classifier over the renders before the GAN starts, so that its
+    cross-entropy tells the generator something from the first step."""
+    for index in tqdm(_epoch_batches(len(data), GAN_BATCH, rng), desc="classifier warm-up"):
+        labels = full_labels(colours[index], kinds[index])
+        warm = F.cross_entropy(classifier(data[index]), labels)
+        optimizer.zero_grad(set_to_none=True)
+        warm.backward()
+        optimizer.step()
+    tqdm.write(f"classifier cross-entropy on renders after one pass: {warm.item():.3f}")
+
+
+def _gan_step(model, discriminator, classifier, optimizers: tuple, real: torch.Tensor,
+              labels: torch.Tensor) -> dict[str, float]:
+    """One step of each player on a batch of renders: D (hinge loss), the classifier (on the
+    renders), then G (fool D, and be classified as its condition). optimizers: (G's, D's,
+    the classifier's). Returns the losses and D's mean scores as numbers."""
+    g_optimizer, d_optimizer, c_optimizer = optimizers
+    fake = model.generator(torch.randn(len(real), model.latent_dim), labels)
+    d_real, d_fake = discriminator(real, labels), discriminator(fake.detach(), labels)
+    d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+    d_optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_optimizer.step()
+    d_class = F.cross_entropy(classifier(real), labels)
+    c_optimizer.zero_grad(set_to_none=True)
+    d_class.backward()
+    c_optimizer.step()
+    g_loss = -discriminator(fake, labels).mean()
+    g_class = F.cross_entropy(classifier(fake), labels)
+    g_optimizer.zero_grad(set_to_none=True)
+    (g_loss + GAN_CLASS_WEIGHT * g_class).backward()
+    g_optimizer.step()
+    return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "d_real": d_real.mean().item(),
+            "d_fake": d_fake.mean().item(), "d_class": d_class.item(), "g_class": g_class.item()}
 
 
 @torch.no_grad()

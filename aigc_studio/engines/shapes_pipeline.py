@@ -111,77 +111,97 @@ class ShapesPipeline(DiffusionPipeline):
         size = self.unet.config.sample_size
         if (height or size) != size or (width or size) != size:
             raise ValueError(f"width/height: this model draws at {size}x{size} only")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt] * len(prompts)
-        cond = [shapes.parse_prompt(p).label for p in prompts for _ in range(num_images_per_prompt)]
-        uncond = [shapes.parse_prompt(n or "", allow_empty=True).label for n in negatives for _ in range(num_images_per_prompt)]
-        batch = len(cond)
+        cond, uncond = self._condition_labels(prompt, negative_prompt, num_images_per_prompt)
         device = self._execution_device
         dtype = self.unet.dtype
         cond_labels = torch.tensor(cond, device=device)
         uncond_labels = torch.tensor(uncond, device=device)
-        # w == 1 and w == 0 need one UNet pass (conditional / unconditional); others need both.
-        # Like SD at guidance <= 1, the negative prompt only counts where guidance mixes the two.
-        do_cfg = guidance_scale not in (0.0, 1.0)
-        single_labels = torch.full_like(cond_labels, shapes.NULL_CONDITION.label) if guidance_scale == 0.0 else cond_labels
-
-        shape = (batch, self.unet.config.in_channels, size, size)
-        if latents is not None:
-            if tuple(latents.shape) != shape:
-                raise ValueError(f"latents: expected shape {shape}, got {tuple(latents.shape)}")
-        elif isinstance(generator, list):
-            latents = torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for g in generator])
-        else:
-            latents = torch.randn(shape, generator=generator, dtype=torch.float32)
-        # set_timesteps first: Euler-type schedulers derive init_noise_sigma from the chosen timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        if image is not None and tuple(image.shape[1:]) != shape[1:]:
-            raise ValueError(f"image: expected shape (n, {', '.join(map(str, shape[1:]))}), got {tuple(image.shape)}")
-        if image is not None and strength < 1.0:
-            image = image.expand(batch, -1, -1, -1) if image.shape[0] == 1 else image
-            latents, timesteps = self._noised_start(image, latents, strength, num_inference_steps, device, dtype)
-            if callback_on_start is not None:
-                callback_on_start(latents)
-        else:
-            latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        shape = (len(cond), self.unet.config.in_channels, size, size)
+        noise = self._initial_noise(shape, latents, generator)
+        latents, timesteps = self._start(noise, image, strength, num_inference_steps, device, dtype, callback_on_start)
         self.num_timesteps = len(timesteps)
         contrast = None
         if contrast_labels:  # the first image's condition, then each reduced one
             contrast = torch.tensor([cond[0], *contrast_labels], device=device)
             self.contrast_maps = torch.zeros(len(contrast_labels), size, size)
         for i, t in enumerate(self.progress_bar(timesteps)):
-            model_input_latents = latents
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            labels = torch.cat([uncond_labels, cond_labels]) if do_cfg else single_labels
-            if contrast is not None:  # one UNet call: the guided batch plus the contrast rows
-                model_input = torch.cat([model_input, latents[:1].expand(len(contrast), -1, -1, -1)])
-                labels = torch.cat([labels, contrast])
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            noise_pred = self._eps(model_input, t, labels)
-            if contrast is not None:
-                noise_pred, compared = noise_pred[: -len(contrast)], noise_pred[-len(contrast):]
-                self.contrast_maps += (compared[:1] - compared[1:]).abs().sum(dim=1).float().cpu()
-            if do_cfg:
-                noise_uncond, noise_cond = noise_pred.chunk(2)
-                noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+            noise_pred = self._guided_noise(latents, t, cond_labels, uncond_labels, guidance_scale, contrast)
             # the whole list: each image's step noise comes from its own seed, whatever the batch
             step = self.scheduler.step(noise_pred, t, latents, generator=generator)
-            latents = step.prev_sample
+            previous, latents = latents, step.prev_sample
             if callback_on_step_end is not None:
                 predicted = getattr(step, "pred_original_sample", None)
                 if predicted is None:  # DPM-Solver keeps x0 to itself: estimate it in alpha space
-                    predicted = self._estimate_clean(model_input_latents, noise_pred, t)
+                    predicted = self._estimate_clean(previous, noise_pred, t)
                 outputs = callback_on_step_end(self, i, t, {"latents": latents, "pred_original_sample": predicted})
                 latents = (outputs or {}).get("latents", latents)
+        return _output(latents, output_type)
 
-        images = (latents / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return ImagePipelineOutput(images=images)
-        array = images.permute(0, 2, 3, 1).float().cpu().numpy()
-        if output_type == "np":
-            return ImagePipelineOutput(images=array)
-        return ImagePipelineOutput(images=[Image.fromarray((a * 255).round().astype(np.uint8)) for a in array])
+    def _condition_labels(self, prompt: str | list[str], negative_prompt: str | list[str] | None,
+                          per_prompt: int) -> tuple[list[int], list[int]]:
+        """The condition label of every image and of its negative prompt (the null condition when none)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt] * len(prompts)
+        cond = [shapes.parse_prompt(p).label for p in prompts for _ in range(per_prompt)]
+        uncond = [shapes.parse_prompt(n or "", allow_empty=True).label for n in negatives for _ in range(per_prompt)]
+        return cond, uncond
+
+    @staticmethod
+    def _initial_noise(shape: tuple[int, ...], latents: torch.Tensor | None,
+                       generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+        """The starting noise (float32, CPU): the latents given, or drawn from the generator(s),
+        one generator per image when a list is given."""
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents: expected shape {shape}, got {tuple(latents.shape)}")
+            return latents
+        if isinstance(generator, list):
+            return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for g in generator])
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+    def _start(self, noise: torch.Tensor, image: torch.Tensor | None, strength: float, steps: int, device, dtype,
+               callback_on_start: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the latents the first step denoises, the timesteps left): scaled noise, or the
+        image noised part-way for image to image (see _noised_start)."""
+        # set_timesteps first: Euler-type schedulers derive init_noise_sigma from the chosen timesteps
+        self.scheduler.set_timesteps(steps, device=device)
+        timesteps = self.scheduler.timesteps
+        shape = tuple(noise.shape)
+        if image is not None and tuple(image.shape[1:]) != shape[1:]:
+            raise ValueError(f"image: expected shape (n, {', '.join(map(str, shape[1:]))}), got {tuple(image.shape)}")
+        if image is not None and strength < 1.0:
+            image = image.expand(shape[0], -1, -1, -1) if image.shape[0] == 1 else image
+            latents, timesteps = self._noised_start(image, noise, strength, steps, device, dtype)
+            if callback_on_start is not None:
+                callback_on_start(latents)
+            return latents, timesteps
+        return noise.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma, timesteps
+
+    def _guided_noise(self, latents: torch.Tensor, t: torch.Tensor, cond_labels: torch.Tensor,
+                      uncond_labels: torch.Tensor, guidance_scale: float, contrast: torch.Tensor | None) -> torch.Tensor:
+        """The guided noise prediction for one step, in one UNet call. With contrast labels, the
+        call also runs the first image under each of them and adds their difference to
+        self.contrast_maps."""
+        # w == 1 and w == 0 need one UNet pass (conditional / unconditional); others need both.
+        # Like SD at guidance <= 1, the negative prompt only counts where guidance mixes the two.
+        do_cfg = guidance_scale not in (0.0, 1.0)
+        if do_cfg:
+            model_input, labels = torch.cat([latents] * 2), torch.cat([uncond_labels, cond_labels])
+        elif guidance_scale == 0.0:
+            model_input, labels = latents, torch.full_like(cond_labels, shapes.NULL_CONDITION.label)
+        else:
+            model_input, labels = latents, cond_labels
+        if contrast is not None:  # the guided batch plus the contrast rows
+            model_input = torch.cat([model_input, latents[:1].expand(len(contrast), -1, -1, -1)])
+            labels = torch.cat([labels, contrast])
+        noise_pred = self._eps(self.scheduler.scale_model_input(model_input, t), t, labels)
+        if contrast is not None:
+            noise_pred, compared = noise_pred[: -len(contrast)], noise_pred[-len(contrast):]
+            self.contrast_maps += (compared[:1] - compared[1:]).abs().sum(dim=1).float().cpu()
+        if do_cfg:
+            noise_uncond, noise_cond = noise_pred.chunk(2)
+            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+        return noise_pred
 
     def _noised_start(self, image: torch.Tensor, noise: torch.Tensor, strength: float, steps: int,
                       device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,3 +226,14 @@ class ShapesPipeline(DiffusionPipeline):
             return None
         alpha = alphas[int(t)].to(noisy.device, noisy.dtype)
         return (noisy - (1 - alpha).sqrt() * noise) / alpha.sqrt()
+
+
+def _output(latents: torch.Tensor, output_type: str) -> ImagePipelineOutput:
+    """Images in [0, 1] from latents in [-1, 1]: tensors ("pt"), arrays ("np") or PIL images."""
+    images = (latents / 2 + 0.5).clamp(0, 1)
+    if output_type == "pt":
+        return ImagePipelineOutput(images=images)
+    array = images.permute(0, 2, 3, 1).float().cpu().numpy()
+    if output_type == "np":
+        return ImagePipelineOutput(images=array)
+    return ImagePipelineOutput(images=[Image.fromarray((a * 255).round().astype(np.uint8)) for a in array])
