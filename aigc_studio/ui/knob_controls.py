@@ -189,3 +189,38 @@ def column_updates(labels: list[str], slots: int, clear: bool) -> list:
     values = {"value": None} if clear else {}
     shown = [gr.update(label=label, visible=True, **values) for label in labels]
     return shown + [gr.update(visible=False, **values)] * (slots - len(labels))
+
+
+NO_AXIS = "none"  # a grid's absent Y axis: one row
+
+
+@dataclasses.dataclass
+class GridPickers:
+    """A grid's axis pickers: the X and Y knob and their comma-separated values."""
+
+    x_knob: SweepDropdown
+    x_values: gr.Textbox
+    y_knob: SweepDropdown
+    y_values: gr.Textbox
+
+
+def grid_pickers(params_type: type, used, tab: str, x_default: str, x_values: str = "", y_default: str = NO_AXIS,
+                 y_values: str = "", extra_axes: tuple[str, ...] = (), what: str = "knob") -> GridPickers:
+    """The X/Y knob pickers of a tab's grid, in one row: the model's sweepable knobs (and
+    extra_axes, e.g. "model") on X, the same or none on Y. Every knob of the dataclass is
+    accepted (the model changes; the handler refuses those the model does not read). elem_ids:
+    "<tab>-grid-x-knob", "<tab>-grid-x-values", "<tab>-grid-y-knob", "<tab>-grid-y-values"."""
+    axes = [*sweep_names(params_type, used), *extra_axes]
+    every_axis = (*sweep_names(params_type, [f.name for f in dataclasses.fields(params_type)]), *extra_axes)
+    with gr.Row():
+        x_knob = SweepDropdown(knob_choices_for(axes), value=x_default if x_default in axes else axes[0],
+                               label="X knob", info=f"The {what} that varies across columns (the seed stays fixed "
+                                                    "unless it is an axis).",
+                               knob_name="x_knob", sweepable=every_axis, elem_id=f"{tab}-grid-x-knob")
+        x_box = gr.Textbox(value=x_values, label="X values (1-6, comma-separated)", elem_id=f"{tab}-grid-x-values")
+        y_knob = SweepDropdown([(NO_AXIS, NO_AXIS), *knob_choices_for(axes)],
+                               value=y_default if y_default in axes else NO_AXIS, label="Y knob",
+                               info=f"The {what} that varies down rows (none: one row). At most 16 cells.",
+                               knob_name="y_knob", sweepable=(NO_AXIS, *every_axis), elem_id=f"{tab}-grid-y-knob")
+        y_box = gr.Textbox(value=y_values, label="Y values", elem_id=f"{tab}-grid-y-values")
+    return GridPickers(x_knob, x_box, y_knob, y_box)
