@@ -1,4 +1,4 @@
-"""The VAE and the GAN beside the diffusion model (issue 17): reproducible training,
+"""The VAE and the GAN beside the diffusion model: reproducible training,
 shipped weights that follow the prompt (the project's checker), seeds that reproduce,
 knobs that act, latent walks whose ends are the two seeds' images, and models side by
 side (a compare mode and a grid axis)."""
@@ -79,7 +79,7 @@ def test_weights_are_shipped_small_and_safetensors(model_id):
     assert log["epochs"] and log["train_minutes"] > 0
 
 
-# Issue 17's bar for each shipped model (bench/image_quality.py: VAE 0.988, GAN 0.958 on
+# The adherence each shipped model must reach (bench/image_quality.py: VAE 0.988, GAN 0.958 on
 # seeds 0-19), here on other seeds.
 ADHERENCE_FLOOR = {"shapes-vae": 0.90, "shapes-gan": 0.90}
 
