@@ -122,7 +122,7 @@ def animate(frames: list[Image.Image], recipe_json: str, seconds_per_frame: floa
     return buffer.getvalue()
 
 
-# ----- text and audio grids (issue 25) ----------------------------------------------------------
+# ----- text and audio grids ---------------------------------------------------------------------
 
 MAX_TEXT_CELLS = 16  # one batch of 16 columns: a 4 x 4 grid, or 6 x 2
 MAX_AUDIO_CELLS = 16  # cells run one after another, each a full generation

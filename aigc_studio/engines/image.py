@@ -22,7 +22,7 @@ from aigc_studio.params import SCHEDULERS as SCHEDULER_REGISTRY
 from aigc_studio.params import ImageParams
 
 # diffusers and torch take seconds to import: they load with the first image
-# model, so the server answers without them (issue 12).
+# model, so the server answers without them.
 if TYPE_CHECKING:
     import torch
     from diffusers import AutoencoderTiny, DiffusionPipeline
