@@ -14,6 +14,7 @@ import dataclasses
 import sys
 
 from aigc_studio import logs
+from aigc_studio.actions import text as text_actions
 from aigc_studio.config import PRESETS, Settings
 from aigc_studio.params import ParamError
 from aigc_studio.studio import PARAMS_TYPES, Studio
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     knobs = {f.name: getattr(args, f.name) for f in dataclasses.fields(PARAMS_TYPES[args.command])}
     try:
         if args.command == "text":
-            for update in studio.text_stream(args.prompt, studio.params("text", args.model, **knobs), args.model):
+            request = text_actions.GenerateText(args.prompt, studio.params("text", args.model, **knobs), args.model)
+            for update in text_actions.generate(studio, request):
                 if update.status:
                     print(update.status, file=sys.stderr)
             print(update.text)

@@ -40,24 +40,23 @@ def test_table_labels_rows_and_columns_and_marks_where_each_cell_leaves_the_othe
 
 @pytest.fixture(scope="module")
 def tab(studio):
-    """(studio, the demo's handlers by name) over the tiny models."""
+    """(studio, its sessions) over the tiny models, the API registered over it."""
     from aigc_studio.ui import build_demo
+    from aigc_studio.ui.session import Sessions
 
     s = studio()
-    demo = build_demo(s)
-    handlers = {(f.fn.__module__, f.fn.__name__): f.fn for f in demo.fns.values() if f.fn is not None}
-    return s, handlers
+    build_demo(s)
+    return s, Sessions(s.history)
 
 
 def knob_values(**values) -> list:
-    return [values.get(name) for name in text_tab.KNOB_NAMES + text_tab.NEW_KNOB_NAMES]
+    return [values.get(name) for name in text_tab.KNOB_NAMES]
 
 
 def test_the_grid_streams_with_its_status_apart_then_exports_every_cell(tab):
-    s, handlers = tab
-    make_grid = handlers[(text_grid.__name__, "make_grid")]
-    updates = list(make_grid(None, PROMPT, "temperature", "0.3, 1.5", "top_k", "5, 50", TEXT_ID,
-                             *knob_values(max_new_tokens=6, seed=3)))
+    s, sessions = tab
+    updates = list(text_grid.make_grid(s, sessions, None, PROMPT, "temperature", "0.3, 1.5", "top_k", "5, 50",
+                                       TEXT_ID, *knob_values(max_new_tokens=6, seed=3)))
     status, first_table, _ = updates[0]  # this studio's first text run loads the model
     assert status.startswith("Loading") and "Loading" not in first_table
     status, table, paths = updates[-1]
@@ -77,13 +76,11 @@ def test_the_grid_streams_with_its_status_apart_then_exports_every_cell(tab):
 
 
 def test_the_answer_box_never_holds_the_loading_status(studio):
-    from aigc_studio.ui import build_demo
+    from aigc_studio.ui.session import Sessions
 
     s = studio()  # nothing loaded yet
-    handlers = {(f.fn.__module__, f.fn.__name__): f.fn for f in build_demo(s).fns.values() if f.fn is not None}
-    generate_text = handlers[(text_tab.__name__, "generate_text")]
-    updates = list(generate_text(PROMPT, *knob_values(max_new_tokens=4, seed=1)[:7], TEXT_ID,
-                                 *knob_values()[7:]))
+    updates = list(text_tab.generate_text(s, Sessions(s.history), None, PROMPT, TEXT_ID,
+                                          *knob_values(max_new_tokens=4, seed=1)))
     assert updates[0][2].startswith("Loading") and updates[0][0] == ""
     assert not any(text.startswith("Loading") for text, _, _ in updates)
     assert updates[-1][2] == "" and updates[-1][0] == s.text(PROMPT, TEXT_ID, max_new_tokens=4, seed=1).output

@@ -9,10 +9,9 @@ import re
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from aigc_studio import params as knobs
+from aigc_studio.actions import text as text_actions
 from aigc_studio.params import ParamError, TextParams
 from aigc_studio.ui import text_tab
-from aigc_studio.actions.variants import SWEEP
 from tests.test_ui import ARTIFACTS, GENERATION, open_studio
 
 
@@ -49,28 +48,6 @@ def test_chart_marks_cut_tokens_the_chosen_one_and_the_mass_kept():
     assert html.count("line-through") == 2  # "\n" is cut by top-k and stays cut
     assert "mass kept 70.0%" in html and "answer token 3" in html
     assert text_tab.chart_html(None) == ""
-
-
-def test_variants_styles_share_the_base_and_set_their_knobs():
-    base = knobs.make(TextParams, seed=11, max_new_tokens=9, stop_sequences="###")
-    variants = text_tab.text_variants(base, text_tab.STYLES, 2, "temperature", "")
-    assert [label for label, _ in variants] == list(knobs.SAMPLING_STYLES)
-    for (name, params) in variants:
-        assert (params.seed, params.max_new_tokens, params.stop_sequences) == (11, 9, "###")
-        assert params.temperature == knobs.sampling_style(name)["temperature"]
-    swept = text_tab.text_variants(base, SWEEP, 2, "min_p", "0, 0.1")
-    assert [p.min_p for _, p in swept] == [0.0, 0.1] and {p.seed for _, p in swept} == {11}
-
-
-@pytest.mark.parametrize("value, expected", [(None, 5), ("", 5), (3, 3), (3.0, 3), ("-1", -1)])
-def test_whole_number_reads_api_values(value, expected):
-    assert text_tab.whole_number("position", value, 5) == expected
-
-
-@pytest.mark.parametrize("value", [2.5, "two", float("nan")])
-def test_whole_number_refuses_the_rest_naming_the_field(value):
-    with pytest.raises(ParamError, match="^position:"):
-        text_tab.whole_number("position", value, 0)
 
 
 def test_browser_explainer_follows_styles_and_selected_tokens(app_server):
@@ -116,8 +93,9 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
     column streamed in turn, labelled by model, equal to a lone generation; the tab's
     handler and the public /compare_text give the same columns; selecting the Text tab
     lists models tuned meanwhile."""
-    from aigc_studio.ui import build_demo, text_api
     from aigc_studio.actions.variants import SEEDS
+    from aigc_studio.ui import build_demo, text_api
+    from aigc_studio.ui.session import Sessions
 
     from aigc_studio.params import TuneParams, make
     from tests.conftest import TEXT_ID
@@ -125,15 +103,16 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
 
     s = studio()
     with pytest.raises(ParamError, match=f"models: pick 2 to 4 text models, or tune {TEXT_ID} first"):
-        text_tab.models_to_compare(s, TEXT_ID, None)
+        text_actions.models_to_compare(s, TEXT_ID, None)
     tuned = s.fine_tune(corpus_text(), TEXT_ID, make(TuneParams, **{**SMALL, "steps": 2}), name="mine").adapter
-    assert text_tab.tuned_family(s, tuned) == [TEXT_ID, tuned]  # a tuned model brings its base along
-    assert text_tab.models_to_compare(s, None, f"{tuned}, {TEXT_ID}") == [tuned, TEXT_ID]
+    assert text_actions.tuned_family(s, tuned) == [TEXT_ID, tuned]  # a tuned model brings its base along
+    assert text_actions.models_to_compare(s, None, f"{tuned}, {TEXT_ID}") == [tuned, TEXT_ID]
     with pytest.raises(ValueError, match="'nope' is not in the catalog"):
-        text_tab.models_to_compare(s, TEXT_ID, [TEXT_ID, "nope"])
+        text_actions.models_to_compare(s, TEXT_ID, [TEXT_ID, "nope"])
 
     base = TextParams(seed=9, max_new_tokens=5, prompt_mode="completion")
-    labels, stream = text_tab.compare_stream(s, "the quick brown", base, TEXT_ID, text_tab.MODELS, 3, "temperature", "")
+    labels, stream = text_actions.compare_stream(s, text_actions.CompareText("the quick brown", base, TEXT_ID,
+                                                                             text_tab.MODELS))
     updates = list(stream)
     assert labels == [TEXT_ID, tuned]
     assert any(u.columns[0].tokens and not u.columns[1].tokens for u in updates)  # the first streams before the second
@@ -144,13 +123,11 @@ def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):
         assert column.text == s.text("the quick brown", model=model_id, seed=9, max_new_tokens=5,
                                      prompt_mode="completion").output
 
-    demo = build_demo(s)
-    handler = next(f.fn for f in demo.fns.values()
-                   if getattr(f.fn, "__name__", "") == "compare_text" and f.fn.__module__ == text_tab.__name__)
-    knob_values = [None, None, None, 5, None, 9, None]  # KNOB_NAMES: temperature ... seed, greedy
-    new_values = [None, None, None, None, None, "completion"]
-    *texts, state, numbers = list(handler("the quick brown", text_tab.MODELS, 3, "temperature", "", *knob_values,
-                                          TEXT_ID, *new_values, []))[-1]
+    demo = build_demo(s)  # registers the API over s
+    knob_values = [{"max_new_tokens": 5, "seed": 9, "prompt_mode": "completion"}.get(n) for n in text_tab.KNOB_NAMES]
+    *texts, state, numbers = list(text_tab.compare_text(s, Sessions(s.history), None, "the quick brown",
+                                                        text_tab.MODELS, 3, "temperature", "", [], TEXT_ID,
+                                                        *knob_values))[-1]
     assert texts[:2] == [c.text for c in final] and texts[2:] == ["", ""]
     assert [c["label"] for c in numbers["columns"]] == labels and state["labels"] == labels
     *api_texts, api_numbers = list(text_api.compare_text("the quick brown", "Different models", max_new_tokens=5, seed=9,
@@ -247,23 +224,19 @@ def test_attention_section_goes_from_the_explained_token_to_its_attention_and_ba
     import gradio as gr
 
     from aigc_studio.ui import attention_view as av
-    from aigc_studio.ui import build_demo
     from tests.conftest import TEXT_ID
 
     s = studio()
-    demo = build_demo(s)
-    handler = lambda name: next(f.fn for f in demo.fns.values()
-                                if getattr(f.fn, "__name__", "") == name and f.fn.__module__ == av.__name__)
     knobs_ = (None, "completion", TEXT_ID)  # system_prompt, prompt_mode, model
-    state, pairs, summary, matrix, lens, layer, head, overview = handler("show")(
-        "the quick brown", "fox jumps over", None, 2, None, av.AVERAGE, *knobs_, None)
+    state, pairs, summary, matrix, lens, layer, head, overview = av.show(
+        s, "the quick brown", "fox jumps over", None, 2, None, av.AVERAGE, *knobs_, None)
     view = state["view"]
     assert view["prompt_tokens"] == 3 and view["position"] == 4  # answer token 2 was chosen at token 4
     assert [c for _, c in pairs][4] == av.SELECTED and "answer token 2" in summary
     assert layer["maximum"] == 1 and head["choices"][0] == av.AVERAGE and len(head["choices"]) == 5
     assert matrix.size == (360, 360) and overview.size == (22 + 2 * 39, 22 + 4 * 39) and "the model's output" in lens
-    moved = handler("follow")(state, "the quick brown", "fox jumps over", None, 0, 0, "head 1", *knobs_)
+    moved = av.follow(s, state, "the quick brown", "fox jumps over", None, 0, 0, "head 1", *knobs_)
     assert moved[0]["view"]["position"] == 2 and moved[0]["view"]["head"] == 1
-    elsewhere = handler("follow")(state, "the quick brown", "a new answer", None, 0, 0, "head 1", *knobs_)
+    elsewhere = av.follow(s, state, "the quick brown", "a new answer", None, 0, 0, "head 1", *knobs_)
     assert elsewhere == (gr.skip(),) * 8  # the view shows another answer: it stays
     assert av.explain_position(state) == 2 and av.explain_position(moved[0]) == 0

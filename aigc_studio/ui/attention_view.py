@@ -1,4 +1,4 @@
-"""Text tab, "Inside the model": the attention view and the logit lens (issue 23).
+"""Text tab, "Inside the model": the attention view and the logit lens.
 
 A head view (select a token: shading shows how much it attends to each earlier token, for
 one layer and head or the average of the heads), that layer and head's whole causal matrix,
@@ -14,12 +14,14 @@ next token" goes back.
 
 from __future__ import annotations
 
+import functools
 import html
 
 import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
+from aigc_studio.actions import text as text_actions
 from aigc_studio.studio import Studio
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.page import error_box
@@ -212,49 +214,59 @@ def explain_position(state):
     return position
 
 
+def context(studio: Studio, prompt, answer, answer_state, system_prompt, prompt_mode, model) -> dict:
+    """The arguments of Studio.attention for the tab's prompt and answer (the generated ids when
+    the answer is the one generated)."""
+    params = studio.params("text", model, system_prompt=system_prompt, prompt_mode=prompt_mode)
+    return {"prompt": prompt, "params": params, "model": model or None,
+            "answer": text_actions.answer_ids(answer, answer_state)}
+
+
+def show(studio: Studio, prompt, answer, answer_state, explain_at, layer, head, system_prompt, prompt_mode, model,
+         state) -> tuple:
+    """Show attention: the section for the tab's prompt and answer, at the explainer's token."""
+    with user_errors():
+        request = context(studio, prompt, answer, answer_state, system_prompt, prompt_mode, model)
+    return show_attention(studio, request, explain_at, layer, head, state)
+
+
+def follow(studio: Studio, state, prompt, answer, answer_state, explain_at, layer, head, system_prompt, prompt_mode,
+           model) -> tuple:
+    """An answer token was selected: the view on show follows it, if it shows this answer."""
+    if not state or explain_at is None:
+        return (gr.skip(),) * 8
+    with user_errors():
+        request = context(studio, prompt, answer, answer_state, system_prompt, prompt_mode, model)
+    if request != state["request"]:
+        return (gr.skip(),) * 8
+    view = state["view"]
+    position = query_for_answer_token(view["prompt_tokens"], int(explain_at), len(view["tokens"]))
+    return move(studio, state, position, layer, head)
+
+
+def again(studio: Studio, state, layer, head) -> tuple:
+    """Another layer or head of the token on show."""
+    return move(studio, state, None, layer, head)
+
+
 def wire(view: View, studio: Studio, prompt, answer, answer_state, explainer_position, system_prompt, prompt_mode,
          model):
     """Wire the section to the tab's prompt, answer and knobs; returns the "Explain the next token"
-    event, which has set the explainer's position (the tab chains its explainer to it)."""
+    event, which has set the explainer's position (the tab chains its explainer to it), and
+    (handler, inputs, outputs) for the tab to make the view follow a selected answer token."""
 
-    def context(prompt, answer, answer_state, system_prompt, prompt_mode, model) -> dict:
-        answer = answer or ""
-        if answer_state and answer_state["text"] == answer:  # the generated ids, not a re-tokenisation
-            answer = [t["id"] for t in answer_state["tokens"]]
-        params = studio.params("text", model, system_prompt=system_prompt, prompt_mode=prompt_mode)
-        return {"prompt": prompt, "params": params, "model": model or None, "answer": answer}
-
-    def show(prompt, answer, answer_state, explain_at, layer, head, system_prompt, prompt_mode, model, state):
-        with user_errors():
-            request = context(prompt, answer, answer_state, system_prompt, prompt_mode, model)
-        return show_attention(studio, request, explain_at, layer, head, state)
-
-    def follow(state, prompt, answer, answer_state, explain_at, layer, head, system_prompt, prompt_mode, model):
-        """An answer token was selected: the view on show follows it, if it shows this answer."""
-        if not state or explain_at is None:
-            return (gr.skip(),) * 8
-        with user_errors():
-            request = context(prompt, answer, answer_state, system_prompt, prompt_mode, model)
-        if request != state["request"]:
-            return (gr.skip(),) * 8
-        view = state["view"]
-        position = query_for_answer_token(view["prompt_tokens"], int(explain_at), len(view["tokens"]))
-        return move(studio, state, position, layer, head)
-
-    def pick(state, layer, head, evt: gr.SelectData):
+    def pick(state, layer, head, evt: gr.SelectData):  # functools.partial would hide gr.SelectData from Gradio
         return select_token(studio, state, layer, head, evt)
 
-    def again(state, layer, head):
-        return move(studio, state, None, layer, head)
-
-    view.show.click(show, inputs=[prompt, answer, answer_state, explainer_position, view.layer, view.head,
-                                  system_prompt, prompt_mode, model, view.state],
-                    outputs=view.outputs, api_visibility="private", concurrency_id="text")  # public: ui/api.py
+    view.show.click(functools.partial(show, studio),
+                    inputs=[prompt, answer, answer_state, explainer_position, view.layer, view.head,
+                            system_prompt, prompt_mode, model, view.state],
+                    outputs=view.outputs, api_visibility="private", concurrency_id="text")  # public: ui/text_api.py
     view.tokens.select(pick, inputs=[view.state, view.layer, view.head], outputs=view.outputs,
                        api_visibility="private")
-    gr.on([view.layer.release, view.head.input], again, inputs=[view.state, view.layer, view.head],
-          outputs=view.outputs, api_visibility="private")
+    gr.on([view.layer.release, view.head.input], functools.partial(again, studio),
+          inputs=[view.state, view.layer, view.head], outputs=view.outputs, api_visibility="private")
     follow_inputs = [view.state, prompt, answer, answer_state, explainer_position, view.layer, view.head,
                      system_prompt, prompt_mode, model]
     return view.back.click(explain_position, inputs=view.state, outputs=explainer_position,
-                           api_visibility="private"), (follow, follow_inputs, view.outputs)
+                           api_visibility="private"), (functools.partial(follow, studio), follow_inputs, view.outputs)

@@ -1,168 +1,136 @@
 """The text endpoints of the public API: generation, side by side, the next-token explainer,
-perplexity, attention, the X/Y grid and fine-tuning. Registered by ui/api.py's register()."""
+perplexity, attention, the X/Y grid and fine-tuning. Registered by ui/api.py's register().
 
-import dataclasses
+Each endpoint checks its raw inputs' types, builds the operation's request and calls its
+action (aigc_studio/actions/text.py), the same one the Text and Tune tabs call. The knob
+arguments come from the dataclasses (text_endpoint_args): a knob added to TextParams joins
+every endpoint that takes the text knobs, with its type, default and help."""
+
 import json
 import threading
 from typing import Any, AsyncIterator, Iterator, Literal
 
 from aigc_studio import params as knobs
-from aigc_studio.actions.variants import SEEDS, SWEEP
-from aigc_studio.params import TextParams
-from aigc_studio.ui.api import File, _count, _file, _knob_name, _mode, _model, _text, axes, studio
-from aigc_studio.ui.endpoint import REQUIRED, Arg, endpoint, knob_args, split_knobs
+from aigc_studio.actions import text as text_actions
+from aigc_studio.actions.text import CompareText, ExplainToken, FineTuneText, GenerateText, TextGrid
+from aigc_studio.params import TextParams, TuneParams, whole_number
+from aigc_studio.ui.api import File, _file, _model, _text, studio
+from aigc_studio.ui.endpoint import REQUIRED, Arg, endpoint, knob_args
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.streaming import paced, run_in_worker
-from aigc_studio.ui.text_grid import axis_values
-from aigc_studio.ui.text_tab import (
-    LEGACY_STYLES, MAX_COLUMNS, STYLES, column_numbers, compare_stream, token_dicts, whole_number,
-)
-from aigc_studio.ui.text_tab import MODELS as TEXT_MODELS
+
+PROMPT = Arg("prompt", str, "what to answer (chat mode) or continue (completion mode), at most 4000 characters.",
+             REQUIRED)
+TEXT_MODEL = Arg("model", str | None, "a text model id of the catalog (None: the preset's default).")
 
 
-# ----- text -----------------------------------------------------------------------------------
+def text_endpoint_args(params_type: type = TextParams, before: tuple[Arg, ...] = (),
+                       after: tuple[Arg, ...] = (), prompt: Arg = PROMPT) -> list[Arg]:
+    """An endpoint's arguments around the knobs of params_type: prompt, `before`, the knobs
+    /generate_text shipped with, `model`, every later knob, `after`. The historical order, so
+    positional callers keep working, and a new field joins at the end of the knobs."""
+    names = text_actions.knob_names(params_type)
+    first, later = names[:text_actions.FIRST_KNOBS], names[text_actions.FIRST_KNOBS:]
+    return [prompt, *before, *knob_args(params_type, first), TEXT_MODEL, *knob_args(params_type, later), *after]
 
-def _generate_text(prompt: str, model: str | None, **values: Any) -> Iterator[str]:
+
+def text_params(model: str | None, knob_values: dict) -> TextParams:
+    """The model's recommended knobs under the given ones (None: the recommendation)."""
+    return studio().params("text", model, **knob_values)
+
+
+# ----- generate ---------------------------------------------------------------------------------
+
+def _generate_text(prompt: str, model: str | None, **knob_values: Any) -> Iterator[str]:
     with user_errors():
-        s = studio()
-        model = _model(model)
-        chosen = s.params("text", model, **values)
+        s, model = studio(), _model(model)
+        request = GenerateText(prompt, text_params(model, knob_values), model)
         stop = threading.Event()
         try:
-            for update in paced(s.text_stream(prompt, chosen, model, stop=stop)):
+            for update in paced(text_actions.generate(s, request, stop)):
                 yield update.text or update.status
         finally:
             stop.set()  # a cancelled request (Stop, a vanished client) ends the generation
 
 
-TEXT_FIRST, TEXT_LATER = split_knobs(TextParams, 7)  # the knobs generate_text shipped with come before `model`
-PROMPT = Arg("prompt", str, "what to answer (chat mode) or continue (completion mode), at most 4000 characters.",
-             REQUIRED)
-TEXT_MODEL = Arg("model", str | None, "a text model id of the catalog (None: the preset's default).")
-
 generate_text = endpoint(
     "generate_text", "Generate text for a prompt with the studio's text model, streamed token by token. A knob "
                      "left out (None) takes the model's recommended value.",
-    [PROMPT, *knob_args(TextParams, TEXT_FIRST), TEXT_MODEL, *knob_args(TextParams, TEXT_LATER)],
-    "The answer so far (each update); the last one is the whole answer.", _generate_text, Iterator[str])
+    text_endpoint_args(), "The answer so far (each update); the last one is the whole answer.", _generate_text,
+    Iterator[str])
 
 
-def compare_text(prompt: str, mode: Literal["Different seeds", "Sweep one knob", "Styles side by side", "Different models",
-                                             "Presets side by side"] | None = None,
-                 count: int | None = None, knob_name: str | None = None, values: str | None = None,
-                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 max_new_tokens: int | None = None, repetition_penalty: float | None = None,
-                 seed: int | None = None, greedy: bool | None = None, model: str | None = None,
-                 min_p: float | None = None, typical_p: float | None = None,
-                 no_repeat_ngram_size: int | None = None, stop_sequences: str | None = None,
-                 system_prompt: str | None = None, prompt_mode: Literal["chat", "completion"] | None = None,
-                 models: list[str] | str | None = None) -> Iterator[tuple[str, str, str, str, dict | None]]:
-    """Generate 2-4 variants of one prompt side by side, streamed together (one batched step per token),
-    or the same prompt, knobs and seed on 2-4 text models (one model after another).
+# ----- compare side by side -----------------------------------------------------------------------
 
-    Args:
-        prompt: the prompt every column answers.
-        mode: "Different seeds" (count consecutive seeds), "Sweep one knob" (knob_name over values)
-            "Styles side by side" (the sampling styles Precise, Balanced, Creative with one seed;
-            "Presets side by side", its earlier name, still works) or "Different models" (the
-            models in `models`, each column labelled by its model id).
-        count: 2-4 columns for "Different seeds" (default 3).
-        knob_name: the text knob to sweep, e.g. "temperature".
-        values: 2-4 comma-separated values for the swept knob, e.g. "0.3, 0.8, 1.4".
-        temperature: 0-2 (see generate_text); the other knobs are as in generate_text.
-        top_k: 0-1000.
-        top_p: 0.01-1.
-        max_new_tokens: 1-1024 tokens per column.
-        repetition_penalty: 1-2.
-        seed: -1 to 2147483647; columns swept or preset share it.
-        greedy: always take the likeliest token.
-        model: a text model id of the catalog.
-        min_p: 0-1.
-        typical_p: 0.01-1.
-        no_repeat_ngram_size: 0-10.
-        stop_sequences: up to 4 comma-separated texts.
-        system_prompt: chat mode instructions.
-        prompt_mode: "chat" or "completion".
-        models: for "Different models", 2-4 text model ids (a list or comma-separated), e.g.
-            ["smollm2-135m-instruct", "smollm2-135m-instruct+mine"]; None: `model` (or the
-            preset's default) and its tuned versions "<model>+<name>" (fine_tune_text).
-    Returns:
-        Four column texts (unused columns are ""), then, on the last update only, the numbers:
-        {"first_difference": token index or null, "columns": [{"label", "tokens", "tokens_per_s", "mean_logprob"}]}.
-    """
+COMPARE_ARGS = (
+    Arg("mode", Literal["Different seeds", "Sweep one knob", "Styles side by side", "Different models",
+                        "Presets side by side"] | None,
+        '"Different seeds" (count consecutive seeds), "Sweep one knob" (knob_name over values), '
+        '"Styles side by side" (the sampling styles Precise, Balanced, Creative with one seed; '
+        '"Presets side by side", its earlier name, still works) or "Different models" (the models in '
+        '`models`, each column labelled by its model id).'),
+    Arg("count", int | None, "2-4 columns for \"Different seeds\" (default 3)."),
+    Arg("knob_name", str | None, 'the text knob to sweep, e.g. "temperature".'),
+    Arg("values", str | None, '2-4 comma-separated values for the swept knob, e.g. "0.3, 0.8, 1.4".'),
+)
+MODELS_ARG = Arg("models", list[str] | str | None,
+                 'for "Different models", 2-4 text model ids (a list or comma-separated), e.g. '
+                 '["smollm2-135m-instruct", "smollm2-135m-instruct+mine"]; None: `model` (or the preset\'s '
+                 'default) and its tuned versions "<model>+<name>" (fine_tune_text).')
+
+
+def _compare_text(prompt: str, mode, count, knob_name, values, model, models,
+                  **knob_values: Any) -> Iterator[tuple[str, str, str, str, dict | None]]:
     with user_errors():
-        s = studio()
-        model = _model(model)
-        mode = _mode(mode, (STYLES, TEXT_MODELS, LEGACY_STYLES))
-        base = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
-                        max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed,
-                        greedy=greedy, min_p=min_p, typical_p=typical_p, no_repeat_ngram_size=no_repeat_ngram_size,
-                        stop_sequences=stop_sequences, system_prompt=system_prompt, prompt_mode=prompt_mode)
-        count = _count(count) if mode == SEEDS else 3
-        knob_name = _knob_name("knob_name", knob_name, type(base), "temperature") if mode == SWEEP else "temperature"
+        s, model = studio(), _model(model)
+        request = CompareText(prompt, text_params(model, knob_values), model, mode, count, knob_name, values, models)
         stop = threading.Event()
-        labels, stream = compare_stream(s, prompt, base, model, mode, count, knob_name,
-                                        _text("values", values, "0.3, 0.8, 1.4"), models, stop)
-        texts = [""] * MAX_COLUMNS
         try:
-            for update in paced(stream):
-                for i, column in enumerate(update.columns):
-                    texts[i] = column.text or update.status
-                numbers = None
-                if all(column.result is not None for column in update.columns):
-                    numbers = column_numbers({"labels": labels,
-                                              "diverge_at": update.diverge_at,
-                                              "columns": [token_dicts(c.tokens) for c in update.columns],
-                                              "rates": [c.tokens_per_s for c in update.columns]})
-                yield (*texts, numbers)
+            for frame in paced(text_actions.compare(s, request, stop)):
+                yield (*frame.texts, text_actions.column_numbers(frame.finished) if frame.finished else None)
         finally:
             stop.set()
 
 
-def explain_next_token(prompt: str, answer: str | None = None, position: int | None = None,
-                       temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                       min_p: float | None = None, typical_p: float | None = None,
-                       repetition_penalty: float | None = None, no_repeat_ngram_size: int | None = None,
-                       greedy: bool | None = None, system_prompt: str | None = None,
-                       prompt_mode: Literal["chat", "completion"] | None = None, top_n: int | None = None,
-                       model: str | None = None) -> dict:
-    """Explain one next token: the likeliest candidates and their probability at each sampling stage
-    (raw, penalties, temperature, top-k, top-p, min-p, typical-p), and which ones each stage cuts.
+compare_text = endpoint(
+    "compare_text", "Generate 2-4 variants of one prompt side by side, streamed together (one batched step per "
+                    "token), or the same prompt, knobs and seed on 2-4 text models (one model after another). "
+                    "A knob left out (None) takes the model's recommended value; seeds, sweeps and styles share one "
+                    "seed.",
+    text_endpoint_args(before=COMPARE_ARGS, after=(MODELS_ARG,),
+                       prompt=Arg("prompt", str, "the prompt every column answers.", REQUIRED)),
+    'Four column texts (unused columns are ""), then, on the last update only, the numbers: '
+    '{"first_difference": token index or null, "columns": [{"label", "tokens", "tokens_per_s", "mean_logprob"}]}.',
+    _compare_text, Iterator[tuple[str, str, str, str, dict | None]])
 
-    Args:
-        prompt: the prompt the answer follows.
-        answer: an answer to the prompt (e.g. from generate_text); "" explains the first token.
-        position: 0 = the first token after the prompt; k = the token after the first k answer
-            tokens; -1 = the token after the whole answer.
-        temperature: 0-2.
-        top_k: 0-1000 (0 = off).
-        top_p: 0.01-1.
-        min_p: 0-1 (0 = off).
-        typical_p: 0.01-1 (1 = off).
-        repetition_penalty: 1-2 (1 = off).
-        no_repeat_ngram_size: 0-10 (0 = off).
-        greedy: always take the likeliest token.
-        system_prompt: chat mode instructions.
-        prompt_mode: "chat" or "completion".
-        top_n: 1-50 candidates listed (default 10).
-        model: a text model id of the catalog.
-    Returns:
-        {"context", "position", "candidate_ids", "candidates", "chosen_id",
-        "stages": [{"name", "setting", "probs", "kept", "kept_tokens", "mass_kept"}]}.
-    """
+
+# ----- explain the next token, perplexity, attention ----------------------------------------------
+
+def explain_endpoint_args(params_type: type = TextParams) -> list[Arg]:
+    """The explainer's arguments: prompt, answer, position, its knobs, top_n, model."""
+    return [Arg("prompt", str, "the prompt the answer follows.", REQUIRED),
+            Arg("answer", str | None, 'an answer to the prompt (e.g. from generate_text); "" explains the first token.'),
+            Arg("position", int | None, "0 = the first token after the prompt; k = the token after the first k "
+                                        "answer tokens; -1 = the token after the whole answer."),
+            *knob_args(params_type, text_actions.explain_knobs(params_type)),
+            Arg("top_n", int | None, "1-50 candidates listed (default 10)."), TEXT_MODEL]
+
+
+def _explain_next_token(prompt: str, answer, position, top_n, model, **knob_values: Any) -> dict:
     with user_errors():
-        s = studio()
-        model = _model(model)
-        chosen = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                          typical_p=typical_p, repetition_penalty=repetition_penalty,
-                          no_repeat_ngram_size=no_repeat_ngram_size, greedy=greedy, system_prompt=system_prompt,
-                          prompt_mode=prompt_mode)
-        top_n = whole_number("top_n", top_n, 10)
-        if not 1 <= top_n <= 50:
-            raise knobs.ParamError("top_n", f"must be a number in [1, 50], got {top_n}")
-        result = s.explain_next_token(prompt, chosen, model, answer=_text("answer", answer),
-                                      position=whole_number("position", position, 0), top_n=top_n)
-        return dataclasses.asdict(result)
+        s, model = studio(), _model(model)
+        request = ExplainToken(prompt, text_params(model, knob_values), model, answer, position, top_n)
+        return text_actions.explain(s, request)
+
+
+explain_next_token = endpoint(
+    "explain_next_token", "Explain one next token: the likeliest candidates and their probability at each sampling "
+                          "stage (raw, penalties, temperature, top-k, top-p, min-p, typical-p), and which ones each "
+                          "stage cuts.",
+    explain_endpoint_args(),
+    '{"context", "position", "candidate_ids", "candidates", "chosen_id", '
+    '"stages": [{"name", "setting", "probs", "kept", "kept_tokens", "mass_kept"}]}.',
+    _explain_next_token, dict)
 
 
 def perplexity(text: str, model: str | None = None) -> float:
@@ -176,8 +144,7 @@ def perplexity(text: str, model: str | None = None) -> float:
         The perplexity (>= 1), rounded to 3 decimals.
     """
     with user_errors():
-        value, _ = studio().perplexity(text, _model(model))
-        return round(value, 3)
+        return text_actions.perplexity(studio(), text, _model(model))
 
 
 def attention(prompt: str, answer: str | None = None, position: int | None = None, layer: int | None = None,
@@ -215,106 +182,70 @@ def attention(prompt: str, answer: str | None = None, position: int | None = Non
                            head=None if head is None else whole_number("head", head, 0))
 
 
-# ----- fine-tuning (issue 16) -------------------------------------------------------------------
+# ----- the X/Y grid ------------------------------------------------------------------------------
 
-async def fine_tune_text(text: str, model: str | None = None, rank: int | None = None, alpha: int | None = None,
-                         learning_rate: float | None = None, steps: int | None = None, seed: int | None = None,
-                         name: str | None = None, method: Literal["lora", "full"] | None = None
-                         ) -> AsyncIterator[dict]:
-    """Fine-tune a text model on your own text (LoRA, or every weight of a small model); streams
-    progress, then the result.
-    The tuned model joins the catalog as "<model>+<name>" (runs on torch): pass it as `model`
-    to generate_text, compare_text, explain_next_token or perplexity.
+GRID_ARGS = (
+    Arg("x_knob", str | None, 'the text knob across columns (default "temperature"); one the model reads.'),
+    Arg("x_values", str | None, '1-6 comma-separated values (default "0.3, 0.8, 1.4").'),
+    Arg("y_knob", str | None, 'the knob down rows, or "none"/None for one row.'),
+    Arg("y_values", str | None, "1-6 comma-separated values for y_knob."),
+)
 
-    Args:
-        text: the writing to tune on (up to 1,000,000 characters); 10% of its blocks are held out.
-        model: the base text model id (None: the preset's default).
-        rank: 1-256 LoRA rank (default 8).
-        alpha: 1-1024 LoRA alpha; the update is scaled by alpha / rank (default 16).
-        learning_rate: 1e-6 to 0.1 (default 0.001).
-        steps: 1-5000 optimizer steps of 4 blocks of 128 tokens (default 20).
-        seed: -1 to 2147483647; the same seed, text and knobs give the same adapter (default 0).
-        name: the adapter's name: 1-40 letters, digits, '-', '_' or '.' (default "tuned").
-        method: "lora" (default) or "full": every weight trains and is saved (fp32, ~540 MB for
-            SmolLM2-135M); refused for models above 500M parameters or the memory budget.
-            Full fine-tuning wants a far lower learning_rate, around 3e-5.
-    Returns:
-        Progress as {"step", "steps", "loss", "perplexity"} (perplexity when measured), then
-        {"adapter", "method", "perplexity_before", "perplexity_after", "train_tokens", "heldout_tokens"}.
-    """
+
+def _text_grid(prompt: str, x_knob, x_values, y_knob, y_values, model, **knob_values: Any) -> tuple[dict, File, File]:
     with user_errors():
-        s = studio()
-        chosen = knobs.make(knobs.TuneParams, rank=rank, alpha=alpha, learning_rate=learning_rate, steps=steps, seed=seed,
-                            method=method)
-        stop = threading.Event()
-
-        def work(emit):
-            return s.fine_tune(_text("text", text), _model(model), chosen, _text("name", name, "tuned"),
-                               on_progress=emit, stop=stop)
-
-        async for kind, value in run_in_worker(work, stop):
-            if kind == "update":
-                yield {"step": value.step, "steps": value.steps, "loss": value.loss, "perplexity": value.perplexity}
-            else:
-                yield {"adapter": value.adapter, "method": value.recipe["kind"], "perplexity_before": round(value.perplexity_before, 4),
-                       "perplexity_after": round(value.perplexity_after, 4), "train_tokens": value.train_tokens,
-                       "heldout_tokens": value.heldout_tokens}
-
-
-def text_grid(prompt: str, x_knob: str | None = None, x_values: str | None = None, y_knob: str | None = None,
-              y_values: str | None = None, temperature: float | None = None, top_k: int | None = None,
-              top_p: float | None = None, max_new_tokens: int | None = None,
-              repetition_penalty: float | None = None, seed: int | None = None, greedy: bool | None = None,
-              model: str | None = None, min_p: float | None = None, typical_p: float | None = None,
-              no_repeat_ngram_size: int | None = None, stop_sequences: str | None = None,
-              system_prompt: str | None = None,
-              prompt_mode: Literal["chat", "completion"] | None = None) -> tuple[dict, File, File]:
-    """An X/Y grid of text answers: one or two knobs over their values, every cell one column of a
-    single batched generation, the seed fixed unless it is an axis (at most 16 cells).
-
-    Args:
-        prompt: what every cell answers.
-        x_knob: the text knob across columns (default "temperature"); one the model reads.
-        x_values: 1-6 comma-separated values (default "0.3, 0.8, 1.4").
-        y_knob: the knob down rows, or "none"/None for one row.
-        y_values: 1-6 comma-separated values for y_knob.
-        temperature: 0-2; the other knobs are as in generate_text and apply to every cell.
-        top_k: 0-1000.
-        top_p: 0.01-1.
-        max_new_tokens: 1-1024 tokens per cell.
-        repetition_penalty: 1-2.
-        seed: -1 to 2147483647; -1 draws one seed for the whole grid.
-        greedy: always take the likeliest token.
-        model: a text model id of the catalog.
-        min_p: 0-1.
-        typical_p: 0.01-1.
-        no_repeat_ngram_size: 0-10.
-        stop_sequences: up to 4 comma-separated texts.
-        system_prompt: chat mode instructions.
-        prompt_mode: "chat" or "completion".
-    Returns:
-        The grid {"x_knob", "x_labels", "y_knob", "y_labels", "cells": [{"row", "column", "label", "text",
-        "tokens", "tokens_per_s", "mean_logprob" (nats/token), "first_difference" (the index of the
-        cell's first token that differs from another cell's, or null), "recipe"}]}, then the same as a
-        JSON file and a CSV file (one line per cell, its recipe as JSON).
-    """
-    with user_errors():
-        s = studio()
-        model = _model(model)
-        base = s.params("text", model, temperature=temperature, top_k=top_k, top_p=top_p,
-                        max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, seed=seed,
-                        greedy=greedy, min_p=min_p, typical_p=typical_p, no_repeat_ngram_size=no_repeat_ngram_size,
-                        stop_sequences=stop_sequences, system_prompt=system_prompt, prompt_mode=prompt_mode)
-        x_knob, y_knob = axes(x_knob, y_knob, "temperature")
-        xs = axis_values(_text("x_values", x_values, "0.3, 0.8, 1.4"))
-        ys = axis_values(_text("y_values", y_values)) if y_knob else None
+        s, model = studio(), _model(model)
+        request = TextGrid(prompt, text_params(model, knob_values), model, x_knob, x_values, y_knob, y_values)
         stop = threading.Event()
         try:
-            plan, cells = s.text_grid(prompt, base, x_knob, xs, y_knob, ys, model, stop=stop)
+            plan, cells = text_actions.text_grid(s, request, stop)
         finally:
             stop.set()
         json_path, csv_path = s.save_text_grid(plan, cells)
         return json.loads(json_path.read_text()), _file(json_path), _file(csv_path)
+
+
+text_grid = endpoint(
+    "text_grid", "An X/Y grid of text answers: one or two knobs over their values, every cell one column of a "
+                 "single batched generation, the seed fixed unless it is an axis (at most 16 cells). The knobs apply "
+                 "to every cell; a knob left out (None) takes the model's recommended value.",
+    text_endpoint_args(before=GRID_ARGS, prompt=Arg("prompt", str, "what every cell answers.", REQUIRED)),
+    'The grid {"x_knob", "x_labels", "y_knob", "y_labels", "cells": [{"row", "column", "label", "text", '
+    '"tokens", "tokens_per_s", "mean_logprob" (nats/token), "first_difference" (the index of the cell\'s first '
+    'token that differs from another cell\'s, or null), "recipe"}]}, then the same as a JSON file and a CSV file '
+    "(one line per cell, its recipe as JSON).",
+    _text_grid, tuple[dict, File, File])
+
+
+# ----- fine-tuning ---------------------------------------------------------------------------------
+
+# the TuneParams knobs /fine_tune_text has always taken, in its order (the page sets the others)
+TUNE_FIRST, TUNE_LATER = ("rank", "alpha", "learning_rate", "steps", "seed"), ("method",)
+
+
+async def _fine_tune_text(text: str, model, name, **knob_values: Any) -> AsyncIterator[dict]:
+    with user_errors():
+        s = studio()
+        request = FineTuneText(text, knobs.make(TuneParams, **knob_values), _model(model), name)
+        stop = threading.Event()
+        async for kind, value in run_in_worker(lambda emit: text_actions.fine_tune(s, request, emit, stop), stop):
+            yield text_actions.tune_progress(value) if kind == "update" else text_actions.tune_result(value)
+
+
+fine_tune_text = endpoint(
+    "fine_tune_text", "Fine-tune a text model on your own text (LoRA, or every weight of a small model); streams "
+                      "progress, then the result. The tuned model joins the catalog as \"<model>+<name>\" (runs on "
+                      "torch): pass it as `model` to generate_text, compare_text, explain_next_token or perplexity. "
+                      "Full fine-tuning wants a far lower learning_rate, around 3e-5.",
+    [Arg("text", str, "the writing to tune on (up to 1,000,000 characters); 10% of its blocks are held out.",
+         REQUIRED),
+     Arg("model", str | None, "the base text model id (None: the preset's default)."),
+     *knob_args(TuneParams, TUNE_FIRST),
+     Arg("name", str | None, "the adapter's name: 1-40 letters, digits, '-', '_' or '.' (default \"tuned\")."),
+     *knob_args(TuneParams, TUNE_LATER)],
+    'Progress as {"step", "steps", "loss", "perplexity"} (perplexity when measured), then '
+    '{"adapter", "method", "perplexity_before", "perplexity_after", "train_tokens", "heldout_tokens"}.',
+    _fine_tune_text, AsyncIterator[dict])
 
 
 ENDPOINTS = {generate_text: "text", compare_text: "text", explain_next_token: "text", perplexity: "text",

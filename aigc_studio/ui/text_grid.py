@@ -1,38 +1,31 @@
 """The Text tab's X/Y grid: one or two knobs over their values, every cell a column of
-one batched generation (Studio.text_grid_stream), shown as a table with labelled rows and
-columns, each cell's tokens/s and mean log-probability, and where it first differs from
-the others. The image tab's grid (ui/image_tab.py) is its model: same pickers, same plan."""
+one batched generation (actions/text.py's grid_stream), shown as a table with labelled rows
+and columns, each cell's tokens/s and mean log-probability, and where it first differs from
+the others. The image tab's grid (ui/image_tab.py) is its model: same pickers, same plan.
+layout() builds the accordion, wire() connects it; the handlers are module-level."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import html
 
 import gradio as gr
 
 from aigc_studio import grid
+from aigc_studio.actions import text as text_actions
+from aigc_studio.actions.text import NO_AXIS, TextGrid, axis_values, grid_axes  # noqa: F401 (audio_grid, audio_api read these here)
 from aigc_studio.params import TextParams
 from aigc_studio.studio import Studio
-from aigc_studio.actions.variants import sweep_names
-from aigc_studio.ui.components import SweepDropdown
 from aigc_studio.ui.errors import user_errors
-from aigc_studio.ui.knob_controls import knob_choices_for, sweep_values
-from aigc_studio.ui.page import busy, error_box, ready
+from aigc_studio.ui.files import keep_or_cache
+from aigc_studio.ui.knob_controls import GridPickers, grid_pickers, knob_choices_for, sweep_values
+from aigc_studio.ui.page import busy_run, error_box
 from aigc_studio.ui.session import Sessions
 from aigc_studio.ui.streaming import paced
-from aigc_studio.ui.files import keep_or_cache
 
-NONE = "none"  # no Y axis: one row
+NONE = NO_AXIS  # no Y axis: one row
 MARK = "#818cf8"  # the side-by-side columns' "first difference" colour
-
-
-def axis_values(text) -> list[str]:
-    """'0.3, 0.8' -> ['0.3', '0.8']; grid.plan coerces, range-checks and counts them (1-6)."""
-    return [v.strip() for v in str(text or "").split(",") if v.strip()]
-
-
-def grid_axes(studio: Studio, model: str | None) -> list[str]:
-    """The knobs a text grid can vary for this model: those it reads that can be swept."""
-    return sweep_names(TextParams, studio.knobs_used("text", model))
 
 
 def cell_html(tokens: list, text: str, first: int | None, final: bool) -> str:
@@ -75,77 +68,62 @@ def table_html(plan: grid.GridPlan, columns: list, status: str = "", final: bool
             f"<tr>{'<th></th>' if plan.y_labels else ''}{head}</tr>{''.join(rows)}</table></div>")
 
 
-def build(studio: Studio, sessions: Sessions, used) -> dict:
-    """The accordion's components (call inside the Text tab's layout); wire() connects them."""
-    axes = sweep_names(TextParams, used)
-    every_axis = tuple(sweep_names(TextParams, [f for f in TextParams.__dataclass_fields__]))
+@dataclasses.dataclass
+class GridLayout:
+    """The grid accordion's components."""
+
+    pickers: GridPickers
+    make: gr.Button
+    status: gr.Markdown
+    table: gr.HTML
+    files: gr.File
+
+
+def layout(used) -> GridLayout:
+    """The accordion (call inside the Text tab's layout): the X/Y pickers over the knobs the
+    model reads, the button, the status line, the table and the export."""
     with gr.Accordion("X/Y grid: one or two knobs over their values, one batch", open=False, elem_id="text-grid"):
-        with gr.Row():
-            x_knob = SweepDropdown(knob_choices_for(axes), value="temperature" if "temperature" in axes else axes[0],
-                                   label="X knob", info="The knob that varies across columns (the seed stays fixed unless it is an axis).",
-                                   knob_name="x_knob", sweepable=every_axis, elem_id="text-grid-x-knob")
-            x_values = gr.Textbox(value="0.3, 0.8, 1.4", label="X values (1-6, comma-separated)",
-                                  elem_id="text-grid-x-values")
-            y_knob = SweepDropdown([(NONE, NONE), *knob_choices_for(axes)], value=NONE, label="Y knob",
-                                   info="The knob that varies down rows (none: one row). At most 16 cells.",
-                                   knob_name="y_knob", sweepable=(NONE, *every_axis), elem_id="text-grid-y-knob")
-            y_values = gr.Textbox(value="", label="Y values", elem_id="text-grid-y-values")
+        pickers = grid_pickers(TextParams, used, "text", "temperature", text_actions.SWEPT_VALUES)
         make = gr.Button("Make grid", elem_id="text-grid-button")
         error_box("text-grid-button")
         status = gr.Markdown(elem_id="text-grid-status")
         table = gr.HTML(elem_id="text-grid-table")
         files = gr.File(label="Export: every cell with its recipe (JSON, CSV)", file_count="multiple",
                         elem_id="text-grid-files")
-    return {"x_knob": x_knob, "x_values": x_values, "y_knob": y_knob, "y_values": y_values, "make": make,
-            "status": status, "table": table, "files": files}
+    return GridLayout(pickers, make, status, table, files)
 
 
-def wire(studio: Studio, sessions: Sessions, parts: dict, prompt, model, controls: dict):
-    """Events of the grid; returns the running event (for the tab's Stop to cancel)."""
-    names, inputs = list(controls), list(controls.values())
+def make_grid(studio: Studio, sessions: Sessions, request: gr.Request | None, prompt="", x_knob=None, x_text="",
+              y_knob=None, y_text="", model=None, *knob_values):
+    """Stream (status, table, files): the table as it fills; at the end its cells saved (JSON + CSV)
+    for download. knob_values: every knob, in TextParams' order."""
+    with user_errors():
+        base = studio.params("text", model, **dict(zip(text_actions.knob_names(TextParams), knob_values)))
+        chosen = TextGrid(prompt, base, model, x_knob, x_text, y_knob, y_text)
+        plan, stream = text_actions.grid_stream(studio, chosen, sessions.fresh_stop(request))
+        update = None
+        for update in paced(stream):
+            final = all(column.result is not None for column in update.columns)
+            if not final:  # the status ("Loading …") has its own line, never inside the cells
+                yield update.status, table_html(plan, update.columns), gr.skip()
+        if update is None or not all(column.result is not None for column in update.columns):
+            return
+        results = [column.result for column in update.columns]
+        sessions.keep_recipes(request, [r.recipe for r in results], [r.output for r in results])
+        shown = table_html(plan, update.columns, final=True)
+        cells = text_actions.grid_cells(plan, update.columns)
+        paths = keep_or_cache(lambda: [str(p) for p in studio.save_text_grid(plan, cells)],
+                              lambda: None, note="The grid shows; its export was not written.")
+        yield "", shown, paths
 
-    def make_grid(request: gr.Request, prompt_text="", x_knob=None, x_text="", y_knob=None, y_text="", model_id=None,
-                  *knob_values):
-        """Stream the grid's table; at the end save its cells (JSON + CSV) for download."""
-        with user_errors():
-            base = studio.params("text", model_id, **dict(zip(names, knob_values)))
-            use_y = bool(y_knob) and y_knob != NONE
-            plan, stream = studio.text_grid_stream(prompt_text, base, x_knob, axis_values(x_text),
-                                                   y_knob if use_y else None, axis_values(y_text) if use_y else None,
-                                                   model_id, stop=sessions.fresh_stop(request))
-            update = None
-            for update in paced(stream):
-                final = all(column.result is not None for column in update.columns)
-                if not final:  # the status ("Loading …") has its own line, never inside the cells
-                    yield update.status, table_html(plan, update.columns), gr.skip()
-            if update is None or not all(column.result is not None for column in update.columns):
-                return
-            results = [column.result for column in update.columns]
-            sessions.keep_recipes(request, [r.recipe for r in results], [r.output for r in results])
-            shown = table_html(plan, update.columns, final=True)
-            paths = keep_or_cache(lambda: [str(p) for p in studio.save_text_grid(plan, grid.text_cells(plan, update.columns))],
-                                  lambda: None, note="The grid shows; its export was not written.")
-            yield "", shown, paths
 
-    def values_for(knob, model_id, *knob_values):
-        if knob == NONE:
-            return ""
-        with user_errors():
-            return sweep_values(studio.params("text", model_id, **dict(zip(names, knob_values))), knob)
-
-    make_event = parts["make"].click(lambda: busy(), outputs=parts["make"], queue=False, api_visibility="private").then(
-        make_grid, inputs=[prompt, parts["x_knob"], parts["x_values"], parts["y_knob"], parts["y_values"], model,
-                           *inputs],
-        outputs=[parts["status"], parts["table"], parts["files"]], api_visibility="private", concurrency_id="text")
-    for done in (make_event.then, make_event.failure):
-        done(lambda: (ready("Make grid"), ""), outputs=[parts["make"], parts["status"]], queue=False,
-             api_visibility="private")
-    parts["x_knob"].input(values_for, [parts["x_knob"], model, *inputs], parts["x_values"], api_visibility="private")
-    parts["y_knob"].input(values_for, [parts["y_knob"], model, *inputs], parts["y_values"], api_visibility="private")
-    # change, not input: a restore (History) sets the model too, and the pickers follow it
-    model.change(lambda m, x, y: picker_updates(studio, m, x, y), [model, parts["x_knob"], parts["y_knob"]],
-                 [parts["x_knob"], parts["y_knob"]], api_visibility="private", queue=False)
-    return make_event
+def values_for(studio: Studio, knob, model, *knob_values) -> str:
+    """Values to put on an axis for the knob just picked, around its current value."""
+    if knob == NONE:
+        return ""
+    with user_errors():
+        base = studio.params("text", model, **dict(zip(text_actions.knob_names(TextParams), knob_values)))
+        return sweep_values(base, knob)
 
 
 def picker_updates(studio: Studio, model: str | None, x: str | None, y: str | None) -> tuple:
@@ -156,3 +134,25 @@ def picker_updates(studio: Studio, model: str | None, x: str | None, y: str | No
     choices = knob_choices_for(axes)
     return (gr.update(choices=choices, value=x if x in axes else axes[0]),
             gr.update(choices=[(NONE, NONE), *choices], value=y if y in axes else NONE))
+
+
+def wire(ui: GridLayout, studio: Studio, sessions: Sessions, prompt, model, controls: dict):
+    """Events of the grid (controls: every knob control, in TextParams' order); returns the
+    running event (for the tab's Stop to cancel)."""
+    pickers, knobs = ui.pickers, list(controls.values())
+
+    def make(request: gr.Request, *inputs):  # an adapter: functools.partial would hide gr.Request from Gradio
+        yield from make_grid(studio, sessions, request, *inputs)
+
+    make_event = busy_run([ui.make.click], make, [prompt, pickers.x_knob, pickers.x_values, pickers.y_knob,
+                                                  pickers.y_values, model, *knobs],
+                          [ui.status, ui.table, ui.files], ui.make, label="Make grid", concurrency_id="text")
+    for finished in (make_event.then, make_event.failure):
+        finished(lambda: "", outputs=ui.status, queue=False, api_visibility="private")
+    axis_values_for = functools.partial(values_for, studio)
+    pickers.x_knob.input(axis_values_for, [pickers.x_knob, model, *knobs], pickers.x_values, api_visibility="private")
+    pickers.y_knob.input(axis_values_for, [pickers.y_knob, model, *knobs], pickers.y_values, api_visibility="private")
+    # change, not input: a restore (History) sets the model too, and the pickers follow it
+    model.change(functools.partial(picker_updates, studio), [model, pickers.x_knob, pickers.y_knob],
+                 [pickers.x_knob, pickers.y_knob], api_visibility="private", queue=False)
+    return make_event

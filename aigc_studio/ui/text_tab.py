@@ -2,41 +2,43 @@
 (with Precise / Balanced / Creative sampling styles), a next-token explainer, the attention
 view and logit lens (ui/attention_view.py), 2-4 variants
 streamed side by side (seeds, a swept knob, styles, or different models such as a base and
-its tuned versions), and the perplexity of a pasted text."""
+its tuned versions), and the perplexity of a pasted text.
+
+In three parts: layout(studio) builds the components, the module-level handlers turn a
+component's values into an action's request (aigc_studio/actions/text.py, the operations the
+typed API calls too) and its result into what the components show, and wire() connects them."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 
 import gradio as gr
 
-from aigc_studio import params as knobs
-from aigc_studio.params import STYLE_KNOBS, SAMPLING_STYLES, TextParams, whole_number
+from aigc_studio.actions import text as text_actions
+from aigc_studio.actions.text import MAX_COLUMNS, MODELS, STYLES, CompareText, ExplainToken, GenerateText, mean_logprob
+from aigc_studio.params import SAMPLING_STYLES, STYLE_KNOBS, TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui import attention_view, text_grid
-from aigc_studio.actions.variants import check_sweep, make_variants, variant_labels
 from aigc_studio.ui.components import model_dropdown
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.knob_controls import (
-    column_updates, control, knob_updates, sweep_updates, sweep_values, variant_controls,
+    column_updates, knob_controls, knob_updates, sweep_updates, sweep_values, variant_controls,
 )
-from aigc_studio.ui.page import busy, error_box, page_assets, ready
+from aigc_studio.ui.page import busy, busy_run, error_box, page_assets, ready
 from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
 from aigc_studio.ui.session import Sessions
 from aigc_studio.ui.streaming import paced
 
-MAX_COLUMNS = 4
-STYLES = "Styles side by side"  # a third variants mode: Precise, Balanced, Creative with one seed
-# what the mode was called before "preset" came to mean only the model preset (hub, offline)
-LEGACY_STYLES = "Presets side by side"
-# a fourth: the same prompt, knobs and seed on 2-4 text models (a base and its tuned versions)
-MODELS = "Different models"
-# /generate_text's original keywords, in order; the newer knobs follow `model` (NEW_KNOB_NAMES).
-KNOB_NAMES = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed", "greedy")
-NEW_KNOB_NAMES = ("min_p", "typical_p", "no_repeat_ngram_size", "stop_sequences", "system_prompt", "prompt_mode")
-EXPLAIN_KNOB_NAMES = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
-                      "no_repeat_ngram_size", "greedy", "system_prompt", "prompt_mode")
+KNOB_NAMES = tuple(text_actions.knob_names(TextParams))  # every knob control, in the dataclass's order
+EXPLAIN_KNOB_NAMES = tuple(text_actions.explain_knobs(TextParams))
+# Where the knob controls sit: these under the prompt's column, seed and greedy in a row, the rest
+# (and any knob added to TextParams) in the Advanced accordion, in this order.
+MAIN_KNOBS = ("temperature", "top_p", "max_new_tokens")
+ROW_KNOBS = ("seed", "greedy")
+ADVANCED_ORDER = ("top_k", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size", "stop_sequences",
+                  "prompt_mode", "system_prompt")
 
 # Token colours by the model's probability of the token: confident tokens pale, surprising ones strong.
 PROBABILITY_BINS = ((0.9, "p ≥ 0.9"), (0.5, "p 0.5–0.9"), (0.1, "p 0.1–0.5"), (0.0, "p < 0.1"))
@@ -48,12 +50,6 @@ SOMETIMES = (UNKNOWN, DIVERGES)  # legend entries shown only when some token has
 
 
 # ----- pure helpers: studio objects -> what the components show (tested without a browser) -----
-
-def token_dicts(tokens: list) -> list[dict]:
-    """Generated tokens (text_engine.Token) as plain data for a gr.State."""
-    return [{"id": t.id, "text": t.text, "p": t.probability, "logprob": t.logprob, "special": t.special,
-             "alternatives": [[text, p] for text, p in t.alternatives]} for t in tokens]
-
 
 def probability_label(p: float) -> str:
     """The colour bin of a probability; NaN (the server sent none) has its own."""
@@ -89,22 +85,8 @@ def alternatives_markdown(tokens: list[dict], index: int) -> str:
             f"under the model\n\n| likeliest here | probability |\n|---|---|\n{rows}")
 
 
-def mean_logprob(tokens: list[dict]) -> float:
-    return sum(t["logprob"] for t in tokens) / len(tokens) if tokens else 0.0
-
-
 def column_label(label: str, tokens: list[dict], tokens_per_s: float) -> str:
     return f"{label} · {len(tokens)} tokens · {tokens_per_s:.1f} tok/s · mean log-prob {mean_logprob(tokens):.2f}"
-
-
-def column_numbers(state: dict) -> dict:
-    """A finished comparison's figures for API users: per column its label, token
-    count, tokens/s and mean log-probability; and the first token index where the
-    columns differ (null when they agree)."""
-    return {"first_difference": state["diverge_at"],
-            "columns": [{"label": label, "tokens": len(tokens), "tokens_per_s": round(rate, 2),
-                         "mean_logprob": round(mean_logprob(tokens), 4)}
-                        for label, tokens, rate in zip(state["labels"], state["columns"], state["rates"])]}
 
 
 def _bar(p: float, kept: bool) -> str:
@@ -155,57 +137,56 @@ def chart_html(explanation: dict | None, prompt: str | None = None, state: dict 
             f'{"".join(rows)}<tr><td style="font-size:0.8em">kept</td>{kept}</tr></table></div>')
 
 
-def text_variants(base: TextParams, mode: str, count: int, knob_name: str, values: str,
-                  recommended: TextParams | None = None) -> list[tuple[str, TextParams]]:
-    """Labelled variants: seeds, one knob swept, or the three sampling styles (around the
-    model's recommended knobs) over base."""
-    if mode in (STYLES, LEGACY_STYLES):
-        return [(name, knobs.validate(dataclasses.replace(base, **knobs.sampling_style(name, recommended))))
-                for name in SAMPLING_STYLES]
-    return make_variants(base, mode, count, knob_name, values)
+
+# ----- the layout -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TextLayout:
+    """The Text tab's components (layout() builds them; wire() connects them)."""
+
+    tab: gr.Tab
+    card: gr.Markdown
+    prompt: gr.Textbox
+    generate: gr.Button
+    stop: gr.Button
+    answer: gr.Textbox
+    answer_status: gr.Markdown
+    coloured: gr.HighlightedText
+    alternatives: gr.Markdown
+    recipe: gr.Markdown
+    recipe_raw: gr.JSON
+    model: gr.Dropdown
+    style: gr.Radio
+    controls: dict  # knob name -> its control, in KNOB_NAMES order
+    mode: gr.Radio
+    count: gr.Slider
+    knob_name: gr.Dropdown
+    values: gr.Textbox
+    models: gr.Dropdown
+    compare: gr.Button
+    columns: list
+    column_tokens: list
+    compare_numbers: gr.JSON
+    compare_recipes: gr.Markdown
+    compare_recipes_raw: gr.JSON
+    grid: text_grid.GridLayout
+    position: gr.Number
+    top_n: gr.Slider
+    explain: gr.Button
+    chart: gr.HTML
+    explanation: gr.JSON
+    inside: attention_view.View
+    pasted: gr.Textbox
+    score: gr.Button
+    perplexity_out: gr.Number
+    answer_state: gr.State  # the last answer: {"text", "tokens"} with token ids and probabilities
+    compare_state: gr.State  # the last comparison: {"labels", "columns": [tokens...], "diverge_at", "rates"}
+
+    def knobs(self, names=KNOB_NAMES) -> list:
+        return [self.controls[name] for name in names]
 
 
-def tuned_family(studio: Studio, model: str | None) -> list[str]:
-    """The chosen model's base (itself, unless it is tuned) and the base's tuned versions
-    (Tune tab), at most MAX_COLUMNS: what "Different models" compares when none are picked."""
-    spec = studio.model_spec("text", model)
-    base = spec.base or spec
-    tuned = [m for m in studio.catalog.choices("text") if getattr(studio.model_spec("text", m).base, "id", None) == base.id]
-    return [base.id, *tuned][:MAX_COLUMNS]
-
-
-def models_to_compare(studio: Studio, model: str | None, picked) -> list[str]:
-    """2-4 text model ids: the picked ones (a list, or comma-separated text), else the chosen
-    model's family (tuned_family). Refused naming `models`."""
-    if isinstance(picked, str):
-        picked = [m.strip() for m in picked.split(",") if m.strip()]
-    if picked is not None and (not isinstance(picked, (list, tuple)) or not all(isinstance(m, str) for m in picked)):
-        raise knobs.ParamError("models", f"must be a list of text model ids, got {picked!r}")
-    names = list(dict.fromkeys(picked or tuned_family(studio, model)))
-    if len(names) < 2:
-        raise knobs.ParamError("models", f"pick 2 to {MAX_COLUMNS} text models, or tune "
-                                         f"{names[0] if names else 'the model'} first (Tune tab) to compare it with its base")
-    if len(names) > MAX_COLUMNS:
-        raise knobs.ParamError("models", f"pick 2 to {MAX_COLUMNS} text models, got {len(names)}")
-    for name in names:
-        studio.model_spec("text", name)  # an unknown id names the catalog
-    return names
-
-
-def compare_stream(studio: Studio, prompt: str, base: TextParams, model: str | None, mode: str, count: int,
-                   knob_name: str, values: str, models=None, stop=None):
-    """(column labels, CompareUpdate stream) of a side-by-side run in any mode: variants of
-    one model batched together, or (MODELS) each model in turn with the same knobs and seed."""
-    if mode == MODELS:
-        names = models_to_compare(studio, model, models)
-        return names, studio.text_models_stream(prompt, names, base, stop=stop)
-    variants = text_variants(base, mode, count, knob_name, values, studio.params("text", model))
-    return [label for label, _ in variants], studio.text_compare_stream(prompt, variants, model, stop=stop)
-
-
-# ----- the tab --------------------------------------------------------------------------------
-
-def build(studio: Studio, sessions: Sessions) -> None:
+def layout(studio: Studio) -> TextLayout:
     spec = studio.model_spec("text")
     recommended = spec.defaults  # the sliders start at the model's recommended knobs
     used = studio.knobs_used("text")
@@ -231,24 +212,14 @@ def build(studio: Studio, sessions: Sessions) -> None:
                 model = model_dropdown(studio.catalog.choices("text"), spec.id)
                 style = gr.Radio(list(SAMPLING_STYLES), value="Balanced", label="Sampling style",
                                   info="Sets the sampling knobs at once: Precise (focused), Balanced (the model's recommended knobs), Creative (varied).")
-                temperature = control(TextParams, "temperature", recommended.get("temperature"), elem_id="text-temperature")
-                top_p = control(TextParams, "top_p", recommended.get("top_p"), elem_id="text-top_p")
-                max_new_tokens = control(TextParams, "max_new_tokens", elem_id="text-max_new_tokens")
+                controls = knob_controls(TextParams, MAIN_KNOBS, recommended, prefix="text")
                 with gr.Row():
-                    seed = control(TextParams, "seed", min_width=120, elem_id="text-seed")
-                    greedy = control(TextParams, "greedy", min_width=120, elem_id="text-greedy")
+                    controls |= knob_controls(TextParams, ROW_KNOBS, recommended, prefix="text", min_width=120)
                 with gr.Accordion("Advanced knobs", open=False, elem_id="text-advanced"):
-                    top_k = control(TextParams, "top_k", recommended.get("top_k"), elem_id="text-top_k")
-                    min_p = control(TextParams, "min_p", recommended.get("min_p"), elem_id="text-min_p")
-                    typical_p = control(TextParams, "typical_p", recommended.get("typical_p"), elem_id="text-typical_p")
-                    repetition_penalty = control(TextParams, "repetition_penalty", recommended.get("repetition_penalty"),
-                                                 elem_id="text-repetition_penalty")
-                    no_repeat_ngram_size = control(TextParams, "no_repeat_ngram_size",
-                                                   recommended.get("no_repeat_ngram_size"),
-                                                   elem_id="text-no_repeat_ngram_size")
-                    stop_sequences = control(TextParams, "stop_sequences", elem_id="text-stop_sequences")
-                    prompt_mode = control(TextParams, "prompt_mode", elem_id="text-prompt_mode")
-                    system_prompt = control(TextParams, "system_prompt", lines=1, elem_id="text-system_prompt")
+                    advanced = [*ADVANCED_ORDER, *(n for n in KNOB_NAMES if n not in (*MAIN_KNOBS, *ROW_KNOBS, *ADVANCED_ORDER))]
+                    for name in advanced:
+                        extra = {"lines": 1} if name == "system_prompt" else {}
+                        controls |= knob_controls(TextParams, [name], recommended, prefix="text", **extra)
         with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
             mode, count, knob_name, values = variant_controls(
                 TextParams, used, "text", extra_modes=(STYLES, MODELS),
@@ -269,7 +240,7 @@ def build(studio: Studio, sessions: Sessions) -> None:
             compare_numbers = gr.JSON(label="Column numbers", visible=False, elem_id="text-compare-numbers")
             compare_recipes, compare_recipes_raw = recipe_view("Recipes")
             # nested in side by side (closed): the page at first load is no taller
-            grid_parts = text_grid.build(studio, sessions, used)
+            grid = text_grid.layout(used)
         with gr.Accordion("Why this token? The next-token distribution at each sampling stage", open=True):
             gr.Markdown("The model runs once per position; moving a knob re-applies the sampling steps to the cached "
                         "result. Select a token of the answer to explain that position.")
@@ -292,218 +263,233 @@ def build(studio: Studio, sessions: Sessions) -> None:
             score = gr.Button("Perplexity", elem_id="text-perplexity")
             error_box("text-perplexity")
             perplexity_out = gr.Number(label="Perplexity (lower = more natural to the model)", elem_id="text-perplexity-value")
-        answer_state = gr.State(None)  # the last answer: {"text", "tokens"} with token ids and probabilities
-        compare_state = gr.State(None)  # the last comparison: {"columns": [tokens...], "diverge_at", "rates"}
+        answer_state = gr.State(None)
+        compare_state = gr.State(None)
+    controls = {name: controls[name] for name in KNOB_NAMES}
+    return TextLayout(tab, card, prompt, generate, stop, answer, answer_status, coloured, alternatives, recipe,
+                      recipe_raw, model, style, controls, mode, count, knob_name, values, models, compare, columns,
+                      column_tokens, compare_numbers, compare_recipes, compare_recipes_raw, grid, position, top_n,
+                      explain, chart, explanation, inside, pasted, score, perplexity_out, answer_state, compare_state)
 
-    knob_inputs = [temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, greedy]
-    new_knob_inputs = [min_p, typical_p, no_repeat_ngram_size, stop_sequences, system_prompt, prompt_mode]
-    explain_knob_inputs = [temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size,
-                           greedy, system_prompt, prompt_mode]
-    style_outputs = [temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size, greedy]
 
-    def chosen_params(model, values: dict) -> TextParams:
-        return studio.params("text", model, **values)
+# ----- the handlers: component values -> an action -> what the components show ------------------
+# Those that take knobs take them last, in KNOB_NAMES (or EXPLAIN_KNOB_NAMES) order, so a knob
+# added to TextParams needs no handler edit.
 
-    def generate_text(prompt, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, greedy,
-                      model=None, min_p=None, typical_p=None, no_repeat_ngram_size=None, stop_sequences=None,
-                      system_prompt=None, prompt_mode=None, request: gr.Request = None):
-        """Stream an answer to prompt from the text model (default: the model preset's)."""
-        with user_errors():
-            chosen = chosen_params(model, dict(
-                temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
-                repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, min_p=min_p, typical_p=typical_p,
-                no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
-                system_prompt=system_prompt, prompt_mode=prompt_mode))
-            told = ""
-            for update in paced(studio.text_stream(prompt, chosen, model, stop=sessions.fresh_stop(request))):
-                if update.status.startswith("Note:") and update.status != told:
-                    # e.g. a server that refused logprobs: said once, beside the answer that streams on
-                    told = update.status
-                    gr.Warning(update.status)
-                state = None
-                if update.result is not None:
-                    sessions.keep_recipes(request, [update.result.recipe], [update.result.output])
-                    state = {"text": update.text, "tokens": token_dicts(update.tokens)}
-                # the status line shows loading (and notes) while the run goes on; the last update clears it
-                yield update.text, state, "" if update.result is not None else update.status
+def knob_values(names, values) -> dict:
+    return dict(zip(names, values))
 
-    def explain_next_token(prompt, answer, position, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
-                           no_repeat_ngram_size, greedy, system_prompt, prompt_mode, top_n, model=None, answer_state=None):
-        """The top candidates for one token of the answer (position 0 = the first token after the prompt)
-        and their probability raw, after penalties, temperature, top-k, top-p, min-p and typical-p."""
-        with user_errors():
-            chosen = chosen_params(model, dict(
-                temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, greedy=greedy,
-                system_prompt=system_prompt, prompt_mode=prompt_mode))
-            answer = answer or ""
-            if answer_state and answer_state["text"] == answer:  # the generated ids, not a re-tokenisation
-                answer = [t["id"] for t in answer_state["tokens"]]
-            result = studio.explain_next_token(prompt, chosen, model, answer=answer, position=whole_number("position", position, 0),
-                                               top_n=whole_number("top_n", top_n, 10))
-            return dataclasses.asdict(result)
 
-    def explain_when_shown(current, prompt, answer, position, *rest):
-        """Knob moved: update the chart if one is showing (never an error popup while typing)."""
-        if not current or not (prompt or "").strip():
-            return gr.skip()
-        return explain_next_token(prompt, answer, position, *rest)
+def generate_text(studio: Studio, sessions: Sessions, request: gr.Request | None, prompt, model, *values):
+    """Stream (answer, answer state once finished, status line) for prompt."""
+    with user_errors():
+        chosen = GenerateText(prompt, studio.params("text", model, **knob_values(KNOB_NAMES, values)), model)
+        told = ""
+        for update in paced(text_actions.generate(studio, chosen, sessions.fresh_stop(request))):
+            if update.status.startswith("Note:") and update.status != told:
+                # e.g. a server that refused logprobs: said once, beside the answer that streams on
+                told = update.status
+                gr.Warning(update.status)
+            state = None
+            if update.result is not None:
+                sessions.keep_recipes(request, [update.result.recipe], [update.result.output])
+                state = text_actions.answer_state(update)
+            # the status line shows loading (and notes) while the run goes on; the last update clears it
+            yield update.text, state, "" if update.result is not None else update.status
 
-    def compare_text(prompt, mode, count, knob_name, values, temperature, top_k, top_p, max_new_tokens,
-                     repetition_penalty, seed, greedy, model=None, min_p=None, typical_p=None,
-                     no_repeat_ngram_size=None, stop_sequences=None, system_prompt=None, prompt_mode=None,
-                     models=None, request: gr.Request = None):
-        """Stream 2-4 variants of one prompt together, token by token in turn, each labelled with
-        its settings (or 2-4 models one after another, labelled by model)."""
-        with user_errors():
-            base = chosen_params(model, dict(
-                temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
-                repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, min_p=min_p, typical_p=typical_p,
-                no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences,
-                system_prompt=system_prompt, prompt_mode=prompt_mode))
-            check_sweep(studio, "text", model, mode, knob_name)
-            labels, stream = compare_stream(studio, prompt, base, model, mode, count, knob_name, values, models,
-                                            sessions.fresh_stop(request))
-            texts = [""] * MAX_COLUMNS
-            for update in paced(stream):
-                for i, column in enumerate(update.columns):
-                    texts[i] = column.text or update.status
-                state = numbers = None
-                if all(column.result is not None for column in update.columns):
-                    sessions.keep_recipes(request, [column.result.recipe for column in update.columns],
-                                          [column.result.output for column in update.columns])
-                    state = {"labels": labels, "diverge_at": update.diverge_at,
-                             "columns": [token_dicts(c.tokens) for c in update.columns],
-                             "rates": [c.tokens_per_s for c in update.columns]}
-                    numbers = column_numbers(state)
-                yield *texts, state, numbers
 
-    def perplexity(text, model=None):
-        """Perplexity of text under the text model: exp of the mean negative log-likelihood per token."""
-        with user_errors():
-            value, _ = studio.perplexity(text, model)
-            return round(value, 3)
+def explain_next_token(studio: Studio, prompt, answer, position, top_n, model, answer_state, *values) -> dict:
+    """The top candidates for one token of the answer (position 0 = the first token after the prompt)
+    and their probability raw, after penalties, temperature, top-k, top-p, min-p and typical-p."""
+    with user_errors():
+        chosen = studio.params("text", model, **knob_values(EXPLAIN_KNOB_NAMES, values))
+        request = ExplainToken(prompt, chosen, model, text_actions.answer_ids(answer, answer_state), position, top_n)
+        return text_actions.explain(studio, request)
 
-    def show_tokens(state):
-        pairs = highlighted(state["tokens"]) if state else []
-        return gr.update(value=pairs or None, color_map=legend_colors(pairs))
 
-    def select_token(state, evt: gr.SelectData):
-        if not state or evt.index is None:
-            return gr.skip(), gr.skip()
-        index = evt.index if isinstance(evt.index, int) else evt.index[0]
-        return alternatives_markdown(state["tokens"], index), index
+def explain_when_shown(studio: Studio, current, prompt, *rest):
+    """Knob moved: update the chart if one is showing (never an error popup while typing)."""
+    if not current or not (prompt or "").strip():
+        return gr.skip()
+    return explain_next_token(studio, prompt, *rest)
 
-    def show_columns(state):
-        if not state:
-            return [gr.update(value=None, visible=False)] * MAX_COLUMNS
-        columns = [highlighted(tokens, state["diverge_at"]) for tokens in state["columns"]]
-        every_pair = [pair for pairs in columns for pair in pairs]  # one legend (on the first column) for all
-        shown_columns = [gr.update(value=pairs, visible=True, label=column_label(label, tokens, rate),
-                                   color_map=legend_colors(every_pair))
-                         for pairs, label, tokens, rate in zip(columns, state["labels"], state["columns"],
-                                                               state["rates"])]
-        return shown_columns + [gr.update(value=None, visible=False)] * (MAX_COLUMNS - len(shown_columns))
 
-    def apply_style(name, model):
-        with user_errors():
-            values = studio.sampling_style(name, model)
-        return [values[n] for n in STYLE_KNOBS]
+def compare_request(studio: Studio, prompt, mode, count, knob_name, values, models, model, knobs) -> CompareText:
+    return CompareText(prompt, studio.params("text", model, **knob_values(KNOB_NAMES, knobs)), model, mode, count,
+                       knob_name, values, models)
 
-    def label_columns(mode, count, knob_name, values, models, model, *knob_values):
-        with user_errors():
-            base = studio.params("text", model, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values)))
-            if mode in (STYLES, LEGACY_STYLES):
-                labels = list(SAMPLING_STYLES)
-            elif mode == MODELS:
-                labels = models_to_compare(studio, model, models)
-            else:
-                check_sweep(studio, "text", model, mode, knob_name)
-                labels = variant_labels(base, mode, count, knob_name, values)
-            return column_updates(labels, MAX_COLUMNS, clear=True)
 
-    def label_from_recipes(request: gr.Request):
-        return column_updates([r.label for r in sessions.recipes(request)], MAX_COLUMNS, clear=False)
+def compare_text(studio: Studio, sessions: Sessions, request: gr.Request | None, prompt, mode, count, knob_name,
+                 values, models, model, *knobs):
+    """Stream 2-4 variants of one prompt together, token by token in turn, each labelled with
+    its settings (or 2-4 models one after another, labelled by model): the column texts, then
+    at the end the comparison's state and numbers."""
+    with user_errors():
+        chosen = compare_request(studio, prompt, mode, count, knob_name, values, models, model, knobs)
+        for frame in paced(text_actions.compare(studio, chosen, sessions.fresh_stop(request))):
+            numbers = None
+            if frame.finished:
+                columns = frame.update.columns
+                sessions.keep_recipes(request, [c.result.recipe for c in columns], [c.result.output for c in columns])
+                numbers = text_actions.column_numbers(frame.finished)
+            yield *frame.texts, frame.finished, numbers
 
-    def show_recipes(request: gr.Request):
-        kept = sessions.recipes(request)
-        return recipe_card(kept), recipe_json(kept)
 
-    def use_model(model_id, knob):
-        """A newly picked model: its card, its knobs (the Balanced style around its
-        recommendation), and the knobs it can sweep."""
-        with user_errors():
-            spec = studio.model_spec("text", model_id)
-            picker, sweep = sweep_updates(studio, "text", model_id, knob)
-            return (model_card(spec), "Balanced", *apply_style("Balanced", model_id),
-                    *knob_updates(studio, "text", model_id, controls), picker, sweep)
+def label_columns(studio: Studio, mode, count, knob_name, values, models, model, *knobs) -> list:
+    """Show and label the columns a comparison fills, cleared, before it runs."""
+    with user_errors():
+        chosen = compare_request(studio, "", mode, count, knob_name, values, models, model, knobs)
+        return column_updates(text_actions.compare_labels(studio, chosen), MAX_COLUMNS, clear=True)
 
-    def sweep_for(knob, model_id, *knob_values):
-        with user_errors():
-            return sweep_values(studio.params("text", model_id, **dict(zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_values))), knob)
 
-    controls = {name: component for name, component in zip(KNOB_NAMES + NEW_KNOB_NAMES, knob_inputs + new_knob_inputs)}
-    explain_inputs = [prompt, answer, position, *explain_knob_inputs, top_n, model, answer_state]
+def perplexity(studio: Studio, text, model=None) -> float:
+    """Perplexity of text under the text model: exp of the mean negative log-likelihood per token."""
+    with user_errors():
+        return text_actions.perplexity(studio, text, model)
 
-    explain.click(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private",
-                  concurrency_id="text")  # public: ui/api.py
+
+def show_tokens(state):
+    pairs = highlighted(state["tokens"]) if state else []
+    return gr.update(value=pairs or None, color_map=legend_colors(pairs))
+
+
+def select_token(state, evt: gr.SelectData):
+    if not state or evt.index is None:
+        return gr.skip(), gr.skip()
+    index = evt.index if isinstance(evt.index, int) else evt.index[0]
+    return alternatives_markdown(state["tokens"], index), index
+
+
+def show_columns(state):
+    if not state:
+        return [gr.update(value=None, visible=False)] * MAX_COLUMNS
+    columns = [highlighted(tokens, state["diverge_at"]) for tokens in state["columns"]]
+    every_pair = [pair for pairs in columns for pair in pairs]  # one legend (on the first column) for all
+    shown_columns = [gr.update(value=pairs, visible=True, label=column_label(label, tokens, rate),
+                               color_map=legend_colors(every_pair))
+                     for pairs, label, tokens, rate in zip(columns, state["labels"], state["columns"], state["rates"])]
+    return shown_columns + [gr.update(value=None, visible=False)] * (MAX_COLUMNS - len(shown_columns))
+
+
+def apply_style(studio: Studio, name, model) -> list:
+    with user_errors():
+        values = studio.sampling_style(name, model)
+    return [values[n] for n in STYLE_KNOBS]
+
+
+def label_from_recipes(sessions: Sessions, request: gr.Request | None):
+    return column_updates([r.label for r in sessions.recipes(request)], MAX_COLUMNS, clear=False)
+
+
+def show_recipes(sessions: Sessions, request: gr.Request | None):
+    kept = sessions.recipes(request)
+    return recipe_card(kept), recipe_json(kept)
+
+
+def use_model(studio: Studio, controls: dict, model_id, knob):
+    """A newly picked model: its card, its knobs (the Balanced style around its
+    recommendation), and the knobs it can sweep."""
+    with user_errors():
+        spec = studio.model_spec("text", model_id)
+        picker, sweep = sweep_updates(studio, "text", model_id, knob)
+        return (model_card(spec), "Balanced", *apply_style(studio, "Balanced", model_id),
+                *knob_updates(studio, "text", model_id, controls), picker, sweep)
+
+
+def sweep_for(studio: Studio, knob, model_id, *knobs) -> str:
+    with user_errors():
+        return sweep_values(studio.params("text", model_id, **knob_values(KNOB_NAMES, knobs)), knob)
+
+
+def refresh_models(studio: Studio) -> list:
+    """Models tuned in the Tune tab join the catalog while the page is open: both pickers list them."""
+    return [gr.update(choices=studio.catalog.choices("text"))] * 2
+
+
+# ----- the events -------------------------------------------------------------------------------
+
+def wire(ui: TextLayout, studio: Studio, sessions: Sessions) -> None:
+    """Connect the Text tab's events. Every event is private: the public endpoints are ui/text_api.py."""
+    private = {"api_visibility": "private"}
+    knobs, explain_knobs = ui.knobs(), ui.knobs(EXPLAIN_KNOB_NAMES)
+    style_outputs = ui.knobs(STYLE_KNOBS)
+
+    # Gradio hands gr.Request to a parameter annotated with it, which functools.partial hides:
+    # these adapters keep the annotation.
+    def generate(request: gr.Request, *inputs):
+        yield from generate_text(studio, sessions, request, *inputs)
+
+    def compare(request: gr.Request, *inputs):
+        yield from compare_text(studio, sessions, request, *inputs)
+
+    def recipes(request: gr.Request):
+        return show_recipes(sessions, request)
+
+    def labels(request: gr.Request):
+        return label_from_recipes(sessions, request)
+
+    explain = functools.partial(explain_next_token, studio)
+    explain_inputs = [ui.prompt, ui.answer, ui.position, ui.top_n, ui.model, ui.answer_state, *explain_knobs]
+    ui.explain.click(explain, inputs=explain_inputs, outputs=ui.explanation, concurrency_id="text", **private)
     # Generate shows "Running…" and waits while a run is in flight (Stop ends it)
-    run = gr.on([generate.click, prompt.submit], lambda: busy(), outputs=generate, queue=False,
-                api_visibility="private").then(
-        generate_text, inputs=[prompt, *knob_inputs, model, *new_knob_inputs],
-        outputs=[answer, answer_state, answer_status], api_visibility="private", concurrency_id="text")
-    run.then(lambda: (ready(), ""), outputs=[generate, answer_status], queue=False, api_visibility="private")
-    run.failure(lambda: (ready(), ""), outputs=[generate, answer_status], queue=False, api_visibility="private")
-    run.then(show_recipes, outputs=[recipe, recipe_raw], api_visibility="private")
-    shown_tokens = run.then(show_tokens, inputs=answer_state, outputs=coloured, api_visibility="private")
-    shown_tokens.then(lambda: 0, outputs=position, api_visibility="private").then(
-        explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
-    selected = coloured.select(select_token, inputs=answer_state, outputs=[alternatives, position],
-                               api_visibility="private")
-    selected.then(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
+    run = busy_run([ui.generate.click, ui.prompt.submit], generate, [ui.prompt, ui.model, *knobs],
+                   [ui.answer, ui.answer_state, ui.answer_status], ui.generate, concurrency_id="text")
+    for finished in (run.then, run.failure):
+        finished(lambda: "", outputs=ui.answer_status, queue=False, **private)
+    run.then(recipes, outputs=[ui.recipe, ui.recipe_raw], **private)
+    shown_tokens = run.then(show_tokens, inputs=ui.answer_state, outputs=ui.coloured, **private)
+    shown_tokens.then(lambda: 0, outputs=ui.position, **private).then(
+        explain, inputs=explain_inputs, outputs=ui.explanation, **private)
+    selected = ui.coloured.select(select_token, inputs=ui.answer_state, outputs=[ui.alternatives, ui.position],
+                                  **private)
+    selected.then(explain, inputs=explain_inputs, outputs=ui.explanation, **private)
     # the attention view: from the explainer's token to its attention, and back (ui/attention_view.py)
     back, (follow, follow_inputs, follow_outputs) = attention_view.wire(
-        inside, studio, prompt, answer, answer_state, position, system_prompt, prompt_mode, model)
-    back.success(explain_next_token, inputs=explain_inputs, outputs=explanation, api_visibility="private")
-    selected.then(follow, inputs=follow_inputs, outputs=follow_outputs, api_visibility="private")
+        ui.inside, studio, ui.prompt, ui.answer, ui.answer_state, ui.position, ui.controls["system_prompt"],
+        ui.controls["prompt_mode"], ui.model)
+    back.success(explain, inputs=explain_inputs, outputs=ui.explanation, **private)
+    selected.then(follow, inputs=follow_inputs, outputs=follow_outputs, **private)
 
-    gr.on([c.change for c in explain_knob_inputs + [top_n, model]], explain_when_shown,
-          inputs=[explanation, *explain_inputs], outputs=explanation, trigger_mode="always_last",
-          api_visibility="private")
-    explanation.change(chart_html, inputs=[explanation, prompt, answer_state], outputs=chart, api_visibility="private")
-    style.change(apply_style, inputs=[style, model], outputs=style_outputs, api_visibility="private")
+    gr.on([c.change for c in [*explain_knobs, ui.top_n, ui.model]], functools.partial(explain_when_shown, studio),
+          inputs=[ui.explanation, *explain_inputs], outputs=ui.explanation, trigger_mode="always_last", **private)
+    ui.explanation.change(chart_html, inputs=[ui.explanation, ui.prompt, ui.answer_state], outputs=ui.chart, **private)
+    ui.style.change(functools.partial(apply_style, studio), inputs=[ui.style, ui.model], outputs=style_outputs,
+                    **private)
     # models tuned in the Tune tab join the catalog while the page is open: coming back here lists them
-    tab.select(lambda: [gr.update(choices=studio.catalog.choices("text"))] * 2, outputs=[model, models], queue=False,
-               api_visibility="private")
-    mode.change(lambda m: gr.update(visible=m == MODELS), mode, models, api_visibility="private", queue=False)
+    ui.tab.select(functools.partial(refresh_models, studio), outputs=[ui.model, ui.models], queue=False, **private)
+    ui.mode.change(lambda m: gr.update(visible=m == MODELS), ui.mode, ui.models, queue=False, **private)
     # a newly picked model starts at its own recommended knobs (the Balanced style)
-    model.input(use_model, inputs=[model, knob_name],
-                outputs=[card, style, *style_outputs, *controls.values(), knob_name, values], api_visibility="private")
+    ui.model.input(functools.partial(use_model, studio, ui.controls), inputs=[ui.model, ui.knob_name],
+                   outputs=[ui.card, ui.style, *style_outputs, *knobs, ui.knob_name, ui.values], **private)
     # a restore (History) sets the model without model.input: the side-by-side picker follows it here
-    model.change(lambda m, k: sweep_updates(studio, "text", m, k), [model, knob_name], [knob_name, values],
-                 api_visibility="private", queue=False)
-    knob_name.input(sweep_for, inputs=[knob_name, model, *knob_inputs, *new_knob_inputs], outputs=values,
-                    api_visibility="private")
+    ui.model.change(lambda m, k: sweep_updates(studio, "text", m, k), [ui.model, ui.knob_name],
+                    [ui.knob_name, ui.values], queue=False, **private)
+    ui.knob_name.input(functools.partial(sweep_for, studio), inputs=[ui.knob_name, ui.model, *knobs],
+                       outputs=ui.values, **private)
 
-    labelled = compare.click(lambda: busy(), outputs=compare, queue=False, api_visibility="private").then(
-        label_columns, inputs=[mode, count, knob_name, values, models, model, *knob_inputs, *new_knob_inputs],
-        outputs=columns, api_visibility="private")
-    comparing = labelled.success(compare_text, inputs=[prompt, mode, count, knob_name, values, *knob_inputs, model,
-                                                       *new_knob_inputs, models],
-                                 outputs=[*columns, compare_state, compare_numbers], api_visibility="private",
-                                 concurrency_id="text")
-    labelled.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
-    comparing.then(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
-    comparing.failure(lambda: ready("Compare"), outputs=compare, queue=False, api_visibility="private")
-    comparing.then(show_recipes, outputs=[compare_recipes, compare_recipes_raw], api_visibility="private")
-    comparing.then(label_from_recipes, outputs=columns, api_visibility="private")
-    comparing.then(show_columns, inputs=compare_state, outputs=column_tokens, api_visibility="private")
+    compare_inputs = [ui.mode, ui.count, ui.knob_name, ui.values, ui.models, ui.model, *knobs]
+    labelled = ui.compare.click(lambda: busy(), outputs=ui.compare, queue=False, **private).then(
+        functools.partial(label_columns, studio), inputs=compare_inputs, outputs=ui.columns, **private)
+    comparing = labelled.success(compare, inputs=[ui.prompt, *compare_inputs],
+                                 outputs=[*ui.columns, ui.compare_state, ui.compare_numbers], concurrency_id="text",
+                                 **private)
+    for finished in (labelled.failure, comparing.then, comparing.failure):
+        finished(lambda: ready("Compare"), outputs=ui.compare, queue=False, **private)
+    comparing.then(recipes, outputs=[ui.compare_recipes, ui.compare_recipes_raw], **private)
+    comparing.then(labels, outputs=ui.columns, **private)
+    comparing.then(show_columns, inputs=ui.compare_state, outputs=ui.column_tokens, **private)
 
-    score.click(perplexity, inputs=[pasted, model], outputs=perplexity_out, api_visibility="private",
-                concurrency_id="text")
-    gridding = text_grid.wire(studio, sessions, grid_parts, prompt, model, controls)
-    stop.click(sessions.stop, None, None, cancels=[run, comparing, gridding], api_visibility="private").then(
+    ui.score.click(functools.partial(perplexity, studio), inputs=[ui.pasted, ui.model], outputs=ui.perplexity_out,
+                   concurrency_id="text", **private)
+    gridding = text_grid.wire(ui.grid, studio, sessions, ui.prompt, ui.model, ui.controls)
+    ui.stop.click(sessions.stop, None, None, cancels=[run, comparing, gridding], **private).then(
         lambda: (ready(), ready("Compare"), ready("Make grid"), "", ""),
-        outputs=[generate, compare, grid_parts["make"], answer_status, grid_parts["status"]], queue=False,
-        api_visibility="private")
-    return {"prompt": prompt, "model": model, "controls": controls}  # what the History tab restores
+        outputs=[ui.generate, ui.compare, ui.grid.make, ui.answer_status, ui.grid.status], queue=False, **private)
+
+
+def build(studio: Studio, sessions: Sessions) -> dict:
+    """The Text tab: layout + wire. Returns what the History tab restores: the prompt, the model
+    and every knob control by name."""
+    ui = layout(studio)
+    wire(ui, studio, sessions)
+    return {"prompt": ui.prompt, "model": ui.model, "controls": ui.controls}

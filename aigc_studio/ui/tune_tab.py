@@ -9,15 +9,16 @@ serving while it runs. Stop ends training after the current step and keeps that 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import uuid
+import functools
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from aigc_studio import params as knobs
-from aigc_studio.catalog import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FULL_WEIGHTS, TUNE_RECIPE
+from aigc_studio.actions import text as text_actions
+from aigc_studio.actions.text import ADAPTER_FILES, FULL_FILES, FineTuneText
+from aigc_studio.catalog import TUNE_RECIPE
 from aigc_studio.params import TuneParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.errors import user_errors
@@ -25,8 +26,6 @@ from aigc_studio.ui.session import Sessions
 from aigc_studio.ui.streaming import run_in_worker
 
 KNOB_SLIDERS = ("rank", "alpha", "steps", "batch_size", "sequence_length", "eval_every")
-ADAPTER_FILES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG, TUNE_RECIPE)
-FULL_FILES = (FULL_WEIGHTS, TUNE_RECIPE)  # a full fine-tune (method "full")
 # AdamW step sizes that suit each method: LoRA's small matrices take large steps, every weight small ones
 LEARNING_RATES = {"lora": 1e-3, "full": 3e-5}
 
@@ -64,16 +63,13 @@ async def train(studio: Studio, sessions: Sessions, request: gr.Request | None, 
         chosen = knobs.make(TuneParams, rank=rank, alpha=alpha, learning_rate=learning_rate, steps=steps,
                             batch_size=batch_size, sequence_length=sequence_length, seed=seed, eval_every=eval_every,
                             method=method)
+        tune = FineTuneText(text, chosen, model, name, [getattr(f, "name", f) for f in (files or [])])
         stop = sessions.fresh_stop(request, "tune")
-        paths = [getattr(f, "name", f) for f in (files or [])]
         rows: list[tuple[int, float]] = []
         before = None
         yield f"Loading {model} and tokenising the text...", curve(rows), "", gr.update()
 
-        def work(emit):
-            return studio.fine_tune(text, model, chosen, name, on_progress=emit, stop=stop, files=paths)
-
-        async for kind, value in run_in_worker(work, stop):
+        async for kind, value in run_in_worker(lambda emit: text_actions.fine_tune(studio, tune, emit, stop), stop):
             if kind == "update":
                 if value.loss is not None:
                     rows.append((value.step, value.loss))
@@ -97,7 +93,7 @@ async def train(studio: Studio, sessions: Sessions, request: gr.Request | None, 
                            f"{result.perplexity_after:.2f}** ({result.perplexity_after / result.perplexity_before:.2f}×) · "
                            f"{result.train_tokens:,} training tokens, {result.heldout_tokens:,} held out · "
                            f"{result.seconds / 60:.1f} min · runs on torch · saved in `{result.folder}`")
-                record_tune(sessions, request, model, name, chosen, result)
+                record_tune(sessions, request, model, tune.name, chosen, result)
                 yield "Done.", curve(rows), summary, gr.update(choices=adapters(studio), value=result.adapter)
 
 
@@ -128,35 +124,52 @@ def load_adapter(studio: Studio, files):
     """Restore an adapter from its three files (safetensors weights, config, recipe), or a
     full fine-tune from its two (model.safetensors, recipe)."""
     with user_errors():
-        paths = [Path(getattr(f, "name", f)) for f in (files or [])]
-        names = sorted(p.name for p in paths)
-        if names not in (sorted(ADAPTER_FILES), sorted(FULL_FILES)):
-            raise knobs.ParamError("adapter", f"upload exactly {', '.join(ADAPTER_FILES)} (LoRA) or "
-                                              f"{', '.join(FULL_FILES)} (full); got {', '.join(names) or 'nothing'}")
-        folder = studio.settings.output_dir / "adapters" / f"uploaded-{uuid.uuid4().hex[:8]}"
-        folder.mkdir(parents=True)
-        for path in paths:
-            shutil.copyfile(path, folder / path.name)
-        try:
-            adapter = studio.load_adapter(folder)
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        adapter = text_actions.restore_adapter(studio, [getattr(f, "name", f) for f in (files or [])])
         return f"Restored **{adapter}**.", gr.update(choices=adapters(studio), value=adapter)
 
 
 def compare(studio: Studio, prompt, adapter, seed, max_new_tokens):
     """The same prompt and seed on the base model and its tuned adapter (completion mode)."""
     with user_errors():
-        if not adapter:
-            raise knobs.ParamError("model", "train or load an adapter first")
-        spec = studio.model_spec("text", adapter)
-        chosen = studio.params("text", spec.base.id, seed=seed, max_new_tokens=max_new_tokens, prompt_mode="completion")
-        base, tuned = studio.text_by_model(prompt, [spec.base.id, adapter], chosen)
-        return base.output, tuned.output
+        return text_actions.compare_tuned(studio, prompt, adapter, seed, max_new_tokens)
 
 
-def build(studio: Studio, sessions: Sessions) -> dict:
+def use_method(chosen):
+    """LoRA's knobs show only for LoRA; the learning rate moves to one that suits the method."""
+    lora = chosen == "lora"
+    return gr.update(visible=lora), gr.update(visible=lora), LEARNING_RATES.get(chosen, LEARNING_RATES["lora"])
+
+
+@dataclasses.dataclass
+class TuneLayout:
+    """The Tune tab's components (layout() builds them; wire() connects them)."""
+
+    text: gr.Textbox
+    files: gr.File
+    model: gr.Dropdown
+    name: gr.Textbox
+    method: gr.Radio
+    sliders: dict  # KNOB_SLIDERS name -> slider
+    learning_rate: gr.Number
+    seed: gr.Number
+    start: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    loss_plot: gr.LinePlot
+    summary: gr.Markdown
+    prompt: gr.Textbox
+    tuned: gr.Dropdown
+    compare_seed: gr.Number
+    length: gr.Slider
+    run: gr.Button
+    base_out: gr.Textbox
+    tuned_out: gr.Textbox
+    upload: gr.File
+    restore: gr.Button
+    restored: gr.Markdown
+
+
+def layout(studio: Studio) -> TuneLayout:
     choices = base_models(studio)
     default = studio.catalog.defaults.get("text")
     with gr.Tab("Tune", id="tune"):
@@ -202,31 +215,42 @@ def build(studio: Studio, sessions: Sessions) -> dict:
                              file_count="multiple", type="filepath")
             restore = gr.Button("Restore")
             restored = gr.Markdown()
+    return TuneLayout(text, files, model, name, method, sliders, learning_rate, seed, start, stop, status, loss_plot,
+                      summary, prompt, tuned, compare_seed, length, run, base_out, tuned_out, upload, restore, restored)
 
+
+def wire(ui: TuneLayout, studio: Studio, sessions: Sessions) -> None:
+    """Connect the Tune tab's events (all private: the public endpoint is ui/text_api.py's fine_tune_text)."""
+
+    # an adapter: Gradio hands gr.Request and gr.Progress to the parameters annotated or defaulted so
     async def on_train(text_, files_, model_, rank, alpha, lr, steps, batch, length_, seed_, every, name_, method_,
                        request: gr.Request, progress=gr.Progress()):
         async for update in train(studio, sessions, request, text_, files_, model_, rank, alpha, lr, steps, batch,
                                   length_, seed_, every, name_, method_, progress):
             yield update
 
-    def use_method(chosen):
-        """LoRA's knobs show only for LoRA; the learning rate moves to one that suits the method."""
-        lora = chosen == "lora"
-        return gr.update(visible=lora), gr.update(visible=lora), LEARNING_RATES.get(chosen, LEARNING_RATES["lora"])
-
-    method.change(use_method, method, [sliders["rank"], sliders["alpha"], learning_rate], api_visibility="private",
-                  queue=False)
-    inputs = [text, files, model, sliders["rank"], sliders["alpha"], learning_rate, sliders["steps"],
-              sliders["batch_size"], sliders["sequence_length"], seed, sliders["eval_every"], name, method]
-    start.click(on_train, inputs, [status, loss_plot, summary, tuned], concurrency_id="tune", concurrency_limit=1,
-                api_visibility="private")
     def on_stop(request: gr.Request):
         sessions.stop(request, "tune")
 
-    stop.click(on_stop, None, None, api_visibility="private", queue=False)
-    run.click(lambda p, a, s, n: compare(studio, p, a, s, n), [prompt, tuned, compare_seed, length],
-              [base_out, tuned_out], api_visibility="private")
-    restore.click(lambda f: load_adapter(studio, f), upload, [restored, tuned], api_visibility="private")
-    hook_knobs = [*KNOB_SLIDERS, "learning_rate", "seed"]
-    return {"knobs": hook_knobs,  # what the History tab restores, in this order after model, name, method
-            "outputs": [model, name, method, *[sliders[k] for k in KNOB_SLIDERS], learning_rate, seed]}
+    ui.method.change(use_method, ui.method, [ui.sliders["rank"], ui.sliders["alpha"], ui.learning_rate],
+                     api_visibility="private", queue=False)
+    inputs = [ui.text, ui.files, ui.model, ui.sliders["rank"], ui.sliders["alpha"], ui.learning_rate,
+              ui.sliders["steps"], ui.sliders["batch_size"], ui.sliders["sequence_length"], ui.seed,
+              ui.sliders["eval_every"], ui.name, ui.method]
+    ui.start.click(on_train, inputs, [ui.status, ui.loss_plot, ui.summary, ui.tuned], concurrency_id="tune",
+                   concurrency_limit=1, api_visibility="private")
+    ui.stop.click(on_stop, None, None, api_visibility="private", queue=False)
+    ui.run.click(functools.partial(compare, studio), [ui.prompt, ui.tuned, ui.compare_seed, ui.length],
+                 [ui.base_out, ui.tuned_out], api_visibility="private")
+    ui.restore.click(functools.partial(load_adapter, studio), ui.upload, [ui.restored, ui.tuned],
+                     api_visibility="private")
+
+
+def build(studio: Studio, sessions: Sessions) -> dict:
+    """The Tune tab: layout + wire. Returns what the History tab restores, in this order after
+    model, name and method: the knobs."""
+    ui = layout(studio)
+    wire(ui, studio, sessions)
+    return {"knobs": [*KNOB_SLIDERS, "learning_rate", "seed"],
+            "outputs": [ui.model, ui.name, ui.method, *[ui.sliders[k] for k in KNOB_SLIDERS], ui.learning_rate,
+                        ui.seed]}
