@@ -253,22 +253,31 @@ def test_tiny_random_family_models_load_through_a_local_spec(tmp_path):
 
 @pytest.fixture(scope="module")
 def tab(real):
-    """The Image tab alone over the embedded models: its handlers by name, its components by elem_id."""
+    """The Image tab alone over the embedded models: its handlers by name (bound to this studio
+    and session store, as wire() binds them), its components by elem_id."""
+    from functools import partial
+
     import gradio as gr
 
-    from aigc_studio.ui import image_tab
+    from aigc_studio.ui import image_inside_tab, image_tab
     from aigc_studio.ui.session import Sessions
 
     sessions = Sessions(real.history)
     with gr.Blocks() as demo:
-        image_tab.build(real, sessions)
-    handlers = {f.fn.__name__: f.fn for f in demo.fns.values() if f.fn is not None}
+        parts = image_tab.layout(real)
+        image_tab.wire(parts, real, sessions)
+    handlers = {name: partial(getattr(image_tab, name), real, sessions)
+                for name in ("compare_image", "image_grid", "restore_recipe")}
+    handlers |= {name: partial(getattr(image_tab, name), real)
+                 for name in ("grid_values_for", "model_views", "model_pickers")}
+    handlers["use_model"] = partial(image_tab.use_model, real, parts.controls)
+    handlers["walk_image"] = partial(image_inside_tab.walk_image, real, sessions)
     components = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     return handlers, components, sessions
 
 
 def knob_values(real, model_id, **values) -> list:
-    from aigc_studio.ui.image_tab import ALL_KNOBS
+    from aigc_studio.actions.image import ALL_KNOBS
 
     chosen = real.params("image", model_id, **values)
     return [getattr(chosen, name) for name in ALL_KNOBS]
@@ -292,7 +301,7 @@ def refusal(call, *args, **kwargs) -> str:
 
 
 def test_the_image_tab_compares_models_at_one_seed(real, tab):
-    from aigc_studio.ui.image_tab import MODELS
+    from aigc_studio.actions.image import MODELS
 
     handlers, components, sessions = tab
     assert components["image-models"].value == list(ALL_IDS)  # defaults: the catalog's embedded image models
@@ -379,7 +388,7 @@ def test_the_image_tab_shows_what_a_vae_or_gan_learned(tab):
 
 
 def test_restoring_a_gan_recipe_shows_the_gans_knobs_and_views(tab, real):
-    from aigc_studio.ui.image_tab import ALL_KNOBS
+    from aigc_studio.actions.image import ALL_KNOBS
 
     handlers, _, _ = tab
     saved = real.save(real.image("a red square", "shapes-gan", seed=4, truncation=0.7))

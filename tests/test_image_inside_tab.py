@@ -1,4 +1,4 @@
-"""The Image tab's start picture and prompt maps (ui/image_inside_tab.py): choosing the
+"""The Image tab's start picture and prompt maps (ui/image_inside_tab.py, actions/image.py): choosing the
 picture (unit), the endpoints on the session's server, and a browser that scribbles on the
 sketch pad and runs image to image."""
 
@@ -11,8 +11,7 @@ from PIL import Image
 from aigc_studio import shapes
 from aigc_studio.params import ParamError
 from aigc_studio.recipe import read_recipe
-from aigc_studio.ui.image_inside_tab import NOTHING, SKETCH, UPLOAD, start_picture
-from aigc_studio.ui.image_tab import trajectory_strip
+from aigc_studio.actions.image import NOTHING, SKETCH, UPLOAD, start_picture, trajectory_strip
 
 
 def blob() -> Image.Image:
