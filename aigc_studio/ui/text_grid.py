@@ -14,7 +14,7 @@ import gradio as gr
 
 from aigc_studio import grid
 from aigc_studio.actions import text as text_actions
-from aigc_studio.actions.text import NO_AXIS, TextGrid, axis_values, grid_axes  # noqa: F401 (audio_grid, audio_api read these here)
+from aigc_studio.actions.text import NO_AXIS, TextGrid, axis_values, grid_axes  # noqa: F401 (axis_values: once imported from here)
 from aigc_studio.params import TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.errors import user_errors
