@@ -42,7 +42,8 @@ def knob_doc(params_type: type, name: str) -> str:
         return f"one of {', '.join(map(str, meta['choices']))}. {help_text}"
     if meta["low"] is None or isinstance(meta["default"], (bool, str)):
         return help_text
-    return f"{meta['low']:g} to {meta['high']:g}. {help_text}"
+    low, high = (int(v) if isinstance(meta["default"], int) else f"{v:g}" for v in (meta["low"], meta["high"]))
+    return f"{low} to {high}. {help_text}"
 
 
 def knob_annotation(params_type: type, name: str) -> Any:
