@@ -35,7 +35,8 @@ class Arg:
 
 
 def knob_doc(params_type: type, name: str) -> str:
-    """'0-2; Divides the logits: ...' from the knob's range and help; choices are listed."""
+    """'0-2. Divides the logits: ...' ('-1 to 2147483647. ...' below zero) from the knob's range
+    and help; choices are listed. MCP clients read the range in the tool's description."""
     meta = knobs.spec(params_type, name)
     help_text = meta["help"]
     if meta["choices"]:
@@ -43,7 +44,7 @@ def knob_doc(params_type: type, name: str) -> str:
     if meta["low"] is None or isinstance(meta["default"], (bool, str)):
         return help_text
     low, high = (int(v) if isinstance(meta["default"], int) else f"{v:g}" for v in (meta["low"], meta["high"]))
-    return f"{low} to {high}. {help_text}"
+    return f"{low}-{high}. {help_text}" if meta["low"] >= 0 else f"{low} to {high}. {help_text}"
 
 
 def knob_annotation(params_type: type, name: str) -> Any:
