@@ -1,25 +1,26 @@
 """The Audio tab's X/Y grid: one or two knobs the model reads over their values, one
-generation per cell (Studio.audio_grid), played at one loudness like side by side; a
-labelled table of the cells' loudness, a player per cell, and a zip of every cell's file
-with its recipe. The Text tab's grid (ui/text_grid.py) and the image grid are its models."""
+generation per cell (actions/audio.py's make_grid, the one /audio_grid runs), played at one
+loudness like side by side; a labelled table of the cells' loudness, a player per cell, and a
+zip of every cell's file with its recipe. layout() builds it inside the tab, wire() connects it."""
 
 from __future__ import annotations
 
+import functools
 import html
+from dataclasses import dataclass
 
 import gradio as gr
 
 from aigc_studio import audio_views, grid
+from aigc_studio.actions import audio as actions
+from aigc_studio.actions.variants import sweep_names
 from aigc_studio.params import AudioParams
 from aigc_studio.studio import Studio
-from aigc_studio.ui.text_grid import NONE, axis_values
-from aigc_studio.actions.variants import sweep_names
-from aigc_studio.ui.components import SweepDropdown
 from aigc_studio.ui.errors import user_errors
-from aigc_studio.ui.knob_controls import knob_choices_for, sweep_values
-from aigc_studio.ui.page import busy, error_box, ready
-from aigc_studio.ui.session import Sessions
 from aigc_studio.ui.files import keep_or_cache
+from aigc_studio.ui.knob_controls import NO_AXIS, GridPickers, grid_pickers, knob_choices_for, sweep_values
+from aigc_studio.ui.page import busy_run, error_box
+from aigc_studio.ui.session import Sessions
 
 PLAYERS_PER_ROW = 4
 
@@ -48,22 +49,23 @@ def cell_note(result) -> str:
     return f"{audio_views.lufs_label(level)} · gain {gain:+.1f} dB"
 
 
-def build(studio: Studio, used) -> dict:
-    """The grid's components (call inside the Audio tab's layout); wire() connects them."""
-    axes = sweep_names(AudioParams, used)
-    every_axis = tuple(sweep_names(AudioParams, list(AudioParams.__dataclass_fields__)))
+@dataclass
+class GridLayout:
+    """The grid's components: its axis pickers, button, table, a player per cell and the zip."""
+
+    pickers: GridPickers
+    make: gr.Button
+    table: gr.HTML
+    players: list
+    archive: gr.File
+
+
+def layout(used) -> GridLayout:
+    """The grid's accordion (call inside the Audio tab's layout), closed."""
     with gr.Accordion("X/Y grid: one or two knobs over their values, loudness-matched", open=False,
                       elem_id="audio-grid"):
-        with gr.Row():
-            x_knob = SweepDropdown(knob_choices_for(axes), value="speed" if "speed" in axes else axes[0], label="X knob",
-                                   info="The knob that varies across columns (the seed stays fixed unless it is an axis).",
-                                   knob_name="x_knob", sweepable=every_axis, elem_id="audio-grid-x-knob")
-            x_values = gr.Textbox(value="0.8, 1.0, 1.4" if "speed" in axes else "", label="X values (1-6, comma-separated)",
-                                  elem_id="audio-grid-x-values")
-            y_knob = SweepDropdown([(NONE, NONE), *knob_choices_for(axes)], value=NONE, label="Y knob",
-                                   info="The knob that varies down rows (none: one row). At most 16 cells.",
-                                   knob_name="y_knob", sweepable=(NONE, *every_axis), elem_id="audio-grid-y-knob")
-            y_values = gr.Textbox(value="", label="Y values", elem_id="audio-grid-y-values")
+        pickers = grid_pickers(AudioParams, used, "audio", "speed",
+                               "0.8, 1.0, 1.4" if "speed" in sweep_names(AudioParams, used) else "")
         make = gr.Button("Make grid", elem_id="audio-grid-button")
         error_box("audio-grid-button")
         table = gr.HTML(elem_id="audio-grid-table")
@@ -73,56 +75,69 @@ def build(studio: Studio, used) -> dict:
                 players += [gr.Audio(type="filepath", format=None, visible=False, elem_id=f"audio-grid-cell-{i}")
                             for i in range(start, start + PLAYERS_PER_ROW)]
         archive = gr.File(label="Export: every cell's file with its recipe (zip)", elem_id="audio-grid-zip")
-    return {"x_knob": x_knob, "x_values": x_values, "y_knob": y_knob, "y_values": y_values, "make": make,
-            "table": table, "players": players, "zip": archive}
+    return GridLayout(pickers, make, table, players, archive)
 
 
-def wire(studio: Studio, sessions: Sessions, parts: dict, prompt, model, controls: dict) -> None:
-    names, inputs = list(controls), list(controls.values())
-    players = parts["players"]
+# ----- handlers: knobs come last, in actions.KNOBS order -----------------------------------------------
 
-    def make_audio_grid(request: gr.Request, prompt_text="", x_knob=None, x_text="", y_knob=None, y_text="",
-                        model_id=None, *knob_values):
-        """Every cell's audio at one loudness, labelled by its knobs and loudness; the zip of them all."""
-        with user_errors():
-            base = studio.params("audio", model_id, **dict(zip(names, knob_values)))
-            use_y = bool(y_knob) and y_knob != NONE
-            plan, cells = studio.audio_grid(prompt_text, base, x_knob, axis_values(x_text),
-                                            y_knob if use_y else None, axis_values(y_text) if use_y else None,
-                                            model_id, stop=sessions.fresh_stop(request, "audio"))
-        sessions.keep_recipes(request, [c.recipe for c in cells])
-        notes = [cell_note(c) for c in cells]
-        def kept() -> tuple[list, str]:
-            paths, zipped = studio.save_audio_grid(plan, cells)
-            return [str(p) for p in paths], str(zipped)
+def with_request(handler, *bound):
+    """handler(*bound, request, *inputs) as an event function of the inputs alone. Not
+    functools.partial: Gradio finds the gr.Request parameter by its annotation, which a
+    partial hides."""
+    def run(request: gr.Request, *inputs):
+        return handler(*bound, request, *inputs)
 
-        shown, zipped = keep_or_cache(kept, lambda: ([c.output for c in cells], None),
-                                      note="The cells play, but were not kept.")
-        updates = [gr.update(value=v, visible=True, label=f"{c.label} · {n}") for v, c, n in zip(shown, cells, notes)]
-        updates += [gr.update(value=None, visible=False)] * (len(players) - len(updates))
-        return table_html(plan, notes), *updates, zipped
+    run.__name__ = run.__qualname__ = handler.__name__
+    return run
 
-    def values_for(knob, model_id, *knob_values):
-        if knob == NONE:
-            return ""
-        with user_errors():
-            return sweep_values(studio.params("audio", model_id, **dict(zip(names, knob_values))), knob)
 
-    def pickers(model_id, x, y):
-        with user_errors():
-            axes = sweep_names(AudioParams, studio.knobs_used("audio", model_id))
-        choices = knob_choices_for(axes)
-        return (gr.update(choices=choices, value=x if x in axes else axes[0]),
-                gr.update(choices=[(NONE, NONE), *choices], value=y if y in axes else NONE))
+def make_audio_grid(studio: Studio, sessions: Sessions, request: gr.Request | None, prompt: str, x_knob: str,
+                    x_values: str, y_knob: str, y_values: str, model: str | None, *knob_values) -> tuple:
+    """Every cell's audio at one loudness, labelled by its knobs and loudness; the table; the zip of them all."""
+    with user_errors():
+        asked = actions.AudioGrid(prompt, x_knob, x_values, y_knob, y_values, model,
+                                  dict(zip(actions.KNOBS, knob_values)))
+        plan, cells = actions.make_grid(studio, asked, stop=sessions.fresh_stop(request, "audio"))
+    sessions.keep_recipes(request, [c.recipe for c in cells])
+    notes = [cell_note(c) for c in cells]
 
-    event = parts["make"].click(lambda: busy(), outputs=parts["make"], queue=False, api_visibility="private").then(
-        make_audio_grid, inputs=[prompt, parts["x_knob"], parts["x_values"], parts["y_knob"], parts["y_values"], model,
-                                 *inputs],
-        outputs=[parts["table"], *players, parts["zip"]], api_visibility="private", concurrency_id="audio")
-    for done in (event.then, event.failure):
-        done(lambda: ready("Make grid"), outputs=parts["make"], queue=False, api_visibility="private")
-    parts["x_knob"].input(values_for, [parts["x_knob"], model, *inputs], parts["x_values"], api_visibility="private")
-    parts["y_knob"].input(values_for, [parts["y_knob"], model, *inputs], parts["y_values"], api_visibility="private")
+    def kept() -> tuple[list, str]:
+        paths, zipped = studio.save_audio_grid(plan, cells)
+        return [str(p) for p in paths], str(zipped)
+
+    shown, zipped = keep_or_cache(kept, lambda: ([c.output for c in cells], None),
+                                  note="The cells play, but were not kept.")
+    updates = [gr.update(value=v, visible=True, label=f"{c.label} · {n}") for v, c, n in zip(shown, cells, notes)]
+    updates += [gr.update(value=None, visible=False)] * (grid.MAX_AUDIO_CELLS - len(updates))
+    return table_html(plan, notes), *updates, zipped
+
+
+def axis_values_for(studio: Studio, knob: str, model: str | None, *knob_values) -> str:
+    """Values to put on an axis for the knob picked (nothing for no axis)."""
+    if knob == NO_AXIS:
+        return ""
+    with user_errors():
+        return sweep_values(studio.params("audio", model, **dict(zip(actions.KNOBS, knob_values))), knob)
+
+
+def picker_updates(studio: Studio, model: str | None, x: str, y: str) -> tuple:
+    """The axis pickers for a model: the knobs it reads, the picked ones kept when it reads them."""
+    with user_errors():
+        axes = sweep_names(AudioParams, studio.knobs_used("audio", model))
+    choices = knob_choices_for(axes)
+    return (gr.update(choices=choices, value=x if x in axes else axes[0]),
+            gr.update(choices=[(NO_AXIS, NO_AXIS), *choices], value=y if y in axes else NO_AXIS))
+
+
+def wire(parts: GridLayout, studio: Studio, sessions: Sessions, prompt, model, knob_inputs: list) -> None:
+    """The grid's events; knob_inputs: the tab's knob controls in actions.KNOBS order."""
+    p = parts.pickers
+    busy_run([parts.make.click], with_request(make_audio_grid, studio, sessions),
+             [prompt, p.x_knob, p.x_values, p.y_knob, p.y_values, model, *knob_inputs],
+             [parts.table, *parts.players, parts.archive], parts.make, label="Make grid", concurrency_id="audio")
+    for knob, values in ((p.x_knob, p.x_values), (p.y_knob, p.y_values)):
+        knob.input(functools.partial(axis_values_for, studio), [knob, model, *knob_inputs], values,
+                   api_visibility="private")
     # change, not input: a recipe restore sets the model too, and the pickers follow it
-    model.change(pickers, [model, parts["x_knob"], parts["y_knob"]], [parts["x_knob"], parts["y_knob"]],
+    model.change(functools.partial(picker_updates, studio), [model, p.x_knob, p.y_knob], [p.x_knob, p.y_knob],
                  api_visibility="private", queue=False)
