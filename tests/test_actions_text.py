@@ -50,7 +50,7 @@ def test_a_new_knob_reaches_the_controls_the_typed_api_and_the_recipe(studio):
     parameter = inspect.signature(generate).parameters["presence_penalty"]
     assert list(inspect.signature(generate).parameters)[-1] == "presence_penalty"
     assert parameter.default is None and parameter.annotation == float | None
-    assert "presence_penalty: 0 to 2. Lowers the score" in generate.__doc__
+    assert "presence_penalty: 0-2. Lowers the score" in generate.__doc__
     assert generate("hi", presence_penalty=0.5)["presence_penalty"] == 0.5
     compare = [a.name for a in text_api.text_endpoint_args(ExtendedTextParams, after=(text_api.MODELS_ARG,))]
     assert compare[-2:] == ["presence_penalty", "models"]

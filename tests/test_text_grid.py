@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from aigc_studio.params import TextParams
-from aigc_studio.ui import text_grid, text_tab
+from aigc_studio.actions.text import grid_axes
+from aigc_studio.ui import knob_controls, text_grid, text_tab
 from tests.conftest import TEXT_ID, VITS_ID
 
 PROMPT = "write a short poem about spring rain"
@@ -88,9 +89,9 @@ def test_the_answer_box_never_holds_the_loading_status(studio):
 
 def test_pickers_follow_the_model_and_refusals_name_the_knobs(tab):
     s, _ = tab
-    x, y = text_grid.picker_updates(s, TEXT_ID, "top_k", "bogus")
-    assert x["value"] == "top_k" and y["value"] == text_grid.NONE
-    assert [name for _, name in x["choices"]] == text_grid.grid_axes(s, TEXT_ID)
+    x, y = knob_controls.grid_picker_updates(s, "text", TEXT_ID, "top_k", "bogus")
+    assert x["value"] == "top_k" and y["value"] == knob_controls.NO_AXIS
+    assert [name for _, name in x["choices"]] == grid_axes(s, TEXT_ID)
 
     from aigc_studio.ui import audio_api, text_api
 

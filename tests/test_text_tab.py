@@ -11,7 +11,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from aigc_studio.actions import text as text_actions
 from aigc_studio.params import ParamError, TextParams
-from aigc_studio.ui import text_tab
+from aigc_studio.ui import text_tab, token_views
 from tests.test_ui import ARTIFACTS, GENERATION, open_studio
 
 
@@ -21,17 +21,17 @@ def token(text: str, p: float, special: bool = False) -> dict:
 
 def test_tokens_are_coloured_by_probability_and_the_first_difference_stands_out():
     tokens = [token("The", 0.95), token(" sea", 0.6), token(" is", 0.2), token(" loud", 0.01), token("", 0.8, special=True)]
-    assert text_tab.highlighted(tokens) == [("The", "p ≥ 0.9"), (" sea", "p 0.5–0.9"), (" is", "p 0.1–0.5"),
+    assert token_views.highlighted(tokens) == [("The", "p ≥ 0.9"), (" sea", "p 0.5–0.9"), (" is", "p 0.1–0.5"),
                                             (" loud", "p < 0.1"), ("⟨end⟩", "p 0.5–0.9")]
-    assert [c for _, c in text_tab.highlighted(tokens, diverge_at=2)][2] == text_tab.DIVERGES
-    assert set(text_tab.COLOR_MAP) == {label for _, label in text_tab.PROBABILITY_BINS} | {text_tab.DIVERGES, text_tab.UNKNOWN}
+    assert [c for _, c in token_views.highlighted(tokens, diverge_at=2)][2] == token_views.DIVERGES
+    assert set(token_views.COLOR_MAP) == {label for _, label in token_views.PROBABILITY_BINS} | {token_views.DIVERGES, token_views.UNKNOWN}
 
 
 def test_alternatives_and_column_label_show_the_numbers():
     tokens = [token(" sea", 0.6), token(" is", 0.2)]
-    markdown = text_tab.alternatives_markdown(tokens, 0)
+    markdown = token_views.alternatives_markdown(tokens, 0)
     assert "`␣sea`" in markdown and "60.0%" in markdown and "`x␣y`" in markdown and "1.0%" in markdown
-    assert text_tab.column_label("temperature=0.3", tokens, 12.345) == \
+    assert token_views.column_label("temperature=0.3", tokens, 12.345) == \
         "temperature=0.3 · 2 tokens · 12.3 tok/s · mean log-prob -1.00"
 
 
@@ -42,12 +42,12 @@ def test_chart_marks_cut_tokens_the_chosen_one_and_the_mass_kept():
                    "chosen_id": 8, "stages": [stage("raw", "model", [0.7, 0.2], [True, True], 1.0),
                                               stage("top-k", "1", [1.0, 0.0], [True, False], 0.7),
                                               stage("min-p", "off", [1.0, 0.0], [True, False], 1.0)]}
-    html = text_tab.chart_html(explanation)
+    html = token_views.chart_html(explanation)
     assert "&lt;b&gt;Hi&lt;/b&gt;" in html and "<b>Hi" not in html  # token text is escaped
     assert "␣Paris" in html and "⏎</code> ★" in html  # the generated token is starred
     assert html.count("line-through") == 2  # "\n" is cut by top-k and stays cut
     assert "mass kept 70.0%" in html and "answer token 3" in html
-    assert text_tab.chart_html(None) == ""
+    assert token_views.chart_html(None) == ""
 
 
 def test_browser_explainer_follows_styles_and_selected_tokens(app_server):
@@ -73,19 +73,19 @@ def test_browser_explainer_follows_styles_and_selected_tokens(app_server):
 
 def test_tokens_without_a_probability_get_their_own_colour():
     """A remote server may send no probabilities: its tokens carry NaN, shown as unknown."""
-    assert text_tab.probability_label(float("nan")) == text_tab.UNKNOWN
-    assert text_tab.probability_label(0.95) == "p ≥ 0.9" and text_tab.probability_label(0.0) == "p < 0.1"
-    assert text_tab.UNKNOWN in text_tab.COLOR_MAP
+    assert token_views.probability_label(float("nan")) == token_views.UNKNOWN
+    assert token_views.probability_label(0.95) == "p ≥ 0.9" and token_views.probability_label(0.0) == "p < 0.1"
+    assert token_views.UNKNOWN in token_views.COLOR_MAP
 
 
 def test_the_legend_lists_unknown_and_difference_only_when_a_token_has_them():
-    bins = [label for _, label in text_tab.PROBABILITY_BINS]
-    sure = text_tab.highlighted([token("The", 0.95), token(" sea", 0.05)])
-    assert list(text_tab.legend_colors(sure)) == bins  # every bin, always: a stable legend
-    remote = text_tab.highlighted([token("The", 0.95), token(" sea", float("nan"))])
-    assert list(text_tab.legend_colors(remote)) == [*bins, text_tab.UNKNOWN]
-    columns = text_tab.highlighted([token("The", 0.95), token(" sea", 0.6)], diverge_at=1)
-    assert list(text_tab.legend_colors(columns)) == [*bins, text_tab.DIVERGES]
+    bins = [label for _, label in token_views.PROBABILITY_BINS]
+    sure = token_views.highlighted([token("The", 0.95), token(" sea", 0.05)])
+    assert list(token_views.legend_colors(sure)) == bins  # every bin, always: a stable legend
+    remote = token_views.highlighted([token("The", 0.95), token(" sea", float("nan"))])
+    assert list(token_views.legend_colors(remote)) == [*bins, token_views.UNKNOWN]
+    columns = token_views.highlighted([token("The", 0.95), token(" sea", 0.6)], diverge_at=1)
+    assert list(token_views.legend_colors(columns)) == [*bins, token_views.DIVERGES]
 
 
 def test_different_models_run_base_and_tuned_with_one_prompt_and_seed(studio):

@@ -11,8 +11,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from aigc_studio.params import AudioParams, ImageParams, TextParams
 from aigc_studio import params as knobs
+from aigc_studio.actions import image as image_actions
 from aigc_studio.actions import variants
-from aigc_studio.ui import image_tab, knob_controls, recipe_view, text_tab
+from aigc_studio.ui import knob_controls, recipe_view, token_views
 from tests.test_ui import ARTIFACTS, GENERATION, open_studio, open_tab
 
 
@@ -62,9 +63,9 @@ def test_trajectory_strip_is_tall_with_no_label_over_the_images(page):
     expect(page.locator("#image-step input[type=number]")).to_have_value("30", timeout=GENERATION)
     natural = strip.evaluate("img => img.naturalHeight")
     shown = strip.bounding_box()["height"]
-    rows = (30 + image_tab.STRIP_COLUMNS - 1) // image_tab.STRIP_COLUMNS
-    assert natural == rows * (image_tab.STRIP_THUMB + image_tab.STRIP_CAPTION + image_tab.STRIP_GAP) - image_tab.STRIP_GAP
-    assert shown * image_tab.STRIP_THUMB / natural >= 64, f"each step is shown {shown * image_tab.STRIP_THUMB / natural:.0f} px tall"
+    rows = (30 + image_actions.STRIP_COLUMNS - 1) // image_actions.STRIP_COLUMNS
+    assert natural == rows * (image_actions.STRIP_THUMB + image_actions.STRIP_CAPTION + image_actions.STRIP_GAP) - image_actions.STRIP_GAP
+    assert shown * image_actions.STRIP_THUMB / natural >= 64, f"each step is shown {shown * image_actions.STRIP_THUMB / natural:.0f} px tall"
     assert visible_labels_over(page, "#image-strip") == []
     assert visible_labels_over(page, "#image-output") == []
     assert page.locator("#image-output img").bounding_box()["height"] >= 400  # the picture is the page's centre
@@ -203,7 +204,7 @@ def test_explainer_shows_the_prompt_as_written_and_one_answer_has_no_difference_
     explainer = page.locator("#text-explainer")
     expect(explainer).to_contain_text("What is the capital of France?", timeout=GENERATION)
     assert "<|im_start|>" not in explainer.inner_text() and "im_end" not in explainer.inner_text()
-    expect(page.locator("#text-tokens")).not_to_contain_text(text_tab.DIVERGES)
+    expect(page.locator("#text-tokens")).not_to_contain_text(token_views.DIVERGES)
     page.screenshot(path=ARTIFACTS / "polish-text-tab.png", full_page=True)
 
 
@@ -213,7 +214,7 @@ def test_chart_header_quotes_the_prompt_and_the_answer_so_far():
                    "stages": [{"name": "raw", "setting": "model", "probs": [1.0], "kept": [True], "kept_tokens": 1,
                                "mass_kept": 1.0}]}
     state = {"tokens": [{"text": "Hello"}, {"text": " there"}]}
-    html = text_tab.chart_html(explanation, "Hi", state)
+    html = token_views.chart_html(explanation, "Hi", state)
     assert "<q>Hi</q> → <code>Hello</code>" in html and "im_start" not in html
 
 

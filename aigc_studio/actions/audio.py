@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aigc_studio.actions.checks import axes_input, count_input, knob_name_input, mode_input, model_input, text_input
 from aigc_studio import audio_views, grid
 from aigc_studio import params as knobs
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, variant_labels
@@ -37,67 +38,12 @@ MUSIC_MODEL = "bach-chorales"  # the chorale endpoints' model when none is named
 
 # ----- checks of the inputs that are not knobs ------------------------------------------------------
 
-def check_text(name: str, value: Any, default: str = "") -> str:
-    """value as text (None: default); anything else is refused naming the field."""
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise knobs.ParamError(name, f"must be text, got {type(value).__name__}")
-    return value
-
-
-def check_model(value: Any) -> str | None:
-    """A catalog id or None (the preset's model); the Studio refuses an unknown id."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise knobs.ParamError("model", f"must be a model id (text), got {type(value).__name__}")
-    return value
-
-
 def check_format(file_format: Any) -> str:
     """'wav' or 'flac' (any case; None: wav)."""
     chosen = str(file_format or "wav").lower()
     if chosen not in FILE_FORMATS:
         raise knobs.ParamError("file_format", f"must be one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
     return chosen
-
-
-def check_mode(value: Any) -> str:
-    """Different seeds (None) or Sweep one knob."""
-    if value is None:
-        return SEEDS
-    if value not in (SEEDS, SWEEP):
-        raise knobs.ParamError("mode", f"must be one of {SEEDS}, {SWEEP}, got {value!r}")
-    return value
-
-
-def check_count(value: Any) -> int:
-    """2-4 variants (None: 3)."""
-    count = whole_number("count", value, 3)
-    if not 2 <= count <= 4:
-        raise knobs.ParamError("count", f"must be a number in [2, 4], got {value!r}")
-    return count
-
-
-def check_knob_name(name: str, value: Any, default: str) -> str:
-    """An audio knob that can be swept (None: default); whether the model reads it is the Studio's check."""
-    sweepable = knobs.sweepable(AudioParams)
-    if value is None:
-        return default
-    if not isinstance(value, str) or value not in sweepable:
-        raise knobs.ParamError(name, f"must be one of {', '.join(sweepable)}, got {value!r}")
-    return value
-
-
-def check_axes(x_knob: Any, y_knob: Any, default_x: str) -> tuple[str, str | None]:
-    """(x knob, y knob or None for one row): names only; the Studio refuses those the model does not read."""
-    x_knob = default_x if x_knob is None else x_knob
-    if not isinstance(x_knob, str) or not x_knob:
-        raise knobs.ParamError("x_knob", f"must be a knob name, got {x_knob!r}")
-    if y_knob is not None and not isinstance(y_knob, str):
-        raise knobs.ParamError("y_knob", f"must be a knob name or none, got {y_knob!r}")
-    return x_knob, (None if y_knob in (None, "", "none") else y_knob)
 
 
 def split_values(text: str) -> list[str]:
@@ -117,8 +63,13 @@ class GenerateAudio:
     file_format: str = "wav"
 
     def __post_init__(self):
-        self.model = check_model(self.model)
-        self.file_format = check_format(self.file_format)
+        check_output(self)
+
+
+def check_output(request) -> None:
+    """A request's model id and file format, checked in place (generation and side by side)."""
+    request.model = model_input(request.model)
+    request.file_format = check_format(request.file_format)
 
 
 def generate(studio: Studio, request: GenerateAudio) -> Result:
@@ -152,12 +103,11 @@ class CompareAudio:
     file_format: str = "wav"
 
     def __post_init__(self):
-        self.model = check_model(self.model)
-        self.file_format = check_format(self.file_format)
-        self.mode = check_mode(self.mode)
-        self.count = check_count(self.count) if self.mode == SEEDS else 3
-        self.knob_name = check_knob_name("knob_name", self.knob_name, "speed") if self.mode == SWEEP else "speed"
-        self.values = check_text("values", self.values, "0.8, 1.0, 1.4")
+        check_output(self)
+        self.mode = mode_input(self.mode)
+        self.count = count_input(self.count) if self.mode == SEEDS else 3
+        self.knob_name = knob_name_input("knob_name", self.knob_name, AudioParams, "speed") if self.mode == SWEEP else "speed"
+        self.values = text_input("values", self.values, "0.8, 1.0, 1.4")
 
 
 def compare_variants(studio: Studio, request: CompareAudio) -> list[tuple[str, AudioParams]]:
@@ -197,10 +147,10 @@ class AudioGrid:
     knob_values: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.model = check_model(self.model)
-        self.x_knob, self.y_knob = check_axes(self.x_knob, self.y_knob, "speed")
-        self.x_values = check_text("x_values", self.x_values, "0.8, 1.0, 1.4")
-        self.y_values = check_text("y_values", self.y_values) if self.y_knob else None
+        self.model = model_input(self.model)
+        self.x_knob, self.y_knob = axes_input(self.x_knob, self.y_knob, "speed")
+        self.x_values = text_input("x_values", self.x_values, "0.8, 1.0, 1.4")
+        self.y_values = text_input("y_values", self.y_values) if self.y_knob else None
 
 
 def make_grid(studio: Studio, request: AudioGrid,
@@ -244,7 +194,7 @@ class MusicMidi:
     knob_values: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.model = check_model(self.model) or MUSIC_MODEL
+        self.model = model_input(self.model) or MUSIC_MODEL
 
 
 def music_midi(studio: Studio, request: MusicMidi) -> bytes:
@@ -283,7 +233,7 @@ class ExplainNote:
         if not 1 <= self.top_n <= 50:
             raise knobs.ParamError("top_n", f"must be a number in [1, 50], got {self.top_n}")
         self.position = whole_number("position", self.position, 0)
-        self.model = check_model(self.model) or MUSIC_MODEL
+        self.model = model_input(self.model) or MUSIC_MODEL
 
 
 def explain_note(studio: Studio, request: ExplainNote):

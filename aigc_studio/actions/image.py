@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from aigc_studio.actions.checks import choice_input, text_input
 from aigc_studio import params as knobs
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, sweep_names
 from aigc_studio.engines.image import FAMILY_KINDS
@@ -44,24 +45,6 @@ StepCallback = Callable[[int, int], None]  # (step from 0, total steps)
 
 # ----- checks of the inputs that are not knobs --------------------------------------------------
 
-def checked_text(name: str, value: Any, default: str = "") -> str:
-    """Text, or `default` for None; anything else is refused naming the field."""
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ParamError(name, f"must be text, got {type(value).__name__}")
-    return value
-
-
-def checked_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """One of `allowed` (None: the first)."""
-    if value is None:
-        return allowed[0]
-    if value not in allowed:
-        raise ParamError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
 def whole(value):
     """A slider's 8.0 as 8; anything else unchanged, for the backend to name and refuse."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -71,7 +54,7 @@ def model_ids(value: Any) -> list[str] | None:
     """Image model ids from a list or a comma-separated text (None: the default choice)."""
     if value is None or isinstance(value, list) and all(isinstance(m, str) for m in value):
         return None if value is None else [m.strip() for m in value if m.strip()]
-    return [m.strip() for m in checked_text("models", value).split(",") if m.strip()]
+    return [m.strip() for m in text_input("models", value).split(",") if m.strip()]
 
 
 def grid_axes(used) -> list[str]:
@@ -254,7 +237,7 @@ class CompareImage:
     init_image: Image.Image | None = None
 
     def __post_init__(self):
-        self.mode = checked_choice("mode", self.mode, (SEEDS, SWEEP, MODELS))
+        self.mode = choice_input("mode", self.mode, (SEEDS, SWEEP, MODELS))
         if self.mode == SEEDS:
             self.count = whole_number("count", self.count, 3)
             if not 2 <= self.count <= 4:
@@ -265,7 +248,7 @@ class CompareImage:
                 self.knob_name = "guidance"
             elif not isinstance(self.knob_name, str) or self.knob_name not in sweepable:
                 raise ParamError("knob_name", f"must be one of {', '.join(sweepable)}, got {self.knob_name!r}")
-        self.values = checked_text("values", self.values, "1, 3, 7")
+        self.values = text_input("values", self.values, "1, 3, 7")
         self.models = model_ids(self.models)
         if self.mode == MODELS and self.init_image is not None:
             raise ParamError("start picture", "side by side by model draws from the prompt only: "
@@ -310,11 +293,11 @@ class ImageGrid:
         self.y_knob = "guidance" if self.y_knob is None else self.y_knob
         if not isinstance(self.y_knob, str) or self.y_knob not in ("none", *axes):
             raise ParamError("y_knob", f"must be one of none, {', '.join(axes)}, got {self.y_knob!r}")
-        self.xs = axis_values(checked_text("x_values", self.x_values, "4, 8, 16, 32"), self.x_knob, "x_values")
+        self.xs = axis_values(text_input("x_values", self.x_values, "4, 8, 16, 32"), self.x_knob, "x_values")
         if self.y_knob == "none":
             self.y_knob, self.ys = None, None
         else:
-            self.ys = axis_values(checked_text("y_values", self.y_values, "1, 3, 7"), self.y_knob, "y_values")
+            self.ys = axis_values(text_input("y_values", self.y_values, "1, 3, 7"), self.y_knob, "y_values")
 
 
 def image_grid(studio: Studio, job: ImageGrid, on_step: StepCallback | None = None,

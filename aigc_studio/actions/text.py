@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from aigc_studio.actions.checks import axes_input, text_input
 from aigc_studio import grid
 from aigc_studio import params as knobs
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, sweep_names, variant_labels
@@ -30,7 +31,6 @@ LEGACY_STYLES = "Presets side by side"
 MODELS = "Different models"
 COMPARE_MODES = (SEEDS, SWEEP, STYLES, MODELS, LEGACY_STYLES)
 SWEPT_VALUES = "0.3, 0.8, 1.4"  # what a sweep or a grid's X axis goes over when none are given
-NO_AXIS = "none"  # a grid's absent Y axis: one row
 
 # /generate_text shipped with TextParams' first 7 knobs; every later knob follows `model`.
 FIRST_KNOBS = 7
@@ -53,15 +53,6 @@ def explain_knobs(params_type: type = TextParams) -> list[str]:
     """The knobs the next-token explainer reads: EXPLAIN_ORDER, then any newer knob."""
     names = [name for name in knob_names(params_type) if name not in NOT_EXPLAINED]
     return [n for n in EXPLAIN_ORDER if n in names] + [n for n in names if n not in EXPLAIN_ORDER]
-
-
-def text_input(name: str, value: Any, default: str = "") -> str:
-    """A text input that is not a knob (None: default); anything but text is refused naming it."""
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise knobs.ParamError(name, f"must be text, got {type(value).__name__}")
-    return value
 
 
 # ----- results as plain data -------------------------------------------------------------------
@@ -288,16 +279,6 @@ def axis_values(text) -> list[str]:
     return [v.strip() for v in str(text or "").split(",") if v.strip()]
 
 
-def parse_axes(x_knob, y_knob, default_x: str) -> tuple[str, str | None]:
-    """(x knob, y knob or None): names only; the studio refuses those the model does not read."""
-    x_knob = default_x if x_knob is None else x_knob
-    if not isinstance(x_knob, str) or not x_knob:
-        raise knobs.ParamError("x_knob", f"must be a knob name, got {x_knob!r}")
-    if y_knob is not None and not isinstance(y_knob, str):
-        raise knobs.ParamError("y_knob", f"must be a knob name or none, got {y_knob!r}")
-    return x_knob, (None if y_knob in (None, "", NO_AXIS) else y_knob)
-
-
 def grid_axes(studio: Studio, model: str | None) -> list[str]:
     """The knobs a text grid can vary for this model: those it reads that can be swept."""
     return sweep_names(TextParams, studio.knobs_used("text", model))
@@ -319,7 +300,7 @@ class TextGrid:
     ys: list[str] | None = field(init=False)
 
     def __post_init__(self):
-        self.x_knob, self.y_knob = parse_axes(self.x_knob, self.y_knob, "temperature")
+        self.x_knob, self.y_knob = axes_input(self.x_knob, self.y_knob, "temperature")
         self.xs = axis_values(text_input("x_values", self.x_values, SWEPT_VALUES))
         self.ys = axis_values(text_input("y_values", self.y_values)) if self.y_knob else None
 

@@ -15,14 +15,12 @@ content plus a URL of the original file.
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import gradio as gr
 
 from aigc_studio import params as knobs
 from aigc_studio.studio import Studio
-from aigc_studio.params import whole_number
-from aigc_studio.actions.variants import SEEDS, SWEEP
 from aigc_studio.ui.files import cached_png, keep_or_cache, with_recipe
 
 File = dict  # a gradio FileData dict: gradio_client downloads it, MCP turns an image into image content
@@ -39,47 +37,6 @@ def studio() -> Studio:
 
 
 # ----- checks for the inputs that are not knobs (knobs are checked by params.validate) --------
-
-def _text(name: str, value: Any, default: str = "") -> str:
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise knobs.ParamError(name, f"must be text, got {type(value).__name__}")
-    return value
-
-
-def _model(value: Any) -> str | None:
-    """A catalog id or None (the preset's model); anything else is refused naming `model`."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise knobs.ParamError("model", f"must be a model id (text), got {type(value).__name__}")
-    return value
-
-
-def _mode(value: Any, extra: tuple[str, ...] = ()) -> str:
-    allowed = (SEEDS, SWEEP, *extra)
-    if value is None:
-        return SEEDS
-    if value not in allowed:
-        raise knobs.ParamError("mode", f"must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _count(value: Any) -> int:
-    count = whole_number("count", value, 3)
-    if not 2 <= count <= 4:
-        raise knobs.ParamError("count", f"must be a number in [2, 4], got {value!r}")
-    return count
-
-
-def _knob_name(name: str, value: Any, params_type: type, default: str) -> str:
-    if value is None:
-        return default
-    if not isinstance(value, str) or value not in knobs.sweepable(params_type):
-        raise knobs.ParamError(name, f"must be one of {', '.join(knobs.sweepable(params_type))}, got {value!r}")
-    return value
-
 
 def _file(path: str | Path) -> File:
     return gr.FileData(path=str(path), orig_name=Path(path).name).model_dump()
@@ -100,16 +57,6 @@ def _picture_file(save, result) -> File:
     """A studio PNG in the output folder; when the disk is full, the picture with its
     recipe in Gradio's cache instead (the tabs do the same), with a warning."""
     return keep_or_cache(lambda: _file(save(result)), lambda: _file(cached_png(with_recipe(result))))
-
-
-def axes(x_knob, y_knob, default_x: str) -> tuple[str, str | None]:
-    """(x knob, y knob or None): names only; the studio refuses those the model does not read."""
-    x_knob = default_x if x_knob is None else x_knob
-    if not isinstance(x_knob, str) or not x_knob:
-        raise knobs.ParamError("x_knob", f"must be a knob name, got {x_knob!r}")
-    if y_knob is not None and not isinstance(y_knob, str):
-        raise knobs.ParamError("y_knob", f"must be a knob name or none, got {y_knob!r}")
-    return x_knob, (None if y_knob in (None, "", "none") else y_knob)
 
 
 def history(request: gr.Request = None) -> list[dict]:

@@ -5,7 +5,6 @@ zip of every cell's file with its recipe. layout() builds it inside the tab, wir
 
 from __future__ import annotations
 
-import functools
 import html
 from dataclasses import dataclass
 
@@ -18,9 +17,9 @@ from aigc_studio.params import AudioParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.files import keep_or_cache
-from aigc_studio.ui.knob_controls import NO_AXIS, GridPickers, grid_pickers, knob_choices_for, sweep_values
+from aigc_studio.ui.knob_controls import GridPickers, grid_pickers, wire_grid_pickers
 from aigc_studio.ui.page import busy_run, error_box
-from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.session import Sessions, bind
 
 PLAYERS_PER_ROW = 4
 
@@ -80,17 +79,6 @@ def layout(used) -> GridLayout:
 
 # ----- handlers: knobs come last, in actions.KNOBS order -----------------------------------------------
 
-def with_request(handler, *bound):
-    """handler(*bound, request, *inputs) as an event function of the inputs alone. Not
-    functools.partial: Gradio finds the gr.Request parameter by its annotation, which a
-    partial hides."""
-    def run(request: gr.Request, *inputs):
-        return handler(*bound, request, *inputs)
-
-    run.__name__ = run.__qualname__ = handler.__name__
-    return run
-
-
 def make_audio_grid(studio: Studio, sessions: Sessions, request: gr.Request | None, prompt: str, x_knob: str,
                     x_values: str, y_knob: str, y_values: str, model: str | None, *knob_values) -> tuple:
     """Every cell's audio at one loudness, labelled by its knobs and loudness; the table; the zip of them all."""
@@ -112,32 +100,10 @@ def make_audio_grid(studio: Studio, sessions: Sessions, request: gr.Request | No
     return table_html(plan, notes), *updates, zipped
 
 
-def axis_values_for(studio: Studio, knob: str, model: str | None, *knob_values) -> str:
-    """Values to put on an axis for the knob picked (nothing for no axis)."""
-    if knob == NO_AXIS:
-        return ""
-    with user_errors():
-        return sweep_values(studio.params("audio", model, **dict(zip(actions.KNOBS, knob_values))), knob)
-
-
-def picker_updates(studio: Studio, model: str | None, x: str, y: str) -> tuple:
-    """The axis pickers for a model: the knobs it reads, the picked ones kept when it reads them."""
-    with user_errors():
-        axes = sweep_names(AudioParams, studio.knobs_used("audio", model))
-    choices = knob_choices_for(axes)
-    return (gr.update(choices=choices, value=x if x in axes else axes[0]),
-            gr.update(choices=[(NO_AXIS, NO_AXIS), *choices], value=y if y in axes else NO_AXIS))
-
-
 def wire(parts: GridLayout, studio: Studio, sessions: Sessions, prompt, model, knob_inputs: list) -> None:
     """The grid's events; knob_inputs: the tab's knob controls in actions.KNOBS order."""
     p = parts.pickers
-    busy_run([parts.make.click], with_request(make_audio_grid, studio, sessions),
+    busy_run([parts.make.click], bind(make_audio_grid, studio, sessions),
              [prompt, p.x_knob, p.x_values, p.y_knob, p.y_values, model, *knob_inputs],
              [parts.table, *parts.players, parts.archive], parts.make, label="Make grid", concurrency_id="audio")
-    for knob, values in ((p.x_knob, p.x_values), (p.y_knob, p.y_values)):
-        knob.input(functools.partial(axis_values_for, studio), [knob, model, *knob_inputs], values,
-                   api_visibility="private")
-    # change, not input: a recipe restore sets the model too, and the pickers follow it
-    model.change(functools.partial(picker_updates, studio), [model, p.x_knob, p.y_knob], [p.x_knob, p.y_knob],
-                 api_visibility="private", queue=False)
+    wire_grid_pickers(p, studio, "audio", model, knob_inputs)

@@ -21,7 +21,6 @@ from aigc_studio.actions import audio as actions
 from aigc_studio.params import AudioParams
 from aigc_studio.studio import Studio, file_view
 from aigc_studio.ui import audio_grid
-from aigc_studio.ui.audio_grid import with_request
 from aigc_studio.ui.components import KnobDropdown, model_dropdown
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.files import keep_or_cache
@@ -30,7 +29,8 @@ from aigc_studio.ui.knob_controls import (
 )
 from aigc_studio.ui.page import busy, busy_run, error_box, page_assets, ready
 from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
-from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.session import Sessions, bind
+from aigc_studio.ui.token_views import chart_html
 
 KNOBS = actions.KNOBS  # the knob controls' order in every handler's inputs and in a restore's outputs
 MAX_PLAYERS = actions.MAX_PLAYERS
@@ -195,8 +195,6 @@ def player_label(recipe) -> str:
 def explainer_html(studio: Studio, recipe, position, top_n) -> str:
     """The Text tab's explainer chart for one note slot of the chorale a recipe made, with the
     knobs that drew it, under a heading that says where the slot is."""
-    from aigc_studio.ui.text_tab import chart_html
-
     asked = actions.ExplainNote(recipe.prompt, position, top_n, recipe.model_id, recipe.params)
     explanation = actions.explain_note(studio, asked)
     return (f'<p class="audio-note-slot"><b>Note slot {asked.position}: {actions.note_place(studio, asked)}</b></p>'
@@ -329,28 +327,28 @@ def wire(ui: AudioLayout, studio: Studio, sessions: Sessions) -> dict:
     """The tab's events; returns the History tab's hook (restore a file, and the components it fills)."""
     knob_inputs = ui.knob_inputs()
     private = dict(api_visibility="private")
-    run = busy_run([ui.generate.click, ui.prompt.submit], with_request(generate_audio, studio, sessions),
+    run = busy_run([ui.generate.click, ui.prompt.submit], bind(generate_audio, studio, sessions),
                    [ui.prompt, ui.model, ui.file_format, *knob_inputs], ui.audio, ui.generate,
                    concurrency_id="audio")  # public: ui/audio_api.py
-    run.then(with_request(show_recipes, sessions), outputs=[ui.recipe, ui.recipe_raw], **private)
-    run.then(with_request(show_view, sessions), outputs=ui.view, **private)
-    run.then(with_request(show_music, studio, sessions), outputs=[ui.roll, ui.midi, ui.chart], **private)
-    ui.explain.click(with_request(explain_note, studio, sessions), inputs=[ui.position, ui.top_n], outputs=ui.chart,
+    run.then(bind(show_recipes, sessions), outputs=[ui.recipe, ui.recipe_raw], **private)
+    run.then(bind(show_view, sessions), outputs=ui.view, **private)
+    run.then(bind(show_music, studio, sessions), outputs=[ui.roll, ui.midi, ui.chart], **private)
+    ui.explain.click(bind(explain_note, studio, sessions), inputs=[ui.position, ui.top_n], outputs=ui.chart,
                      concurrency_id="audio", **private)  # public: ui/music_api.py
 
     compare_inputs = [ui.prompt, ui.mode, ui.count, ui.knob_name, ui.values, ui.model, ui.file_format, *knob_inputs]
     labelled = ui.compare.click(lambda: busy(), outputs=ui.compare, queue=False, **private).then(
         functools.partial(label_players, studio), inputs=compare_inputs, outputs=ui.players + ui.views, **private)
     labelled.failure(lambda: ready("Compare"), outputs=ui.compare, queue=False, **private)
-    comparing = labelled.success(with_request(compare_audio, studio, sessions), inputs=compare_inputs,
+    comparing = labelled.success(bind(compare_audio, studio, sessions), inputs=compare_inputs,
                                  outputs=ui.players, concurrency_id="audio", **private)
     for finished in (comparing.then, comparing.failure):
         finished(lambda: ready("Compare"), outputs=ui.compare, queue=False, **private)
-    comparing.then(with_request(show_recipes, sessions), outputs=[ui.compare_recipes, ui.compare_recipes_raw],
+    comparing.then(bind(show_recipes, sessions), outputs=[ui.compare_recipes, ui.compare_recipes_raw],
                    **private)
-    comparing.then(with_request(label_from_recipes, sessions), outputs=ui.players, concurrency_id="audio",
+    comparing.then(bind(label_from_recipes, sessions), outputs=ui.players, concurrency_id="audio",
                    **private)
-    comparing.then(with_request(show_views, sessions), outputs=ui.views, **private)
+    comparing.then(bind(show_views, sessions), outputs=ui.views, **private)
 
     restored = [ui.prompt, ui.model, *knob_inputs, ui.file_format]
     ui.upload.upload(functools.partial(restore_recipe, studio), ui.upload, restored, api_name="restore_audio_recipe")

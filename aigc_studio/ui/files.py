@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import gradio as gr
 from PIL import Image
 
-from aigc_studio.studio import RECIPE_KEY, NotKept, Result
+from aigc_studio.studio import RECIPE_KEY, NotKept, Result, Studio
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +41,14 @@ def with_recipe(result: Result) -> Image.Image:
 def cached_png(picture: Image.Image) -> Path:
     """The picture as a PNG in Gradio's cache (its info, the recipe, goes into the file)."""
     return Path(gr.processing_utils.save_pil_to_cache(picture, gr.utils.get_upload_folder(), format="png"))
+
+
+def keep_walk(studio: Studio, animation: bytes) -> str:
+    """Write a walk's GIF into the output folder; when it cannot be written (disk full),
+    into Gradio's upload folder, with a warning (the file still carries its recipe)."""
+    def cached() -> str:
+        path = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder())) / "walk.gif"
+        path.write_bytes(animation)
+        return str(path)
+
+    return keep_or_cache(lambda: str(studio.save_walk(animation)), cached)

@@ -12,47 +12,29 @@ from the network.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any, AsyncIterator, Literal
 
 import gradio as gr
 from PIL import Image
 
-from aigc_studio import params as knobs
+from aigc_studio.actions.checks import model_input
 from aigc_studio.actions import image as actions
 from aigc_studio.params import ImageParams, ParamError
-from aigc_studio.studio import GenerationStopped, Studio
-from aigc_studio.ui.api import File, _file, _model, _picture_file, studio, uploaded_bytes
+from aigc_studio.studio import GenerationStopped
+from aigc_studio.ui.api import File, _file, _picture_file, studio, uploaded_bytes
 from aigc_studio.ui.endpoint import REQUIRED, Arg, endpoint, knob_args
 from aigc_studio.ui.errors import user_errors
-from aigc_studio.ui.files import cached_png, keep_or_cache, with_recipe
+from aigc_studio.ui.files import cached_png, keep_or_cache, keep_walk, with_recipe
 from aigc_studio.ui.streaming import run_in_worker
 
 KNOBS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler")  # the first endpoints' knobs
 
 
-def _range(value) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def range_doc(name: str) -> str:
-    """'1-150. Denoising steps: ...': a number knob's range and help as the image endpoints have
-    always written them (MCP clients read the range in the tool's description)."""
-    meta = knobs.spec(ImageParams, name)
-    low, high = _range(meta["low"]), _range(meta["high"])
-    return f"{low}-{high}. {meta['help']}" if meta["low"] >= 0 else f"{low} to {high}. {meta['help']}"
-
-
-DOCS = {f.name: range_doc(f.name) for f in dataclasses.fields(ImageParams) if knobs.spec(ImageParams, f.name)["low"] is not None}
-
-
 def image_knobs(names, **docs: str) -> list[Arg]:
     """The named ImageParams knobs as arguments (None: the model's recommendation); docs: what
     a knob means to this endpoint, where it differs from its help."""
-    return knob_args(ImageParams, names, docs={**DOCS, **docs})
+    return knob_args(ImageParams, names, docs=docs)
 
 
 def prompt_arg(doc: str = "what to draw (the embedded shapes model understands e.g. \"a small red circle\").") -> Arg:
@@ -81,17 +63,6 @@ def cached_file(picture: Image.Image) -> File:
     return _file(cached_png(picture))
 
 
-def keep_walk(studio_: Studio, animation: bytes) -> str:
-    """Write a walk's GIF into the output folder; when it cannot be written (disk full),
-    into Gradio's upload folder, with a warning (the file still carries its recipe)."""
-    def cached() -> str:
-        path = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder())) / "walk.gif"
-        path.write_bytes(animation)
-        return str(path)
-
-    return keep_or_cache(lambda: str(studio_.save_walk(animation)), cached)
-
-
 def gallery(save, results) -> list[dict]:
     return [{"image": _picture_file(save, r), "caption": r.label} for r in results]
 
@@ -118,7 +89,7 @@ async def stream_images(job: actions.GenerateImage, show_start: bool = False) ->
 
 async def _generate_image(prompt: str, model: str | None, **knob_values: Any) -> AsyncIterator[File]:
     with user_errors():
-        async for file in stream_images(actions.GenerateImage(prompt, knob_values, _model(model))):
+        async for file in stream_images(actions.GenerateImage(prompt, knob_values, model_input(model))):
             yield file
 
 
@@ -132,7 +103,7 @@ generate_image = endpoint(
 
 async def _image_to_image(prompt: str, image: File, model: str | None, **knob_values: Any) -> AsyncIterator[File]:
     with user_errors():
-        job = actions.GenerateImage(prompt, knob_values, _model(model), init_image=load_picture(image))
+        job = actions.GenerateImage(prompt, knob_values, model_input(model), init_image=load_picture(image))
         async for file in stream_images(job, show_start=True):
             yield file
 
@@ -155,7 +126,7 @@ def _compare_image(prompt: str, mode: str | None, count: int | None, knob_name: 
                    model: str | None, models: str | None, **knob_values: Any) -> list[dict]:
     with user_errors():
         s = studio()
-        job = actions.CompareImage(prompt, knob_values, _model(model), mode, count, knob_name, values, models)
+        job = actions.CompareImage(prompt, knob_values, model_input(model), mode, count, knob_name, values, models)
         return gallery(s.save, actions.compare(s, job, stop=threading.Event()))
 
 
@@ -180,7 +151,7 @@ def _image_grid(prompt: str, x_knob: str | None, x_values: str | None, y_knob: s
                 model: str | None, **knob_values: Any) -> tuple[File, list[dict]]:
     with user_errors():
         s = studio()
-        job = actions.ImageGrid(prompt, knob_values, _model(model), x_knob, x_values, y_knob, y_values)
+        job = actions.ImageGrid(prompt, knob_values, model_input(model), x_knob, x_values, y_knob, y_values)
         picture, cells = actions.image_grid(s, job, stop=threading.Event())
         grid_file = keep_or_cache(lambda: _file(s.save_grid(picture, cells)), lambda: cached_file(picture))
         return grid_file, gallery(s.save, cells)
@@ -204,7 +175,7 @@ def _latent_walk(prompt: str, seed_a: int | None, seed_b: int | None, frames: in
                  **knob_values: Any) -> tuple[File, list[dict]]:
     with user_errors():
         s = studio()
-        job = actions.LatentWalk(prompt, knob_values, _model(model), seed_a, seed_b, frames)
+        job = actions.LatentWalk(prompt, knob_values, model_input(model), seed_a, seed_b, frames)
         results, animation = actions.latent_walk(s, job, stop=threading.Event())
         # each frame in Gradio's cache, not the output folder: the walk's GIF keeps it
         return (_file(keep_walk(s, animation)),
@@ -230,7 +201,7 @@ latent_walk = endpoint(
 def _noise_image(image: File, steps: int | None, scheduler: str | None, model: str | None,
                  seed: int | None) -> list[dict]:
     with user_errors():
-        job = actions.NoiseImage(load_picture(image), _model(model), steps, scheduler, seed)
+        job = actions.NoiseImage(load_picture(image), model_input(model), steps, scheduler, seed)
         return [{"image": cached_file(f.picture), "timestep": f.timestep, "signal": f.signal, "noise": f.noise,
                  "caption": actions.noise_caption(f)} for f in actions.noise_image(studio(), job)]
 
@@ -251,7 +222,7 @@ noise_image = endpoint(
 def _prompt_map(prompt: str, model: str | None, **knob_values: Any) -> dict:
     with user_errors():
         s = studio()
-        mapped = actions.prompt_map(s, actions.PromptMap(prompt, knob_values, _model(model)), threading.Event())
+        mapped = actions.prompt_map(s, actions.PromptMap(prompt, knob_values, model_input(model)), threading.Event())
         return {"image": _picture_file(s.save, mapped.result), "method": mapped.method,
                 "words": [{"word": w.word, "reads_as": w.reads_as, "overlay": cached_file(shown),
                            "heat": [[round(float(v), 5) for v in row] for row in w.heat]}

@@ -17,7 +17,7 @@ from aigc_studio.studio import GenerationStopped, Studio, read_recipe
 from aigc_studio.ui.components import KnobNumber, KnobSlider
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.files import with_recipe
-from aigc_studio.ui.image_api import keep_walk
+from aigc_studio.ui.files import keep_walk
 from aigc_studio.ui.knob_controls import control
 from aigc_studio.ui.page import error_box
 from aigc_studio.ui.recipe_view import recipe_card, recipe_json, recipe_view

@@ -10,16 +10,13 @@ events. build() is the two together."""
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 from dataclasses import dataclass
 
 import gradio as gr
 
 from aigc_studio.actions import image as actions
-from aigc_studio.actions.image import (  # the strip's sizes are read by the page's tests too
-    ALL_KNOBS, MODELS, NOTHING, STRIP_CAPTION, STRIP_COLUMNS, STRIP_GAP, STRIP_THUMB, compact, compare_choices,
-    expand, grid_axes, is_family, knobs_and_start, trajectory_strip,
+from aigc_studio.actions.image import (
+    ALL_KNOBS, MODELS, NOTHING, compact, compare_choices, expand, grid_axes, is_family, knobs_and_start, trajectory_strip,
 )
 from aigc_studio.engines.image_inside import check_input, fingerprint
 from aigc_studio.grid import MODEL_AXIS
@@ -37,36 +34,13 @@ from aigc_studio.ui.knob_controls import (
 )
 from aigc_studio.ui.page import busy_run, error_box, page_assets, ready
 from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
-from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.session import Sessions, bind
 from aigc_studio.ui.streaming import run_in_worker
 
 BASIC_KNOBS = ("steps", "guidance", "seed")  # the rest sit under "Advanced knobs"
 # strength sits with the start picture
 ADVANCED_KNOBS = tuple(name for name in ALL_KNOBS if name not in BASIC_KNOBS and name != "strength")
 SHAPES_NOTE = "\n\nThe embedded model draws one coloured shape: red, green, blue or yellow; circle, square or triangle."
-
-
-def bind(fn, *args):
-    """fn with its first arguments given, as Gradio must see a handler: the rest of its
-    signature, its type hints (Gradio passes gr.Request to a parameter annotated with it) and
-    its kind (an async generator streams). functools.partial hides the type hints, and the
-    handler would then get no request, so no session."""
-    if inspect.isasyncgenfunction(fn):
-        async def bound(*rest, **kwargs):
-            async for item in fn(*args, *rest, **kwargs):
-                yield item
-    elif inspect.isgeneratorfunction(fn):
-        def bound(*rest, **kwargs):
-            yield from fn(*args, *rest, **kwargs)
-    elif inspect.iscoroutinefunction(fn):
-        async def bound(*rest, **kwargs):
-            return await fn(*args, *rest, **kwargs)
-    else:
-        def bound(*rest, **kwargs):
-            return fn(*args, *rest, **kwargs)
-    functools.update_wrapper(bound, fn)
-    bound.__signature__ = inspect.signature(functools.partial(fn, *args))
-    return bound
 
 
 # ----- the layout -----------------------------------------------------------------------------
@@ -217,8 +191,7 @@ def side_by_side(studio: Studio, used, default_id: str | None) -> dict:
 def grid_parts(used) -> dict:
     # "model" is an axis too: its values are model ids (diffusion vs VAE vs GAN, one seed)
     grid = grid_pickers(ImageParams, grid_axes(used), "image", "steps", "4, 8, 16, 32", "guidance", "1, 3, 7",
-                        extra_axes=(MODEL_AXIS,), what="knob (or model)")
-    grid.y_knob.info = "The knob (or model) that varies down rows (none: one row)."  # no 16-cell cap: up to 6 x 6
+                        extra_axes=(MODEL_AXIS,), what="knob (or model)", most_cells=None)  # up to 6 x 6
     make_grid = gr.Button("Make grid", elem_id="image-grid-button")
     error_box("image-grid-button")
     grid_image = gr.Image(type="filepath", format="png", show_label=False, elem_id="image-grid")

@@ -4,13 +4,16 @@ its range, tooltip and the chosen model's recommendation, and the side-by-side p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import gradio as gr
 
 from aigc_studio import params as knobs
 from aigc_studio.studio import Studio
+from aigc_studio.actions.checks import NO_AXIS
 from aigc_studio.actions.variants import SEEDS, SWEEP, sweep_names
+from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.components import KnobDropdown, KnobNumber, KnobRadio, KnobSlider, SweepDropdown
 
 # Names people read; the API keeps the knobs' own names (the values behind these labels).
@@ -191,9 +194,6 @@ def column_updates(labels: list[str], slots: int, clear: bool) -> list:
     return shown + [gr.update(visible=False, **values)] * (slots - len(labels))
 
 
-NO_AXIS = "none"  # a grid's absent Y axis: one row
-
-
 @dataclasses.dataclass
 class GridPickers:
     """A grid's axis pickers: the X and Y knob and their comma-separated values."""
@@ -205,11 +205,13 @@ class GridPickers:
 
 
 def grid_pickers(params_type: type, used, tab: str, x_default: str, x_values: str = "", y_default: str = NO_AXIS,
-                 y_values: str = "", extra_axes: tuple[str, ...] = (), what: str = "knob") -> GridPickers:
+                 y_values: str = "", extra_axes: tuple[str, ...] = (), what: str = "knob",
+                 most_cells: int | None = 16) -> GridPickers:
     """The X/Y knob pickers of a tab's grid, in one row: the model's sweepable knobs (and
     extra_axes, e.g. "model") on X, the same or none on Y. Every knob of the dataclass is
     accepted (the model changes; the handler refuses those the model does not read). elem_ids:
-    "<tab>-grid-x-knob", "<tab>-grid-x-values", "<tab>-grid-y-knob", "<tab>-grid-y-values"."""
+    "<tab>-grid-x-knob", "<tab>-grid-x-values", "<tab>-grid-y-knob", "<tab>-grid-y-values".
+    most_cells: the grid's cap, said in the Y picker's help (None: no cap to say)."""
     axes = [*sweep_names(params_type, used), *extra_axes]
     every_axis = (*sweep_names(params_type, [f.name for f in dataclasses.fields(params_type)]), *extra_axes)
     with gr.Row():
@@ -220,7 +222,39 @@ def grid_pickers(params_type: type, used, tab: str, x_default: str, x_values: st
         x_box = gr.Textbox(value=x_values, label="X values (1-6, comma-separated)", elem_id=f"{tab}-grid-x-values")
         y_knob = SweepDropdown([(NO_AXIS, NO_AXIS), *knob_choices_for(axes)],
                                value=y_default if y_default in axes else NO_AXIS, label="Y knob",
-                               info=f"The {what} that varies down rows (none: one row). At most 16 cells.",
+                               info=f"The {what} that varies down rows (none: one row)."
+                                    + (f" At most {most_cells} cells." if most_cells else ""),
                                knob_name="y_knob", sweepable=(NO_AXIS, *every_axis), elem_id=f"{tab}-grid-y-knob")
         y_box = gr.Textbox(value=y_values, label="Y values", elem_id=f"{tab}-grid-y-values")
     return GridPickers(x_knob, x_box, y_knob, y_box)
+
+
+def grid_axis_values(studio: Studio, modality: str, knob: str, model: str | None, *knob_values) -> str:
+    """Values for a grid axis whose knob was just picked, around the knob's current value
+    (knob_values: every knob control's value, in the dataclass's order); none for no axis."""
+    if knob == NO_AXIS:
+        return ""
+    params_type = type(studio.params(modality, model))
+    with user_errors():
+        base = studio.params(modality, model, **dict(zip((f.name for f in dataclasses.fields(params_type)), knob_values)))
+        return sweep_values(base, knob)
+
+
+def grid_picker_updates(studio: Studio, modality: str, model: str | None, x: str | None, y: str | None) -> tuple:
+    """(X picker, Y picker) updates for a newly chosen model: the knobs it reads, the picked
+    ones kept where it reads them."""
+    with user_errors():
+        axes = sweep_names(type(studio.params(modality, model)), studio.knobs_used(modality, model))
+    choices = knob_choices_for(axes)
+    return (gr.update(choices=choices, value=x if x in axes else axes[0]),
+            gr.update(choices=[(NO_AXIS, NO_AXIS), *choices], value=y if y in axes else NO_AXIS))
+
+
+def wire_grid_pickers(pickers: GridPickers, studio: Studio, modality: str, model, knob_inputs: list) -> None:
+    """A grid's picker events: a picked knob fills its values box; a model change (a pick, or a
+    restore from History) offers that model's knobs."""
+    for knob, values in ((pickers.x_knob, pickers.x_values), (pickers.y_knob, pickers.y_values)):
+        knob.input(functools.partial(grid_axis_values, studio, modality), [knob, model, *knob_inputs], values,
+                   api_visibility="private")
+    model.change(functools.partial(grid_picker_updates, studio, modality), [model, pickers.x_knob, pickers.y_knob],
+                 [pickers.x_knob, pickers.y_knob], api_visibility="private", queue=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections import OrderedDict
 
@@ -57,3 +59,26 @@ class Sessions:
 
     def recipes(self, request: gr.Request | None) -> list:
         return self.kept(request, "recipes", [])
+
+
+def bind(fn, *args):
+    """fn with its first arguments given, as Gradio must see a handler: the rest of its
+    signature, its type hints (Gradio passes gr.Request to a parameter annotated with it) and
+    its kind (an async generator streams). functools.partial hides the type hints, and the
+    handler would then get no request, so no session."""
+    if inspect.isasyncgenfunction(fn):
+        async def bound(*rest, **kwargs):
+            async for item in fn(*args, *rest, **kwargs):
+                yield item
+    elif inspect.isgeneratorfunction(fn):
+        def bound(*rest, **kwargs):
+            yield from fn(*args, *rest, **kwargs)
+    elif inspect.iscoroutinefunction(fn):
+        async def bound(*rest, **kwargs):
+            return await fn(*args, *rest, **kwargs)
+    else:
+        def bound(*rest, **kwargs):
+            return fn(*args, *rest, **kwargs)
+    functools.update_wrapper(bound, fn)
+    bound.__signature__ = inspect.signature(functools.partial(fn, *args))
+    return bound

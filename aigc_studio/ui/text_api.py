@@ -10,11 +10,12 @@ import json
 import threading
 from typing import Any, AsyncIterator, Iterator, Literal
 
+from aigc_studio.actions.checks import model_input, text_input
 from aigc_studio import params as knobs
 from aigc_studio.actions import text as text_actions
 from aigc_studio.actions.text import CompareText, ExplainToken, FineTuneText, GenerateText, TextGrid
 from aigc_studio.params import TextParams, TuneParams, whole_number
-from aigc_studio.ui.api import File, _file, _model, _text, studio
+from aigc_studio.ui.api import File, _file, studio
 from aigc_studio.ui.endpoint import REQUIRED, Arg, endpoint, knob_args
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.streaming import paced, run_in_worker
@@ -43,7 +44,7 @@ def text_params(model: str | None, knob_values: dict) -> TextParams:
 
 def _generate_text(prompt: str, model: str | None, **knob_values: Any) -> Iterator[str]:
     with user_errors():
-        s, model = studio(), _model(model)
+        s, model = studio(), model_input(model)
         request = GenerateText(prompt, text_params(model, knob_values), model)
         stop = threading.Event()
         try:
@@ -82,7 +83,7 @@ MODELS_ARG = Arg("models", list[str] | str | None,
 def _compare_text(prompt: str, mode, count, knob_name, values, model, models,
                   **knob_values: Any) -> Iterator[tuple[str, str, str, str, dict | None]]:
     with user_errors():
-        s, model = studio(), _model(model)
+        s, model = studio(), model_input(model)
         request = CompareText(prompt, text_params(model, knob_values), model, mode, count, knob_name, values, models)
         stop = threading.Event()
         try:
@@ -118,7 +119,7 @@ def explain_endpoint_args(params_type: type = TextParams) -> list[Arg]:
 
 def _explain_next_token(prompt: str, answer, position, top_n, model, **knob_values: Any) -> dict:
     with user_errors():
-        s, model = studio(), _model(model)
+        s, model = studio(), model_input(model)
         request = ExplainToken(prompt, text_params(model, knob_values), model, answer, position, top_n)
         return text_actions.explain(s, request)
 
@@ -144,7 +145,7 @@ def perplexity(text: str, model: str | None = None) -> float:
         The perplexity (>= 1), rounded to 3 decimals.
     """
     with user_errors():
-        return text_actions.perplexity(studio(), text, _model(model))
+        return text_actions.perplexity(studio(), text, model_input(model))
 
 
 def attention(prompt: str, answer: str | None = None, position: int | None = None, layer: int | None = None,
@@ -174,9 +175,9 @@ def attention(prompt: str, answer: str | None = None, position: int | None = Non
     """
     with user_errors():
         s = studio()
-        model = _model(model)
+        model = model_input(model)
         chosen = s.params("text", model, system_prompt=system_prompt, prompt_mode=prompt_mode)
-        return s.attention(prompt, chosen, model, answer=_text("answer", answer),
+        return s.attention(prompt, chosen, model, answer=text_input("answer", answer),
                            position=None if position is None else whole_number("position", position, -1),
                            layer=None if layer is None else whole_number("layer", layer, 0),
                            head=None if head is None else whole_number("head", head, 0))
@@ -194,7 +195,7 @@ GRID_ARGS = (
 
 def _text_grid(prompt: str, x_knob, x_values, y_knob, y_values, model, **knob_values: Any) -> tuple[dict, File, File]:
     with user_errors():
-        s, model = studio(), _model(model)
+        s, model = studio(), model_input(model)
         request = TextGrid(prompt, text_params(model, knob_values), model, x_knob, x_values, y_knob, y_values)
         stop = threading.Event()
         try:
@@ -226,7 +227,7 @@ TUNE_FIRST, TUNE_LATER = ("rank", "alpha", "learning_rate", "steps", "seed"), ("
 async def _fine_tune_text(text: str, model, name, **knob_values: Any) -> AsyncIterator[dict]:
     with user_errors():
         s = studio()
-        request = FineTuneText(text, knobs.make(TuneParams, **knob_values), _model(model), name)
+        request = FineTuneText(text, knobs.make(TuneParams, **knob_values), model_input(model), name)
         stop = threading.Event()
         async for kind, value in run_in_worker(lambda emit: text_actions.fine_tune(s, request, emit, stop), stop):
             yield text_actions.tune_progress(value) if kind == "update" else text_actions.tune_result(value)

@@ -7,24 +7,22 @@ layout() builds the accordion, wire() connects it; the handlers are module-level
 from __future__ import annotations
 
 import dataclasses
-import functools
 import html
 
 import gradio as gr
 
 from aigc_studio import grid
 from aigc_studio.actions import text as text_actions
-from aigc_studio.actions.text import NO_AXIS, TextGrid, axis_values, grid_axes  # noqa: F401 (axis_values: once imported from here)
+from aigc_studio.actions.text import TextGrid
 from aigc_studio.params import TextParams
 from aigc_studio.studio import Studio
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.files import keep_or_cache
-from aigc_studio.ui.knob_controls import GridPickers, grid_pickers, knob_choices_for, sweep_values
+from aigc_studio.ui.knob_controls import GridPickers, grid_pickers, wire_grid_pickers
 from aigc_studio.ui.page import busy_run, error_box
 from aigc_studio.ui.session import Sessions
 from aigc_studio.ui.streaming import paced
 
-NONE = NO_AXIS  # no Y axis: one row
 MARK = "#818cf8"  # the side-by-side columns' "first difference" colour
 
 
@@ -117,25 +115,6 @@ def make_grid(studio: Studio, sessions: Sessions, request: gr.Request | None, pr
         yield "", shown, paths
 
 
-def values_for(studio: Studio, knob, model, *knob_values) -> str:
-    """Values to put on an axis for the knob just picked, around its current value."""
-    if knob == NONE:
-        return ""
-    with user_errors():
-        base = studio.params("text", model, **dict(zip(text_actions.knob_names(TextParams), knob_values)))
-        return sweep_values(base, knob)
-
-
-def picker_updates(studio: Studio, model: str | None, x: str | None, y: str | None) -> tuple:
-    """(X picker, Y picker) updates for a model: its own knobs, the chosen ones kept
-    where it reads them."""
-    with user_errors():
-        axes = grid_axes(studio, model)
-    choices = knob_choices_for(axes)
-    return (gr.update(choices=choices, value=x if x in axes else axes[0]),
-            gr.update(choices=[(NONE, NONE), *choices], value=y if y in axes else NONE))
-
-
 def wire(ui: GridLayout, studio: Studio, sessions: Sessions, prompt, model, controls: dict):
     """Events of the grid (controls: every knob control, in TextParams' order); returns the
     running event (for the tab's Stop to cancel)."""
@@ -149,10 +128,5 @@ def wire(ui: GridLayout, studio: Studio, sessions: Sessions, prompt, model, cont
                           [ui.status, ui.table, ui.files], ui.make, label="Make grid", concurrency_id="text")
     for finished in (make_event.then, make_event.failure):
         finished(lambda: "", outputs=ui.status, queue=False, api_visibility="private")
-    axis_values_for = functools.partial(values_for, studio)
-    pickers.x_knob.input(axis_values_for, [pickers.x_knob, model, *knobs], pickers.x_values, api_visibility="private")
-    pickers.y_knob.input(axis_values_for, [pickers.y_knob, model, *knobs], pickers.y_values, api_visibility="private")
-    # change, not input: a restore (History) sets the model too, and the pickers follow it
-    model.change(functools.partial(picker_updates, studio), [model, pickers.x_knob, pickers.y_knob],
-                 [pickers.x_knob, pickers.y_knob], api_visibility="private", queue=False)
+    wire_grid_pickers(pickers, studio, "text", model, knobs)
     return make_event
