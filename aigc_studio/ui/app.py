@@ -41,7 +41,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             hooks["image"] = image_tab.build(studio, sessions)
             hooks["audio"] = audio_tab.build(studio, sessions)
             hooks["tune"] = tune_tab.build(studio, sessions)
-            history_tab.build(studio, sessions, demo, tabs, hooks, browser)
+            history_tab.build(studio, demo, tabs, hooks, browser)
     return demo
 
 

@@ -6,6 +6,7 @@ the history survives a reload."""
 from __future__ import annotations
 
 import html
+import dataclasses
 import json
 import os
 import tempfile
@@ -20,7 +21,7 @@ from aigc_studio.ui import tune_tab
 from aigc_studio.storage import write_atomically
 from aigc_studio.studio import Studio
 from aigc_studio.ui.errors import user_errors
-from aigc_studio.ui.session import Sessions
+from aigc_studio.ui.session import Sessions, bind
 
 STORAGE_KEY = "aigc-studio-history"
 SHOWN = 30  # entries drawn in the list (the picker offers all of them)
@@ -101,13 +102,22 @@ def browser_state() -> gr.BrowserState:
     return gr.BrowserState(None, storage_key=STORAGE_KEY)
 
 
-def build(studio: Studio, sessions: Sessions, demo: gr.Blocks, tabs: gr.Tabs, hooks: dict,
-          browser: gr.BrowserState) -> None:
-    """The History tab; hooks maps a tab id (text, image, audio) to what build() returned,
-    browser is browser_state()."""
-    history = studio.history
-    text = hooks["text"]
-    text.setdefault("outputs", [text["prompt"], text["model"], *text["controls"].values()])
+@dataclasses.dataclass
+class HistoryLayout:
+    """The History tab's components."""
+
+    tab: gr.Tab
+    picked: gr.Dropdown
+    refresh: gr.Button
+    restore: gr.Button
+    download: gr.Button
+    compare: gr.Button
+    downloaded: gr.File
+    compared: gr.HTML
+    listing: gr.HTML
+
+
+def layout() -> HistoryLayout:
     with gr.Tab("History", id="history") as tab:
         gr.Markdown("Every result of this browser, newest first (the last 100; files follow the output "
                     "folder's retention policy). Pick one to restore or download it, or two or more to compare.")
@@ -121,55 +131,84 @@ def build(studio: Studio, sessions: Sessions, demo: gr.Blocks, tabs: gr.Tabs, ho
         downloaded = gr.File(label="Download", visible=False, elem_id="history-file")
         compared = gr.HTML(elem_id="history-compared")
         listing = gr.HTML(list_html([]), elem_id="history-list")
+    return HistoryLayout(tab, picked, refresh, restore, download, compare, downloaded, compared, listing)
 
-    def link(browser_id, request: gr.Request):
-        """Give a new browser an id and link this page's session to it."""
-        browser_id = browser_id if isinstance(browser_id, str) and browser_id else uuid.uuid4().hex
-        history.link(Sessions.key(request), browser_id)
-        return browser_id
 
-    def show(request: gr.Request):
-        entries = history.entries(Sessions.key(request))
-        choices = [(title(e), e.id) for e in entries]
-        return gr.update(choices=choices, value=[]), list_html(entries)
+# ----- handlers ---------------------------------------------------------------------------------
 
-    def one(picked_ids, request, action: str) -> Entry:
-        if not picked_ids or len(picked_ids) != 1:
-            raise ValueError(f"entries: pick exactly one entry to {action}, got {len(picked_ids or [])}")
-        return history.get(Sessions.key(request), picked_ids[0])
+def link(studio: Studio, browser_id, request: gr.Request):
+    """Give a new browser an id and link this page's session to it."""
+    browser_id = browser_id if isinstance(browser_id, str) and browser_id else uuid.uuid4().hex
+    studio.history.link(Sessions.key(request), browser_id)
+    return browser_id
 
-    kinds = [t for t in ("text", "image", "audio", "tune") if t in hooks]
-    outputs = [tabs, *[component for t in kinds for component in hooks[t]["outputs"]]]
 
-    def restore_entry(picked_ids, request: gr.Request):
-        with user_errors():
-            entry = one(picked_ids, request, "restore")
-        updates = {t: [gr.update()] * len(hooks[t]["outputs"]) for t in kinds}
-        if entry.tab == "text":
-            updates["text"] = restore_text(studio, hooks["text"], entry)
-        elif entry.tab == "tune":
-            updates["tune"] = tune_tab.restore_tune(studio, hooks["tune"], entry.recipe)
-        else:
-            updates[entry.tab] = restore_file(hooks[entry.tab], entry, request)
-        return [gr.Tabs(selected=entry.tab), *[u for t in kinds for u in updates[t]]]
+def show(studio: Studio, request: gr.Request):
+    """The entry picker's choices and the listing, newest first."""
+    entries = studio.history.entries(Sessions.key(request))
+    return gr.update(choices=[(title(e), e.id) for e in entries], value=[]), list_html(entries)
 
-    def download_entry(picked_ids, request: gr.Request):
-        with user_errors():
-            entry = one(picked_ids, request, "download")
-            if entry.file_state == "pruned":
-                gr.Info(f"#{entry.id}: its file was pruned by the retention policy; here is its recipe.")
-            return gr.update(value=recipe_file(studio, entry), visible=True)
 
-    def compare_entries(picked_ids, request: gr.Request):
-        with user_errors():
-            return compare_html(history.pick(Sessions.key(request), picked_ids or []))
+def picked_entry(studio: Studio, picked_ids, request: gr.Request | None, action: str) -> Entry:
+    if not picked_ids or len(picked_ids) != 1:
+        raise ValueError(f"entries: pick exactly one entry to {action}, got {len(picked_ids or [])}")
+    return studio.history.get(Sessions.key(request), picked_ids[0])
 
-    demo.load(link, browser, browser, api_visibility="private", queue=False).then(
-        show, None, [picked, listing], api_visibility="private", queue=False)
-    gr.on([tab.select, refresh.click], show, None, [picked, listing], api_visibility="private", queue=False)
-    restore.click(restore_entry, picked, outputs, api_visibility="private")
-    download.click(download_entry, picked, downloaded, api_visibility="private")
-    compare.click(compare_entries, picked, compared, api_visibility="private")
+
+def restored_kinds(hooks: dict) -> list[str]:
+    """The tabs a restore can fill, in the order of restore_entry's outputs."""
+    return [t for t in ("text", "image", "audio", "tune") if t in hooks]
+
+
+def restore_entry(studio: Studio, hooks: dict, picked_ids, request: gr.Request):
+    """The picked entry's tab selected and its prompt, model and knobs put back there."""
+    with user_errors():
+        entry = picked_entry(studio, picked_ids, request, "restore")
+    kinds = restored_kinds(hooks)
+    updates = {t: [gr.update()] * len(hooks[t]["outputs"]) for t in kinds}
+    if entry.tab == "text":
+        updates["text"] = restore_text(studio, hooks["text"], entry)
+    elif entry.tab == "tune":
+        updates["tune"] = tune_tab.restore_tune(studio, hooks["tune"], entry.recipe)
+    else:
+        updates[entry.tab] = restore_file(hooks[entry.tab], entry, request)
+    return [gr.Tabs(selected=entry.tab), *[u for t in kinds for u in updates[t]]]
+
+
+def download_entry(studio: Studio, picked_ids, request: gr.Request):
+    with user_errors():
+        entry = picked_entry(studio, picked_ids, request, "download")
+        if entry.file_state == "pruned":
+            gr.Info(f"#{entry.id}: its file was pruned by the retention policy; here is its recipe.")
+        return gr.update(value=recipe_file(studio, entry), visible=True)
+
+
+def compare_entries(studio: Studio, picked_ids, request: gr.Request):
+    with user_errors():
+        return compare_html(studio.history.pick(Sessions.key(request), picked_ids or []))
+
+
+# ----- the events -------------------------------------------------------------------------------
+
+def wire(ui: HistoryLayout, studio: Studio, demo: gr.Blocks, tabs: gr.Tabs, hooks: dict,
+         browser: gr.BrowserState) -> None:
+    private = {"api_visibility": "private"}
+    listed = [ui.picked, ui.listing]
+    demo.load(bind(link, studio), browser, browser, queue=False, **private).then(
+        bind(show, studio), None, listed, queue=False, **private)
+    gr.on([ui.tab.select, ui.refresh.click], bind(show, studio), None, listed, queue=False, **private)
+    outputs = [tabs, *[component for t in restored_kinds(hooks) for component in hooks[t]["outputs"]]]
+    ui.restore.click(bind(restore_entry, studio, hooks), ui.picked, outputs, **private)
+    ui.download.click(bind(download_entry, studio), ui.picked, ui.downloaded, **private)
+    ui.compare.click(bind(compare_entries, studio), ui.picked, ui.compared, **private)
+
+
+def build(studio: Studio, demo: gr.Blocks, tabs: gr.Tabs, hooks: dict, browser: gr.BrowserState) -> None:
+    """The History tab; hooks maps a tab id (text, image, audio, tune) to what its build()
+    returned, browser is browser_state()."""
+    text = hooks["text"]
+    text.setdefault("outputs", [text["prompt"], text["model"], *text["controls"].values()])
+    wire(layout(), studio, demo, tabs, hooks, browser)
 
 
 def restore_text(studio: Studio, hook: dict, entry: Entry) -> list:
