@@ -25,7 +25,7 @@ from aigc_studio.ui.components import KnobDropdown, model_dropdown
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.files import keep_or_cache
 from aigc_studio.ui.knob_controls import (
-    column_updates, knob_controls, knob_updates, sweep_updates, sweep_values, variant_controls,
+    VariantControls, column_updates, knob_controls, knob_updates, sweep_updates, sweep_values, variant_controls,
 )
 from aigc_studio.ui.page import busy, busy_run, error_box, page_assets, ready
 from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
@@ -73,10 +73,7 @@ class AudioLayout:
     top_n: gr.Slider
     explain: gr.Button
     chart: gr.HTML
-    mode: gr.Radio
-    count: gr.Slider
-    knob_name: gr.Dropdown
-    values: gr.Textbox
+    variants: VariantControls  # side by side: mode, count, knob to sweep, values
     compare: gr.Button
     players: list
     views: list
@@ -149,9 +146,9 @@ def layout(studio: Studio) -> AudioLayout:
         with gr.Accordion("Side by side: 2-4 variants of one text, loudness-matched", open=False):
             gr.Markdown("Each variant plays at the same loudness (integrated LUFS, ITU-R BS.1770-4), so louder never "
                         "sounds better by itself; the gain used is in each label and recipe (`gain_db`).")
-            mode, count, knob_name, values = variant_controls(AudioParams, used, "audio")
+            variants = variant_controls(AudioParams, used, "audio")
             if "speed" in used:
-                knob_name.value, values.value = "speed", "0.8, 1.0, 1.4"
+                variants.knob_name.value, variants.values.value = "speed", "0.8, 1.0, 1.4"
             compare = gr.Button("Compare", elem_id="audio-compare")
             error_box("audio-compare")
             players, views = [], []
@@ -166,8 +163,8 @@ def layout(studio: Studio) -> AudioLayout:
             # the X/Y grid (ui/audio_grid.py), nested here closed: the page at first load is no taller
             grid_parts = audio_grid.layout(used)
     return AudioLayout(card, prompt, generate, audio, view, recipe, recipe_raw, music_view, roll, midi, model, controls,
-                       groups, start_midi, file_format, upload, explainer_box, position, top_n, explain, chart, mode,
-                       count, knob_name, values, compare, players, views, compare_recipes, compare_recipes_raw,
+                       groups, start_midi, file_format, upload, explainer_box, position, top_n, explain, chart, variants,
+                       compare, players, views, compare_recipes, compare_recipes_raw,
                        grid_parts)
 
 
@@ -336,7 +333,7 @@ def wire(ui: AudioLayout, studio: Studio, sessions: Sessions) -> dict:
     ui.explain.click(bind(explain_note, studio, sessions), inputs=[ui.position, ui.top_n], outputs=ui.chart,
                      concurrency_id="audio", **private)  # public: ui/music_api.py
 
-    compare_inputs = [ui.prompt, ui.mode, ui.count, ui.knob_name, ui.values, ui.model, ui.file_format, *knob_inputs]
+    compare_inputs = [ui.prompt, *ui.variants.inputs(), ui.model, ui.file_format, *knob_inputs]
     labelled = ui.compare.click(lambda: busy(), outputs=ui.compare, queue=False, **private).then(
         functools.partial(label_players, studio), inputs=compare_inputs, outputs=ui.players + ui.views, **private)
     labelled.failure(lambda: ready("Compare"), outputs=ui.compare, queue=False, **private)
@@ -355,14 +352,15 @@ def wire(ui: AudioLayout, studio: Studio, sessions: Sessions) -> dict:
     chorale = [ui.controls[name] for name in ("start", "key", "metre", "bars")]
     ui.start_midi.upload(start_from_midi, [ui.start_midi, ui.controls["bars"]], chorale,
                          **private)  # public: ui/music_api.py
-    ui.model.input(functools.partial(use_model, studio, ui.controls), [ui.model, ui.knob_name],
-                   [ui.card, *ui.controls.values(), *ui.groups.values(), ui.knob_name, ui.values, ui.music_view,
+    sweep = ui.variants
+    ui.model.input(functools.partial(use_model, studio, ui.controls), [ui.model, sweep.knob_name],
+                   [ui.card, *ui.controls.values(), *ui.groups.values(), sweep.knob_name, sweep.values, ui.music_view,
                     ui.explainer_box], **private)
     # a restore (recipe file, History) sets the model without model.input: the sweep picker follows it here
-    ui.model.change(lambda m, k: sweep_updates(studio, "audio", m, k), [ui.model, ui.knob_name],
-                    [ui.knob_name, ui.values], queue=False, **private)
-    ui.knob_name.input(functools.partial(sweep_for, studio), [ui.knob_name, ui.model, *knob_inputs], ui.values,
-                       **private)
+    ui.model.change(lambda m, k: sweep_updates(studio, "audio", m, k), [ui.model, sweep.knob_name],
+                    [sweep.knob_name, sweep.values], queue=False, **private)
+    sweep.knob_name.input(functools.partial(sweep_for, studio), [sweep.knob_name, ui.model, *knob_inputs], sweep.values,
+                          **private)
     audio_grid.wire(ui.grid, studio, sessions, ui.prompt, ui.model, knob_inputs)
     return {"restore": lambda file, request: restore_recipe(studio, file), "outputs": restored}  # the History tab
 

@@ -30,7 +30,7 @@ from aigc_studio.ui.image_inside_tab import (
 )
 from aigc_studio.ui.knob_controls import (
     NO_AXIS, GridPickers, grid_pickers, knob_choices_for, knob_controls, knob_updates, sweep_updates, sweep_values,
-    variant_controls,
+    VariantControls, variant_controls,
 )
 from aigc_studio.ui.page import busy_run, error_box, page_assets, ready
 from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
@@ -66,10 +66,7 @@ class ImageLayout:
     start: dict  # the start picture's parts (image_inside_tab.start_controls)
     mapping: dict  # "What each prompt word drew" (image_inside_tab.map_controls)
     upload: gr.File
-    mode: gr.Radio
-    count: gr.Slider
-    knob_name: gr.Dropdown
-    values: gr.Textbox
+    variants: VariantControls  # side by side: mode, count, knob to sweep, values
     models: gr.Dropdown
     compare: gr.Button
     gallery: gr.Gallery
@@ -170,21 +167,22 @@ def result_column(studio: Studio, default_id: str | None) -> dict:
 
 
 def side_by_side(studio: Studio, used, default_id: str | None) -> dict:
-    mode, count, knob_name, values = variant_controls(
+    variants = variant_controls(
         ImageParams, [n for n in used if n != "batch_size"], "image", extra_modes=(MODELS,),
         info="What differs between the columns. Different models: one prompt and seed, each model at its "
              "recommended knobs.")
     models = KnobDropdown(studio.catalog.choices("image"), value=compare_choices(studio), multiselect=True,
                           label="Models (2-4)", visible=False, knob_name="models", elem_id="image-models")
     if "guidance" in used:
-        knob_name.value = "guidance"
-    values.value = sweep_values(studio.params("image") if default_id else ImageParams(), knob_name.value)
+        variants.knob_name.value = "guidance"
+    variants.values.value = sweep_values(studio.params("image") if default_id else ImageParams(),
+                                         variants.knob_name.value)
     compare = gr.Button("Compare", elem_id="image-compare")
     error_box("image-compare")
     gallery = gr.Gallery(label="Variants", elem_id="image-gallery", columns=4, object_fit="contain", height="auto",
                          elem_classes=["studio-grid"])
     compare_recipes, compare_recipes_raw = recipe_view("Recipes")
-    return dict(mode=mode, count=count, knob_name=knob_name, values=values, models=models, compare=compare,
+    return dict(variants=variants, models=models, compare=compare,
                 gallery=gallery, compare_recipes=compare_recipes, compare_recipes_raw=compare_recipes_raw)
 
 
@@ -401,9 +399,10 @@ def wire(parts: ImageLayout, studio: Studio, sessions: Sessions) -> dict:
     run.then(bind(show_recipes, sessions), outputs=[p.recipe, p.recipe_raw], **private)
     run.then(bind(show_trajectory, sessions), outputs=[p.strip, p.step_slider, p.step_view], **private)
     p.step_slider.release(bind(show_step, sessions), p.step_slider, p.step_view, **private)
-    p.mode.change(lambda m: gr.update(visible=m == MODELS), p.mode, p.models, queue=False, **private)
+    mode = p.variants.mode
+    mode.change(lambda m: gr.update(visible=m == MODELS), mode, p.models, queue=False, **private)
     comparing = busy_run([p.compare.click], bind(compare_image, studio, sessions),
-                         [p.prompt, p.mode, p.count, p.knob_name, p.values, p.models, p.model, *knob_inputs,
+                         [p.prompt, *p.variants.inputs(), p.models, p.model, *knob_inputs,
                           *start_inputs], p.gallery, p.compare, "Compare", concurrency_id="image")
     comparing.then(bind(show_recipes, sessions), outputs=[p.compare_recipes, p.compare_recipes_raw], **private)
     grid = p.grid
@@ -422,13 +421,14 @@ def wire(parts: ImageLayout, studio: Studio, sessions: Sessions) -> dict:
     restored = [p.prompt, p.model, *knob_inputs, p.start["source"]]  # restore_recipe's order
     p.upload.upload(bind(restore_recipe, studio, sessions), p.upload, restored, **private).success(
         bind(model_views, studio), p.model, [p.card, p.trajectory_box, p.family_box, p.family_views], **private)
-    pickers = [p.knob_name, p.values, grid.x_knob, grid.y_knob]
-    p.model.input(bind(use_model, studio, p.controls), [p.model, grid.x_knob, grid.y_knob, p.knob_name],
+    pickers = [p.variants.knob_name, p.variants.values, grid.x_knob, grid.y_knob]
+    p.model.input(bind(use_model, studio, p.controls), [p.model, grid.x_knob, grid.y_knob, p.variants.knob_name],
                   [p.card, *p.controls.values(), *pickers, p.trajectory_box, p.family_box, p.family_views], **private)
     # a restore (recipe file, History) sets the model without model.input: the pickers follow it here
-    p.model.change(bind(model_pickers, studio), [p.model, grid.x_knob, grid.y_knob, p.knob_name], pickers,
+    p.model.change(bind(model_pickers, studio), [p.model, grid.x_knob, grid.y_knob, p.variants.knob_name], pickers,
                    queue=False, **private)
-    p.knob_name.input(bind(sweep_for, studio), [p.knob_name, p.model, *knob_inputs], p.values, **private)
+    p.variants.knob_name.input(bind(sweep_for, studio), [p.variants.knob_name, p.model, *knob_inputs], p.variants.values,
+                               **private)
     for knob, values in ((grid.x_knob, grid.x_values), (grid.y_knob, grid.y_values)):
         knob.input(bind(grid_values_for, studio), [knob, p.model, *knob_inputs], values, **private)
     wire_inside(p, studio)

@@ -153,8 +153,22 @@ def sweep_values(params, name: str) -> str:
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
+@dataclasses.dataclass
+class VariantControls:
+    """Side by side's controls: the mode, how many seeds, the knob to sweep and its values."""
+
+    mode: gr.Radio
+    count: gr.Slider
+    knob_name: gr.Dropdown
+    values: gr.Textbox
+
+    def inputs(self) -> list:
+        """The four, in the order the compare handlers take them."""
+        return [self.mode, self.count, self.knob_name, self.values]
+
+
 def variant_controls(params_type: type, used, tab: str, extra_modes: tuple[str, ...] = (),
-                     info: str = "What differs between the columns.") -> tuple[gr.Radio, gr.Slider, gr.Dropdown, gr.Textbox]:
+                     info: str = "What differs between the columns.") -> VariantControls:
     """Controls for 2-4 variants side by side: seeds, or one of the model's knobs swept
     over values (plus extra_modes). "How many" shows in seeds mode, the knob and its
     values in sweep mode. Their elem_ids start with `tab` ("image-variants-mode", ...)."""
@@ -170,7 +184,7 @@ def variant_controls(params_type: type, used, tab: str, extra_modes: tuple[str, 
                             elem_id=f"{tab}-sweep-values")
     mode.change(lambda m: (gr.update(visible=m == SEEDS), gr.update(visible=m == SWEEP), gr.update(visible=m == SWEEP)),
                 mode, [count, knob_name, values], api_visibility="private", queue=False)
-    return mode, count, knob_name, values
+    return VariantControls(mode, count, knob_name, values)
 
 
 def knob_choices_for(names) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from aigc_studio.ui import attention_view, text_grid
 from aigc_studio.ui.components import model_dropdown
 from aigc_studio.ui.errors import user_errors
 from aigc_studio.ui.knob_controls import (
-    column_updates, knob_controls, knob_updates, sweep_updates, sweep_values, variant_controls,
+    VariantControls, column_updates, knob_controls, knob_updates, sweep_updates, sweep_values, variant_controls,
 )
 from aigc_studio.ui.page import busy, busy_run, error_box, page_assets, ready
 from aigc_studio.ui.recipe_view import model_card, recipe_card, recipe_json, recipe_view
@@ -60,10 +60,7 @@ class TextLayout:
     model: gr.Dropdown
     style: gr.Radio
     controls: dict  # knob name -> its control, in KNOB_NAMES order
-    mode: gr.Radio
-    count: gr.Slider
-    knob_name: gr.Dropdown
-    values: gr.Textbox
+    variants: VariantControls  # side by side: mode, count, knob to sweep, values
     models: gr.Dropdown
     compare: gr.Button
     columns: list
@@ -123,10 +120,10 @@ def layout(studio: Studio) -> TextLayout:
                         extra = {"lines": 1} if name == "system_prompt" else {}
                         controls |= knob_controls(TextParams, [name], recommended, prefix="text", **extra)
         with gr.Accordion("Side by side: 2-4 variants of one prompt, streamed together", open=False):
-            mode, count, knob_name, values = variant_controls(
+            variants = variant_controls(
                 TextParams, used, "text", extra_modes=(STYLES, MODELS),
                 info="What differs between the columns (sweeps, styles and models share one seed).")
-            values.value = sweep_values(studio.params("text"), knob_name.value)
+            variants.values.value = sweep_values(studio.params("text"), variants.knob_name.value)
             models = gr.Dropdown(studio.catalog.choices("text"), value=[], multiselect=True, max_choices=MAX_COLUMNS,
                                  label="Models (2-4)", visible=False, elem_id="text-compare-models",
                                  info="Empty: the chosen model and its tuned versions (Tune tab), same knobs and seed.")
@@ -169,7 +166,7 @@ def layout(studio: Studio) -> TextLayout:
         compare_state = gr.State(None)
     controls = {name: controls[name] for name in KNOB_NAMES}
     return TextLayout(tab, card, prompt, generate, stop, answer, answer_status, coloured, alternatives, recipe,
-                      recipe_raw, model, style, controls, mode, count, knob_name, values, models, compare, columns,
+                      recipe_raw, model, style, controls, variants, models, compare, columns,
                       column_tokens, compare_numbers, compare_recipes, compare_recipes_raw, grid, position, top_n,
                       explain, chart, explanation, inside, pasted, score, perplexity_out, answer_state, compare_state)
 
@@ -359,17 +356,18 @@ def wire(ui: TextLayout, studio: Studio, sessions: Sessions) -> None:
                     **private)
     # models tuned in the Tune tab join the catalog while the page is open: coming back here lists them
     ui.tab.select(functools.partial(refresh_models, studio), outputs=[ui.model, ui.models], queue=False, **private)
-    ui.mode.change(lambda m: gr.update(visible=m == MODELS), ui.mode, ui.models, queue=False, **private)
+    mode = ui.variants.mode
+    mode.change(lambda m: gr.update(visible=m == MODELS), mode, ui.models, queue=False, **private)
     # a newly picked model starts at its own recommended knobs (the Balanced style)
-    ui.model.input(functools.partial(use_model, studio, ui.controls), inputs=[ui.model, ui.knob_name],
-                   outputs=[ui.card, ui.style, *style_outputs, *knobs, ui.knob_name, ui.values], **private)
+    ui.model.input(functools.partial(use_model, studio, ui.controls), inputs=[ui.model, ui.variants.knob_name],
+                   outputs=[ui.card, ui.style, *style_outputs, *knobs, ui.variants.knob_name, ui.variants.values], **private)
     # a restore (History) sets the model without model.input: the side-by-side picker follows it here
-    ui.model.change(lambda m, k: sweep_updates(studio, "text", m, k), [ui.model, ui.knob_name],
-                    [ui.knob_name, ui.values], queue=False, **private)
-    ui.knob_name.input(functools.partial(sweep_for, studio), inputs=[ui.knob_name, ui.model, *knobs],
-                       outputs=ui.values, **private)
+    ui.model.change(lambda m, k: sweep_updates(studio, "text", m, k), [ui.model, ui.variants.knob_name],
+                    [ui.variants.knob_name, ui.variants.values], queue=False, **private)
+    ui.variants.knob_name.input(functools.partial(sweep_for, studio), inputs=[ui.variants.knob_name, ui.model, *knobs],
+                                outputs=ui.variants.values, **private)
 
-    compare_inputs = [ui.mode, ui.count, ui.knob_name, ui.values, ui.models, ui.model, *knobs]
+    compare_inputs = [*ui.variants.inputs(), ui.models, ui.model, *knobs]
     labelled = ui.compare.click(lambda: busy(), outputs=ui.compare, queue=False, **private).then(
         functools.partial(label_columns, studio), inputs=compare_inputs, outputs=ui.columns, **private)
     comparing = labelled.success(compare, inputs=[ui.prompt, *compare_inputs],
