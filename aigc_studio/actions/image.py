@@ -17,12 +17,12 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from aigc_studio.actions.checks import choice_input, text_input
 from aigc_studio import params as knobs
+from aigc_studio.actions.checks import count_input, knob_name_input, mode_input, text_input
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, sweep_names
 from aigc_studio.engines.image import FAMILY_KINDS
 from aigc_studio.grid import MAX_AXIS_VALUES, MODEL_AXIS
-from aigc_studio.params import ImageParams, ParamError, parse_values, whole_number
+from aigc_studio.params import ImageParams, ParamError, parse_values
 from aigc_studio.studio import Result, Studio, read_recipe
 
 # Every knob of ImageParams, in its order (new knobs appear when a model reads them).
@@ -237,17 +237,11 @@ class CompareImage:
     init_image: Image.Image | None = None
 
     def __post_init__(self):
-        self.mode = choice_input("mode", self.mode, (SEEDS, SWEEP, MODELS))
+        self.mode = mode_input(self.mode, (MODELS,))
         if self.mode == SEEDS:
-            self.count = whole_number("count", self.count, 3)
-            if not 2 <= self.count <= 4:
-                raise ParamError("count", f"must be a number in [2, 4], got {self.count!r}")
+            self.count = count_input(self.count)
         if self.mode == SWEEP:
-            sweepable = knobs.sweepable(ImageParams)
-            if self.knob_name is None:
-                self.knob_name = "guidance"
-            elif not isinstance(self.knob_name, str) or self.knob_name not in sweepable:
-                raise ParamError("knob_name", f"must be one of {', '.join(sweepable)}, got {self.knob_name!r}")
+            self.knob_name = knob_name_input("knob_name", self.knob_name, ImageParams, "guidance")
         self.values = text_input("values", self.values, "1, 3, 7")
         self.models = model_ids(self.models)
         if self.mode == MODELS and self.init_image is not None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from aigc_studio.actions.checks import axes_input, text_input
 from aigc_studio import grid
 from aigc_studio import params as knobs
+from aigc_studio.actions.checks import axes_input, count_input, knob_name_input, mode_input, text_input
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, sweep_names, variant_labels
 from aigc_studio.catalog import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FULL_WEIGHTS, TUNE_RECIPE
 from aigc_studio.params import SAMPLING_STYLES, TextParams, TuneParams, whole_number
@@ -29,7 +29,6 @@ STYLES = "Styles side by side"  # a third variants mode: Precise, Balanced, Crea
 LEGACY_STYLES = "Presets side by side"
 # a fourth: the same prompt, knobs and seed on 2-4 text models (a base and its tuned versions)
 MODELS = "Different models"
-COMPARE_MODES = (SEEDS, SWEEP, STYLES, MODELS, LEGACY_STYLES)
 SWEPT_VALUES = "0.3, 0.8, 1.4"  # what a sweep or a grid's X axis goes over when none are given
 
 # /generate_text shipped with TextParams' first 7 knobs; every later knob follows `model`.
@@ -165,22 +164,10 @@ class CompareText:
     models: list[str] | str | None = None
 
     def __post_init__(self):
-        self.mode = SEEDS if self.mode is None else self.mode
-        if self.mode not in COMPARE_MODES:
-            raise knobs.ParamError("mode", f"must be one of {', '.join(COMPARE_MODES)}, got {self.mode!r}")
-        if self.mode == SEEDS:
-            self.count = whole_number("count", self.count, 3)
-            if not 2 <= self.count <= MAX_COLUMNS:
-                raise knobs.ParamError("count", f"must be a number in [2, {MAX_COLUMNS}], got {self.count!r}")
-        else:
-            self.count = 3
-        if self.mode != SWEEP:
-            self.knob_name = "temperature"
-        elif self.knob_name is None:
-            self.knob_name = "temperature"
-        elif not isinstance(self.knob_name, str) or self.knob_name not in knobs.sweepable(type(self.params)):
-            raise knobs.ParamError("knob_name", f"must be one of {', '.join(knobs.sweepable(type(self.params)))}, "
-                                                f"got {self.knob_name!r}")
+        self.mode = mode_input(self.mode, (STYLES, MODELS, LEGACY_STYLES))
+        self.count = count_input(self.count) if self.mode == SEEDS else 3
+        self.knob_name = (knob_name_input("knob_name", self.knob_name, type(self.params), "temperature")
+                          if self.mode == SWEEP else "temperature")
         self.values = text_input("values", self.values, SWEPT_VALUES)
 
 
