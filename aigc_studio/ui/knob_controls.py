@@ -10,7 +10,7 @@ import re
 import gradio as gr
 
 from aigc_studio import params as knobs
-from aigc_studio.studio import Studio
+from aigc_studio.studio import PARAMS_TYPES, Studio
 from aigc_studio.actions.checks import NO_AXIS
 from aigc_studio.actions.variants import SEEDS, SWEEP, sweep_names
 from aigc_studio.ui.errors import user_errors
@@ -248,17 +248,16 @@ def grid_axis_values(studio: Studio, modality: str, knob: str, model: str | None
     (knob_values: every knob control's value, in the dataclass's order); none for no axis."""
     if knob == NO_AXIS:
         return ""
-    params_type = type(studio.params(modality, model))
+    names = (f.name for f in dataclasses.fields(PARAMS_TYPES[modality]))
     with user_errors():
-        base = studio.params(modality, model, **dict(zip((f.name for f in dataclasses.fields(params_type)), knob_values)))
-        return sweep_values(base, knob)
+        return sweep_values(studio.params(modality, model, **dict(zip(names, knob_values))), knob)
 
 
 def grid_picker_updates(studio: Studio, modality: str, model: str | None, x: str | None, y: str | None) -> tuple:
     """(X picker, Y picker) updates for a newly chosen model: the knobs it reads, the picked
     ones kept where it reads them."""
     with user_errors():
-        axes = sweep_names(type(studio.params(modality, model)), studio.knobs_used(modality, model))
+        axes = sweep_names(PARAMS_TYPES[modality], studio.knobs_used(modality, model))
     choices = knob_choices_for(axes)
     return (gr.update(choices=choices, value=x if x in axes else axes[0]),
             gr.update(choices=[(NO_AXIS, NO_AXIS), *choices], value=y if y in axes else NO_AXIS))
