@@ -304,12 +304,18 @@ def seed_variants(params: Params, count: int) -> list[tuple[str, Params]]:
     return variants(params, "seed", [(base + i) % (MAX_SEED + 1) for i in range(count)])
 
 
+def comma_list(text) -> list[str]:
+    """'0.3, 0.8,, 1.5' -> ['0.3', '0.8', '1.5']: the stripped, non-empty items of a
+    comma-separated input (None: none)."""
+    return [item.strip() for item in str(text or "").split(",") if item.strip()]
+
+
 def parse_values(text: str, params_type: type, knob_name: str, low: int = 2, high: int = 4,
                  field: str = "values") -> list[Any]:
     """Parse '0.3, 0.8, 1.5' into `low`-`high` values for one knob (sweeps and grids);
     field names the input in messages."""
     spec(params_type, knob_name)  # refuses unknown knobs
-    values = [v.strip() for v in str(text or "").split(",") if v.strip()]
+    values = comma_list(text)
     if not low <= len(values) <= high:
         raise ParamError(field, f"give {low} to {high} comma-separated values for {knob_name}, got {len(values)}")
     return values  # variants() coerces and range-checks each with the knob's own message

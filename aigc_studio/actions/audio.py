@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aigc_studio.actions.checks import axes_input, count_input, knob_name_input, mode_input, model_input, text_input
+from aigc_studio.actions.checks import axes_input, count_input, knob_name_input, mode_input, model_input, text_input, top_n_input
 from aigc_studio import audio_views, grid
 from aigc_studio import params as knobs
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, variant_labels
-from aigc_studio.params import AudioParams, whole_number
+from aigc_studio.params import AudioParams, comma_list, whole_number
 from aigc_studio.recipe import Recipe, Result
 from aigc_studio.studio import Studio, read_recipe
 
@@ -44,11 +44,6 @@ def check_format(file_format: Any) -> str:
     if chosen not in FILE_FORMATS:
         raise knobs.ParamError("file_format", f"must be one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
     return chosen
-
-
-def split_values(text: str) -> list[str]:
-    """'0.8, 1.4' -> ['0.8', '1.4']; grid.plan coerces, range-checks and counts them (1-6)."""
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 # ----- speech or music --------------------------------------------------------------------------------
@@ -158,8 +153,8 @@ def make_grid(studio: Studio, request: AudioGrid,
     """(plan, each cell's Result row-major), at one loudness unless gain_db is an axis; the
     seed is fixed unless it is an axis (Studio.audio_grid)."""
     base = studio.params("audio", request.model, **request.knob_values)
-    y_values = split_values(request.y_values) if request.y_knob else None
-    return studio.audio_grid(request.prompt, base, request.x_knob, split_values(request.x_values), request.y_knob,
+    y_values = comma_list(request.y_values) if request.y_knob else None  # grid.plan checks them (1-6)
+    return studio.audio_grid(request.prompt, base, request.x_knob, comma_list(request.x_values), request.y_knob,
                              y_values, request.model, stop=stop)
 
 
@@ -229,9 +224,7 @@ class ExplainNote:
         seed = self.knob_values.get("seed")
         if seed is None or int(seed) < 0:
             raise knobs.ParamError("seed", "must be the piece's seed, a number in [0, 2147483647]")
-        self.top_n = whole_number("top_n", self.top_n, 10)
-        if not 1 <= self.top_n <= 50:
-            raise knobs.ParamError("top_n", f"must be a number in [1, 50], got {self.top_n}")
+        self.top_n = top_n_input(self.top_n)
         self.position = whole_number("position", self.position, 0)
         self.model = model_input(self.model) or MUSIC_MODEL
 

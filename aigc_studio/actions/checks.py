@@ -53,6 +53,14 @@ def count_input(value: Any) -> int:
     return count
 
 
+def top_n_input(value: Any) -> int:
+    """How many candidates an explainer lists: 1-50 (None: 10)."""
+    top_n = knobs.whole_number("top_n", value, 10)
+    if not 1 <= top_n <= 50:
+        raise knobs.ParamError("top_n", f"must be a number in [1, 50], got {top_n}")
+    return top_n
+
+
 def knob_name_input(name: str, value: Any, params_type: type, default: str) -> str:
     """A knob of params_type that can be swept (None: default); whether the model reads it is
     the Studio's check (variants.check_sweep)."""

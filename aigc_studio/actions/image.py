@@ -22,7 +22,7 @@ from aigc_studio.actions.checks import count_input, knob_name_input, mode_input,
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, sweep_names
 from aigc_studio.engines.image import FAMILY_KINDS
 from aigc_studio.grid import MAX_AXIS_VALUES, MODEL_AXIS
-from aigc_studio.params import ImageParams, ParamError, parse_values
+from aigc_studio.params import ImageParams, ParamError, comma_list, parse_values
 from aigc_studio.studio import Result, Studio, read_recipe
 
 # Every knob of ImageParams, in its order (new knobs appear when a model reads them).
@@ -54,7 +54,7 @@ def model_ids(value: Any) -> list[str] | None:
     """Image model ids from a list or a comma-separated text (None: the default choice)."""
     if value is None or isinstance(value, list) and all(isinstance(m, str) for m in value):
         return None if value is None else [m.strip() for m in value if m.strip()]
-    return [m.strip() for m in text_input("models", value).split(",") if m.strip()]
+    return comma_list(text_input("models", value))
 
 
 def grid_axes(used) -> list[str]:
@@ -66,7 +66,7 @@ def axis_values(text: str, knob: str, field: str) -> list:
     """1-6 values for a grid axis: a knob's (checked when the grid is planned) or model ids."""
     if knob != MODEL_AXIS:
         return parse_values(text, ImageParams, knob, low=1, high=MAX_AXIS_VALUES, field=field)
-    values = [v.strip() for v in str(text or "").split(",") if v.strip()]
+    values = comma_list(text)
     if not 1 <= len(values) <= MAX_AXIS_VALUES:
         raise ParamError(field, f"give 1 to {MAX_AXIS_VALUES} comma-separated model ids, got {len(values)}")
     return values

@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator
 
 from aigc_studio import grid
 from aigc_studio import params as knobs
-from aigc_studio.actions.checks import axes_input, count_input, knob_name_input, mode_input, text_input
+from aigc_studio.actions.checks import axes_input, count_input, knob_name_input, mode_input, text_input, top_n_input
 from aigc_studio.actions.variants import SEEDS, SWEEP, check_sweep, make_variants, sweep_names, variant_labels
 from aigc_studio.catalog import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FULL_WEIGHTS, TUNE_RECIPE
-from aigc_studio.params import SAMPLING_STYLES, TextParams, TuneParams, whole_number
+from aigc_studio.params import SAMPLING_STYLES, TextParams, TuneParams, comma_list, whole_number
 from aigc_studio.studio import Studio
 
 MAX_COLUMNS = 4
@@ -133,7 +133,7 @@ def models_to_compare(studio: Studio, model: str | None, picked) -> list[str]:
     """2-4 text model ids: the picked ones (a list, or comma-separated text), else the chosen
     model's family (tuned_family). Refused naming `models`."""
     if isinstance(picked, str):
-        picked = [m.strip() for m in picked.split(",") if m.strip()]
+        picked = comma_list(picked)
     if picked is not None and (not isinstance(picked, (list, tuple)) or not all(isinstance(m, str) for m in picked)):
         raise knobs.ParamError("models", f"must be a list of text model ids, got {picked!r}")
     names = list(dict.fromkeys(picked or tuned_family(studio, model)))
@@ -239,9 +239,7 @@ class ExplainToken:
         if not isinstance(self.answer, list):
             self.answer = text_input("answer", self.answer)
         self.position = whole_number("position", self.position, 0)
-        self.top_n = whole_number("top_n", self.top_n, 10)
-        if not 1 <= self.top_n <= 50:
-            raise knobs.ParamError("top_n", f"must be a number in [1, 50], got {self.top_n}")
+        self.top_n = top_n_input(self.top_n)
 
 
 def explain(studio: Studio, request: ExplainToken) -> dict:
@@ -260,11 +258,6 @@ def perplexity(studio: Studio, text: str, model: str | None = None) -> float:
 
 
 # ----- the X/Y grid -------------------------------------------------------------------------------
-
-def axis_values(text) -> list[str]:
-    """'0.3, 0.8' -> ['0.3', '0.8']; grid.plan coerces, range-checks and counts them (1-6)."""
-    return [v.strip() for v in str(text or "").split(",") if v.strip()]
-
 
 def grid_axes(studio: Studio, model: str | None) -> list[str]:
     """The knobs a text grid can vary for this model: those it reads that can be swept."""
@@ -288,8 +281,9 @@ class TextGrid:
 
     def __post_init__(self):
         self.x_knob, self.y_knob = axes_input(self.x_knob, self.y_knob, "temperature")
-        self.xs = axis_values(text_input("x_values", self.x_values, SWEPT_VALUES))
-        self.ys = axis_values(text_input("y_values", self.y_values)) if self.y_knob else None
+        # grid.plan coerces, range-checks and counts the values (1-6)
+        self.xs = comma_list(text_input("x_values", self.x_values, SWEPT_VALUES))
+        self.ys = comma_list(text_input("y_values", self.y_values)) if self.y_knob else None
 
 
 def grid_stream(studio: Studio, request: TextGrid, stop: threading.Event | None = None):
