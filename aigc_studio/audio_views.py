@@ -21,6 +21,7 @@ import soundfile
 from PIL import Image
 
 from aigc_studio import params as knobs
+from aigc_studio.chorales import VOICES, pitch_name
 from aigc_studio.recipe import Result
 
 BLOCK_S = 0.4  # BS.1770's gating block: a shorter clip is measured as if repeated to fill one
@@ -160,8 +161,6 @@ def file_view(path, title: str = "") -> Image.Image:
 # ----- the piano roll (the chorale model's notes) -----------------------------------------
 
 VOICE_COLOURS = ("#dc2626", "#2563eb", "#16a34a", "#9333ea")  # soprano, alto, tenor, bass
-VOICE_NAMES = ("soprano", "alto", "tenor", "bass")
-NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
 def piano_roll_image(notes: list[list[tuple[int, int, int]]], step_seconds: float, title: str = "",
@@ -180,7 +179,7 @@ def piano_roll_image(notes: list[list[tuple[int, int, int]]], step_seconds: floa
         bars = [(start * step_seconds, length * step_seconds) for _, start, length in voice_notes]
         for (pitch, _, _), bar in zip(voice_notes, bars):
             axes.broken_barh([bar], (pitch - 0.4, 0.8), facecolors=colour, edgecolors="white", linewidth=0.4)
-        axes.plot([], [], color=colour, linewidth=6, label=VOICE_NAMES[voice])  # legend entry
+        axes.plot([], [], color=colour, linewidth=6, label=VOICES[voice])  # legend entry
     if bar_steps:
         for k in range(0, int(end / step_seconds) + 1, bar_steps):
             axes.axvline(k * step_seconds, color="#9ca3af", linewidth=0.5, zorder=0)
@@ -188,7 +187,7 @@ def piano_roll_image(notes: list[list[tuple[int, int, int]]], step_seconds: floa
     axes.set_ylim(low, high)
     axes.set_xlim(0, max(end, 1e-3))
     ticks = [p for p in range(low, high + 1) if p % 12 == 0]
-    axes.set_yticks(ticks, [f"{NOTE_NAMES[p % 12]}{p // 12 - 1}" for p in ticks])
+    axes.set_yticks(ticks, [pitch_name(p) for p in ticks])
     axes.set_xlabel("time (s)", fontsize=8)
     axes.set_ylabel("pitch", fontsize=8)
     axes.tick_params(labelsize=7)

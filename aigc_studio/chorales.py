@@ -197,13 +197,18 @@ def token_pitch(token: int) -> int | None:
     return token - PITCH0 + LOWEST if token >= PITCH0 else None
 
 
+def pitch_name(midi: int) -> str:
+    """'C4' for MIDI 60 (scientific pitch notation, flats as Eb, Ab, Bb)."""
+    return f"{NOTE_NAMES[midi % 12]}{midi // 12 - 1}"
+
+
 def token_name(token: int, voice: int | None = None) -> str:
     """Readable: 'S C5', 'A hold', 'rest', '4/4'."""
     label = f"{'SATB'[voice]} " if voice is not None else ""
     pitch = token_pitch(token)
     if pitch is None:
         return label + SPECIAL_NAMES[token]
-    return f"{label}{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
+    return label + pitch_name(pitch)
 
 
 def to_grid(chorale: Chorale, transpose: int = 0) -> list[list[int]]:

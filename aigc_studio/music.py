@@ -64,8 +64,7 @@ class ChoraleTokenizer:
         pitch = ch.token_pitch(token)
         if pitch is None:
             return ch.SPECIAL_NAMES[token]
-        pitch += self.transpose
-        return f"{ch.NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
+        return ch.pitch_name(pitch + self.transpose)
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         ids = [int(i) for i in ids]
@@ -255,10 +254,6 @@ def _note_pitch(name: str) -> int | None:
     return (int(octave) + 1) * 12 + ch.LETTER_PITCH_CLASS[letter.upper()] + {"#": 1, "b": -1, "": 0}[accidental]
 
 
-def _pitch_name(pitch: int) -> str:
-    return f"{ch.NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
-
-
 def parse_start(text: str, key: str, metre: str, bars: int) -> list[list[int | None]]:
     """The start knob as grid steps of [S, A, T, B] tokens in model space (None: the model
     chooses). One line is a soprano melody to harmonise; four lines (soprano, alto, tenor,
@@ -301,7 +296,7 @@ def parse_start(text: str, key: str, metre: str, bars: int) -> list[list[int | N
                                           f"'{HOLD_MARK}' (hold) or '{REST_MARK}' (rest)")
             if not low <= pitch <= high:
                 raise ParamError("start", f"{where}: {item} is outside the {name}'s range "
-                                          f"{_pitch_name(low)}..{_pitch_name(high)}")
+                                          f"{ch.pitch_name(low)}..{ch.pitch_name(high)}")
             steps[step][voice], sounding = ch.pitch_token(pitch - transpose), True
     return steps
 
@@ -357,7 +352,7 @@ def start_from_midi(data: bytes, max_bars: int = 32) -> tuple[str, str, str, int
                     pitch += 12
                 while pitch > high:
                     pitch -= 12
-                items.append(_pitch_name(pitch))
+                items.append(ch.pitch_name(pitch))
                 sounding_until = step + onsets[step][1]
             else:
                 items.append(HOLD_MARK if step < sounding_until else REST_MARK)
