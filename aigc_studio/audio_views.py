@@ -114,11 +114,19 @@ def spectrogram_db(samples: np.ndarray, rate: int, window_s: float = 0.025) -> n
     return 20 * np.log10(magnitudes + 1e-10)
 
 
+def figure_picture(figure) -> Image.Image:
+    """A matplotlib Figure drawn by the Agg canvas as an RGB picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return Image.open(buffer).convert("RGB")
+
+
 def view_image(samples: np.ndarray, rate: int, title: str = "") -> Image.Image:
     """The waveform above the spectrogram on one time axis (seconds), the spectrogram
     in kHz with the loudest SPECTRUM_RANGE_DB dB in magma, the title (with the
     loudness in LUFS) on top. A VIEW_WIDTH x VIEW_HEIGHT RGB picture."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
@@ -146,10 +154,7 @@ def view_image(samples: np.ndarray, rate: int, title: str = "") -> Image.Image:
     spectrum.set_xlabel("time (s)", fontsize=8)
     spectrum.set_ylabel("kHz", fontsize=8)
     spectrum.tick_params(labelsize=7)
-    canvas = FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    return Image.open(buffer).convert("RGB")
+    return figure_picture(figure)
 
 
 def file_view(path, title: str = "") -> Image.Image:
@@ -168,7 +173,6 @@ def piano_roll_image(notes: list[list[tuple[int, int, int]]], step_seconds: floa
     """Per-voice notes (MIDI pitch, start step, length in steps) as a piano roll: time in
     seconds across, pitch up (C of each octave named), one colour per voice with a legend,
     bar lines every bar_steps steps. A VIEW_WIDTH x VIEW_HEIGHT RGB picture."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(VIEW_WIDTH / DPI, VIEW_HEIGHT / DPI), dpi=DPI, layout="constrained")
@@ -195,7 +199,4 @@ def piano_roll_image(notes: list[list[tuple[int, int, int]]], step_seconds: floa
     figure.legend(fontsize=7, loc="outside right upper", frameon=False)
     if title:
         figure.suptitle(title, fontsize=9, x=0.02, ha="left")
-    canvas = FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    return Image.open(buffer).convert("RGB")
+    return figure_picture(figure)
