@@ -5,7 +5,9 @@ Measures, side by side in one run:
   and the same for 4 rows (the batch side by side runs);
 - the studio's loop per token: session run, input binding, logits copy, pick (the sampling
   stages), append (log-probabilities, alternatives, detokenising);
-- ONNX Runtime's own profile: time per operator type;
+- ONNX Runtime's own profile: time per operator type (the matrix products split by the
+  projection they compute), for one row and for 4 rows, so the extra cost of a side-by-side
+  batch shows where it comes from;
 - transformers fp32 generate() in the same run, so the ceiling reads as a ratio.
 Prints `key=value` lines last.
     python bench/text_profile.py [--steps 100]
@@ -72,9 +74,18 @@ def loop_parts_ms(text_model, prompt_ids: torch.Tensor, params: TextParams, step
     return {name: 1e3 * statistics.median(values) for name, values in parts.items()}
 
 
-def operator_profile(backend, prompt_ids: torch.Tensor, steps: int) -> list[tuple[str, float, int]]:
-    """(operator type, ms per step, nodes) from ONNX Runtime's own profiler, on a second
-    session of the same model file with profiling on."""
+def operator_kind(event: dict) -> str:
+    """An operator type, or for a matrix product the projection it computes (from the node's
+    name, e.g. /model/layers.3/mlp/down_proj/MatMul_Q8 -> MatMulNBits down_proj)."""
+    op = event["args"]["op_name"]
+    if op == "MatMulNBits":
+        return f"{op} {event['name'].split('/')[-2]}"
+    return op
+
+
+def operator_profile(backend, prompt_ids: torch.Tensor, steps: int, rows: int = 1) -> list[tuple[str, float, int]]:
+    """(operator kind, ms per step, nodes) from ONNX Runtime's own profiler, on a second
+    session of the same model file with profiling on, decoding `rows` rows."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -85,14 +96,14 @@ def operator_profile(backend, prompt_ids: torch.Tensor, steps: int) -> list[tupl
     model_file = str(backend.folder / backend.filename)
     profiled = copy.copy(backend)
     profiled.session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
-    raw_step_ms(profiled, prompt_ids, 1, steps)
+    raw_step_ms(profiled, prompt_ids, rows, steps)
     events = json.load(open(profiled.session.end_profiling()))
     runs = max(1, sum(1 for e in events if e.get("name") == "model_run"))
     total, count = collections.Counter(), collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            total[event["args"]["op_name"]] += event["dur"]
-            count[event["args"]["op_name"]] += 1
+            total[operator_kind(event)] += event["dur"]
+            count[operator_kind(event)] += 1
     return [(name, micros / runs / 1e3, count[name] // runs) for name, micros in total.most_common()]
 
 
@@ -139,9 +150,11 @@ def main() -> None:
         whole = sum(parts.values())
         print(f"  {name:8s} " + "  ".join(f"{part} {ms:.2f} ({ms / whole:.0%})" for part, ms in parts.items())
               + f"  = {whole:.2f} ms ({1e3 / whole:.0f} tok/s)")
-    print("\nONNX Runtime operators, per step:")
+    print("\nONNX Runtime operators, per step: 1 row, 4 rows, 4 rows / 1 row")
+    four_rows = {name: ms for name, ms, _ in operator_profile(onnx.backend, prompt_ids, args.steps, rows=4)}
     for name, ms, nodes in operator_profile(onnx.backend, prompt_ids, args.steps):
-        print(f"  {name:36s} {ms:6.2f} ms  ({nodes} nodes)")
+        four = four_rows.get(name, 0.0)
+        print(f"  {name:36s} {ms:6.2f} ms  {four:6.2f} ms  x{four / ms:4.2f}  ({nodes} nodes)")
     for key in ("generate_tok_s", "raw_tok_s", "raw_ratio", "raw_columns4", "greedy_step_ms", "greedy_pick_ms",
                 "greedy_append_ms", "sampled_pick_ms", "sampled_append_ms"):
         print(f"{key}={median[key]:.3f}")
