@@ -258,6 +258,28 @@ def test_batched_columns_equal_lone_generations_and_stream_together(runtimes, ru
     assert order[:4 * shortest] == [0, 1, 2, 3] * shortest  # one token per column per step, not column after column
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_columns_alike_but_their_seed_pick_together_and_equal_lone_generations(runtimes, runtime):
+    # one group of stages: drawn together over stacked rows; the first to finish leaves the
+    # others picking from a subset of the rows; the greedy pair is a second group
+    text_model = runtimes[runtime]
+    alike = dict(temperature=0.9, top_k=40, top_p=0.9, repetition_penalty=1.2)
+    columns = [TextParams(**alike, seed=seed, max_new_tokens=tokens) for seed, tokens in ((1, 9), (2, 4), (3, 9))]
+    columns += [TextParams(greedy=True, repetition_penalty=1.3, max_new_tokens=6, seed=seed) for seed in (5, 6)]
+    together = [[] for _ in columns]
+    for index, token in text_engine.generate(text_model, PROMPT, columns):
+        together[index].append(token)
+    for params, tokens in zip(columns, together):
+        lone = [token for _, token in text_engine.generate(text_model, PROMPT, [params])]
+        assert [t.id for t in tokens] == [t.id for t in lone]
+        # the numbers too (a batched forward pass may differ from a lone one in the last bits)
+        assert [t.logprob for t in tokens] == pytest.approx([t.logprob for t in lone], rel=1e-5)
+        assert [[p for _, p in t.alternatives] for t in tokens] == \
+            [pytest.approx([p for _, p in t.alternatives], rel=1e-4) for t in lone]
+    assert [len(tokens) for tokens in together] == [9, 4, 9, 6, 6]
+    assert len({tuple(t.id for t in tokens) for tokens in together[:3]}) > 1  # the seeds did draw differently
+
+
 def test_a_column_is_independent_of_concurrent_requests(runtimes):
     text_model = runtimes["onnx-int8"]
     params = TextParams(temperature=1.2, top_k=0, seed=21, max_new_tokens=12)

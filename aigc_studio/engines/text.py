@@ -37,8 +37,9 @@ from aigc_studio.params import ParamError, TextParams, stop_sequences
 
 __all__ = [
     "ALTERNATIVES", "MAX_CANDIDATES", "ONNX_RUNTIMES", "Column", "Explanation", "Stage", "TextModel", "Token",
-    "converted_folder", "encode_prompt", "explain_next_token", "generate", "is_sampling", "load", "mean_logprob",
-    "next_token_logits", "perplexity", "resolve_runtime", "sampling_stages", "tokens_per_second", "visible_text",
+    "converted_folder", "distributions", "encode_prompt", "explain_next_token", "generate", "is_sampling", "load",
+    "mean_logprob", "next_token_logits", "perplexity", "pick_tokens", "raw_statistics", "resolve_runtime",
+    "sampling_stages", "tokens_per_second", "visible_text",
 ]
 
 LOGITS_CACHE_SIZE = 32  # next-token logits rows kept per model (one row: vocabulary x 4 bytes, ~200 kB for SmolLM2)
@@ -167,7 +168,9 @@ class Column:
     `distribution()` applies the sampling stages to one step's logits. With top-k on,
     the stages after top-k (top-p, min-p, typical-p) run on the k survivors only: the
     same distribution as the full chain (the cut tokens have probability 0 either way)
-    for a fraction of the cost over a 49,152-token vocabulary.
+    for a fraction of the cost over a 49,152-token vocabulary. Columns whose knobs are
+    alike (`stages`: every knob but the seed) pick together, as one batch of rows
+    (`pick_tokens`), each drawing with its own generator.
     """
 
     def __init__(self, params: TextParams, prompt_ids: torch.Tensor, text_model: TextModel,
@@ -185,7 +188,9 @@ class Column:
         self.stops = stop_sequences(params.stop_sequences)
         self.generator = torch.Generator().manual_seed(params.seed)
         self.sampling = is_sampling(params)
-        stages = [(name, processor) for name, _, processor in sampling_stages(params) if processor is not None]
+        all_stages = sampling_stages(params)
+        self.stages = tuple((name, setting) for name, setting, _ in all_stages)
+        stages = [(name, processor) for name, _, processor in all_stages if processor is not None]
         names = [name for name, _ in stages]
         split = names.index("top-k") if "top-k" in names else (names.index("greedy") if "greedy" in names else len(names))
         self.before_top_k = [processor for _, processor in stages[:split]]
@@ -197,28 +202,12 @@ class Column:
 
     def distribution(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(token ids, probabilities) that this step can draw from, after every stage."""
-        scores = self._before_top_k(logits)
-        if self.top_k:
-            scores, candidates = torch.topk(scores, min(self.top_k, scores.shape[-1]))
-        else:
-            candidates = torch.arange(scores.shape[-1]).reshape(1, -1)
-        for processor in self.after_top_k:
-            scores = processor(self.ids, scores)
-        return candidates[0], torch.softmax(scores, dim=-1)[0]
-
-    def _before_top_k(self, logits: torch.Tensor) -> torch.Tensor:
-        scores = logits.reshape(1, -1).float()
-        for processor in self.before_top_k:
-            scores = processor(self.ids, scores)
-        return scores
+        candidates, probs = distributions([self], logits.reshape(1, -1))
+        return candidates[0], probs[0]
 
     def pick(self, logits: torch.Tensor) -> int:
-        if not self.sampling:
-            # greedy: the first likeliest token after the penalties, as transformers' argmax picks it;
-            # numpy's argmax over the 49,152 logits takes ~5 us, torch.topk(1) ~100 us
-            return int(np.argmax(self._before_top_k(logits)[0].numpy()))
-        candidates, probs = self.distribution(logits)
-        return int(candidates[int(torch.multinomial(probs, 1, generator=self.generator))])
+        """The next token from one step's logits (vocabulary,): greedy or drawn with this column's generator."""
+        return pick_tokens([self], logits.reshape(1, -1))[0]
 
     def _decode_new(self) -> str:
         """The text the newest token adds. Tokens are decoded in a window that starts a
@@ -236,20 +225,93 @@ class Column:
         return after[len(before):]
 
     def append(self, token_id: int, logits: torch.Tensor, seconds: float) -> Token:
-        """Record the picked token with its raw probability and alternatives; finish the
-        column at EOS, at its length limit or once a stop sequence appears."""
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        """Record the picked token with its raw probability and alternatives (from one step's
+        logits, (vocabulary,)); see `record`."""
+        (logprob, alternatives), = raw_statistics(logits.reshape(1, -1), [token_id], self.alternatives)
+        return self.record(token_id, logprob, alternatives, seconds)
+
+    def record(self, token_id: int, logprob: float, alternatives: list[tuple[int, float]], seconds: float) -> Token:
+        """Record the picked token, its raw log-probability and the likeliest (id, log-probability)
+        pairs; finish the column at EOS, at its length limit or once a stop sequence appears."""
         self.ids = torch.cat([self.ids, torch.tensor([[token_id]])], dim=1)
         self.answer_ids.append(token_id)
         piece = self._decode_new()
         self.text += piece
-        top = torch.topk(logprobs, self.alternatives)
-        alternatives = [(self.piece(i), math.exp(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]
-        token = Token(token_id, piece, float(logprobs[token_id]), alternatives, seconds, token_id in self.special_ids)
+        shown = [(self.piece(i), math.exp(value)) for i, value in alternatives]
+        token = Token(token_id, piece, logprob, shown, seconds, token_id in self.special_ids)
         self.tokens.append(token)
         self.finished = (token_id in self.eos_ids or len(self.tokens) >= self.params.max_new_tokens
                          or any(stop in self.text for stop in self.stops))
         return token
+
+
+def _scores_before_top_k(columns: list[Column], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the columns' ids, rows x length; their scores after the stages before top-k, rows x vocabulary)."""
+    ids = columns[0].ids if len(columns) == 1 else torch.cat([column.ids for column in columns])
+    scores = logits.float()
+    for processor in columns[0].before_top_k:
+        scores = processor(ids, scores)
+    return ids, scores
+
+
+def distributions(columns: list[Column], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids, probabilities), rows x candidates: what each column can draw from.
+
+    columns share their stages (Column.stages) and their number of ids; logits holds one
+    row per column (rows x vocabulary). Every stage is one of transformers' batched
+    processors, so a row comes out as it would alone."""
+    first = columns[0]
+    ids, scores = _scores_before_top_k(columns, logits)
+    if first.top_k:
+        scores, candidates = torch.topk(scores, min(first.top_k, scores.shape[-1]))
+    else:
+        candidates = torch.arange(scores.shape[-1]).expand(len(columns), -1)
+    for processor in first.after_top_k:
+        scores = processor(ids, scores)
+    return candidates, torch.softmax(scores, dim=-1)
+
+
+def pick_tokens(columns: list[Column], logits: torch.Tensor) -> list[int]:
+    """One token per column from its row of logits (rows x vocabulary), the columns sharing
+    their stages: the stages run once over all rows, then each column draws with its own
+    generator (greedy columns take their row's likeliest token after the penalties)."""
+    if not columns[0].sampling:
+        # the first likeliest token, as transformers' argmax picks it; numpy's argmax over the
+        # 49,152 logits takes ~5 us, torch.topk(1) ~100 us
+        _, scores = _scores_before_top_k(columns, logits)
+        return np.argmax(scores.numpy(), axis=-1).tolist()
+    candidates, probs = distributions(columns, logits)
+    return [int(candidates[row, int(torch.multinomial(probs[row], 1, generator=column.generator))])
+            for row, column in enumerate(columns)]
+
+
+def raw_statistics(logits: torch.Tensor, token_ids: list[int], alternatives: int) -> list[tuple[float, list[tuple[int, float]]]]:
+    """Per row of logits (rows x vocabulary): the model's own log-probability of token_ids[row]
+    (before any knob) and its `alternatives` likeliest (id, log-probability), from one
+    log-softmax and one top-k over every row."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    top = torch.topk(logprobs, alternatives, dim=-1)
+    chosen = logprobs.gather(1, torch.tensor(token_ids).reshape(-1, 1))[:, 0].tolist()
+    return [(logprob, list(zip(indices, values)))
+            for logprob, indices, values in zip(chosen, top.indices.tolist(), top.values.tolist())]
+
+
+def _step_tokens(state: list[Column], members: list[int], logits: torch.Tensor) -> dict[int, tuple[int, float, list]]:
+    """column index -> (token id, raw log-probability, alternatives) for the unfinished
+    members of one batch: columns with the same stages pick as one group."""
+    active = [(row, index) for row, index in enumerate(members) if not state[index].finished]
+    rows = logits[[row for row, _ in active]] if len(active) < len(members) else logits
+    groups: dict[tuple, list[int]] = {}
+    for position, (_, index) in enumerate(active):
+        groups.setdefault(state[index].stages, []).append(position)
+    picked = [0] * len(active)
+    for positions in groups.values():
+        group_rows = rows if len(positions) == len(active) else rows[positions]  # indexing copies the rows
+        tokens = pick_tokens([state[active[p][1]] for p in positions], group_rows)
+        for position, token_id in zip(positions, tokens):
+            picked[position] = token_id
+    statistics = raw_statistics(rows, picked, state[active[0][1]].alternatives)
+    return {index: (token_id, *stats) for (_, index), token_id, stats in zip(active, picked, statistics)}
 
 
 def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
@@ -259,9 +321,10 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
 
     Columns with the same prompt ids (all of them, unless their prompt mode or system
     prompt differ) run as one batch: the prompt is computed once, then one forward pass
-    per step serves every column. Every params.seed must be >= 0. on_step(step, most
-    new tokens) follows each step. Setting `stop`, or closing this iterator, ends every
-    column within one token. alternatives: how many likeliest tokens each Token lists.
+    per step serves every column, and columns with the same knobs but their seed pick
+    together. Every params.seed must be >= 0. on_step(step, most new tokens) follows each
+    step. Setting `stop`, or closing this iterator, ends every column within one token.
+    alternatives: how many likeliest tokens each Token lists.
     """
     stop = stop or threading.Event()
     state = [Column(params, encode_prompt(text_model, prompt, params), text_model, alternatives) for params in columns]
@@ -284,20 +347,18 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
             decoder, members, logits, forward_seconds = batch
             if all(state[i].finished for i in members):
                 continue
-            picked = []
-            for row, index in enumerate(members):
+            started = time.perf_counter()
+            chosen = _step_tokens(state, members, logits)
+            seconds = forward_seconds + time.perf_counter() - started  # the step every column of the batch waited for
+            for index, (token_id, logprob, alternatives_) in chosen.items():
                 column = state[index]
-                if column.finished:  # keeps its row in the batch; its output is ignored
-                    picked.append(column.ids[0, -1].item())
-                    continue
-                started = time.perf_counter()
-                token_id = column.pick(logits[row])
-                token = column.append(token_id, logits[row], forward_seconds + time.perf_counter() - started)
+                token = column.record(token_id, logprob, alternatives_, seconds)
                 column.finished = column.finished or column.ids.shape[1] >= limit
-                picked.append(token_id)
                 yield index, token
             if stop.is_set() or all(state[i].finished for i in members):
                 continue
+            # a finished column keeps its row in the batch with its last token; its output is ignored
+            picked = [chosen[i][0] if i in chosen else state[i].ids[0, -1].item() for i in members]
             started = time.perf_counter()
             batch[2] = decoder.step(torch.tensor(picked))
             batch[3] = time.perf_counter() - started
