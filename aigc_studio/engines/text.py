@@ -285,7 +285,8 @@ def pick_tokens(columns: list[Column], logits: torch.Tensor) -> list[int]:
             for row, column in enumerate(columns)]
 
 
-def raw_statistics(logits: torch.Tensor, token_ids: list[int], alternatives: int) -> list[tuple[float, list[tuple[int, float]]]]:
+def raw_statistics(logits: torch.Tensor, token_ids: list[int],
+                   alternatives: int) -> list[tuple[float, list[tuple[int, float]]]]:
     """Per row of logits (rows x vocabulary): the model's own log-probability of token_ids[row]
     (before any knob) and its `alternatives` likeliest (id, log-probability), from one
     log-softmax and one top-k over every row."""
@@ -350,9 +351,9 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
             started = time.perf_counter()
             chosen = _step_tokens(state, members, logits)
             seconds = forward_seconds + time.perf_counter() - started  # the step every column of the batch waited for
-            for index, (token_id, logprob, alternatives_) in chosen.items():
+            for index, (token_id, logprob, likeliest) in chosen.items():
                 column = state[index]
-                token = column.record(token_id, logprob, alternatives_, seconds)
+                token = column.record(token_id, logprob, likeliest, seconds)
                 column.finished = column.finished or column.ids.shape[1] >= limit
                 yield index, token
             if stop.is_set() or all(state[i].finished for i in members):
