@@ -224,12 +224,6 @@ class Column:
         self.prefix_offset, self.read_offset = self.read_offset, len(ids)
         return after[len(before):]
 
-    def append(self, token_id: int, logits: torch.Tensor, seconds: float) -> Token:
-        """Record the picked token with its raw probability and alternatives (from one step's
-        logits, (vocabulary,)); see `record`."""
-        (logprob, alternatives), = raw_statistics(logits.reshape(1, -1), [token_id], self.alternatives)
-        return self.record(token_id, logprob, alternatives, seconds)
-
     def record(self, token_id: int, logprob: float, alternatives: list[tuple[int, float]], seconds: float) -> Token:
         """Record the picked token, its raw log-probability and the likeliest (id, log-probability)
         pairs; finish the column at EOS, at its length limit or once a stop sequence appears."""
