@@ -1,5 +1,6 @@
 """Tokens per second of the embedded text model: the studio's default runtime against
-transformers fp32 `generate()`, side by side in one run, at 1 thread.
+transformers fp32 `generate()`, side by side in one run, at 1 thread (--threads: every
+contender with that many; the thread policy gives a generation 2 threads from 6 cores up).
 
 Every round runs each contender once on the same chat prompt (greedy, 128 new tokens),
 so machine noise hits them alike; the median round counts. Also printed per runtime:
@@ -8,7 +9,7 @@ then sampled with the model's default knobs against greedy, and 4 batched side-b
 columns against one column (time per step).
 Last line: ratio=<default runtime / generate()> columns4=<4 columns / 1 column> sampled=<sampled / greedy>
 agreement=<top-1 agreement of the default runtime with transformers fp32, as bench/text_fidelity.py measures it>
-    python bench/text_speed.py [--rounds 3] [--tokens 128]
+    python bench/text_speed.py [--rounds 3] [--tokens 128] [--threads 1]
 (llama.cpp runs the same GGUF at ~80 tok/s on this kind of machine, for scale.)
 """
 
@@ -20,7 +21,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
 
@@ -63,16 +63,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="threads of every contender (torch and ONNX Runtime)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     settings = Settings.from_env()
     spec = Catalog.for_preset("offline").get(None, "text")
     default = text_engine.resolve_runtime("auto", spec, "cpu")
     models, load_s = {}, {}
     for runtime in dict.fromkeys([default, "onnx-fp32", "torch"]):
-        text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime, threads=1)  # converts once
+        # converts once
+        text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime, threads=args.threads)
         start = time.perf_counter()
-        models[runtime] = text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime, threads=1)
+        models[runtime] = text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime,
+                                           threads=args.threads)
         load_s[runtime] = time.perf_counter() - start
     reference = models["torch"]
 
@@ -107,7 +110,7 @@ def main() -> None:
     # time per step, 4 columns / 1, paired within each round so a noisy round spoils one pair, not the figure
     columns4 = statistics.median(one / four for one, four in zip(sampled_rates, four_columns))
     sampled_ratio = statistics.median(sampled_rates) / median[default]
-    print(f"default runtime: {default}; sampled knobs: {spec.defaults}")
+    print(f"default runtime: {default}, {args.threads} thread(s); sampled knobs: {spec.defaults}")
     agree, _ = top1_agreement(reference, models[default], 80)
     print(f"ratio={ratio:.2f} columns4={columns4:.2f} sampled={sampled_ratio:.2f} agreement={sum(agree) / len(agree):.3f}")
 
