@@ -69,13 +69,13 @@ def main() -> None:
     settings = Settings.from_env()
     spec = Catalog.for_preset("offline").get(None, "text")
     default = text_engine.resolve_runtime("auto", spec, "cpu")
+    load = lambda runtime: text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime,
+                                            threads=args.threads)
     models, load_s = {}, {}
     for runtime in dict.fromkeys([default, "onnx-fp32", "torch"]):
-        # converts once
-        text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime, threads=args.threads)
+        load(runtime)  # converts once
         start = time.perf_counter()
-        models[runtime] = text_engine.load(spec, "cpu", torch.float32, settings.cache_dir, print, runtime=runtime,
-                                           threads=args.threads)
+        models[runtime] = load(runtime)
         load_s[runtime] = time.perf_counter() - start
     reference = models["torch"]
 
