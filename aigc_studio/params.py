@@ -252,6 +252,8 @@ def whole_number(name: str, value, default: int) -> int:
         return default
     try:
         number = float(value)
+    except OverflowError:  # an integer beyond float range is whole: the caller's range check names the bound
+        return int(value)
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number) or number != int(number):

@@ -125,6 +125,15 @@ def test_whole_number_refuses_the_rest_naming_the_field(value):
         ExplainToken("hi", TextParams(), position=value)
 
 
+def test_a_whole_number_beyond_float_range_meets_the_range_check():
+    # float(10**400) overflows; the number is whole, so the caller's range check refuses it by name
+    assert knobs.whole_number("position", 10**400, 5) == 10**400
+    with pytest.raises(ParamError, match=r"^count: must be a number in \[2, 4\]"):
+        CompareText("hi", TextParams(), count=10**400)
+    with pytest.raises(ParamError, match=r"^top_n: must be a number in \[1, 50\]"):
+        ExplainToken("hi", TextParams(), top_n=10**400)
+
+
 def test_variants_styles_share_the_base_and_set_their_knobs():
     base = knobs.make(TextParams, seed=11, max_new_tokens=9, stop_sequences="###")
     variants = text_actions.text_variants(base, text_actions.STYLES, 2, "temperature", "")
