@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from aigc_studio.params import TextParams
-from aigc_studio.actions.text import grid_axes
+from aigc_studio.actions.text import SWEPT_VALUES, grid_axes
 from aigc_studio.ui import knob_controls, text_grid, text_tab
 from tests.conftest import TEXT_ID, VITS_ID
 
@@ -156,7 +156,13 @@ def test_the_text_grid_in_a_browser(app_server):
         expect(page.locator("#text-grid-button")).to_be_hidden()  # closed at first load
         page.get_by_text("Side by side").first.click()
         page.get_by_text("X/Y grid: one or two knobs").click()
-        page.locator("#text-grid-x-values textarea").fill("0.2, 1.5")
+        x_values = page.locator("#text-grid-x-values textarea")
+        # The accordion mounts its fields as it opens: typing before the field shows its
+        # default could be overwritten by it (seen once on CI: the grid ran the defaults).
+        expect(x_values).to_have_value(SWEPT_VALUES)
+        x_values.fill("0.2, 1.5")
+        x_values.press("Tab")  # as a person leaves the field before clicking elsewhere
+        expect(x_values).to_have_value("0.2, 1.5")
         page.locator("#text-grid-button").click()
         table = page.locator("#text-grid-table")
         for label in ("temperature=0.2", "temperature=1.5", "tok/s", "mean log-prob"):
