@@ -510,3 +510,24 @@ def test_sampling_stages_turn_off_what_is_off():
     greedy = text_engine.sampling_stages(TextParams(greedy=True, repetition_penalty=1.2))
     assert [name for name, _, processor in greedy if processor is not None] == ["penalties", "greedy"]
     assert math.isclose(text_engine.mean_logprob([]), 0.0)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_columns_share_one_row_while_their_tokens_agree(runtimes, runtime, monkeypatch):
+    # the greedy pair never parts; the penalised one leaves it at its first repeat; the
+    # sampled pair parts at once: every step runs one row per distinct answer so far
+    text_model = runtimes[runtime]
+    plain = dict(max_new_tokens=12, repetition_penalty=1.0)
+    columns = [TextParams(greedy=True, seed=1, **plain), TextParams(greedy=True, seed=2, **plain),
+               TextParams(greedy=True, seed=1, max_new_tokens=12, repetition_penalty=5.0),
+               *[TextParams(temperature=1.5, top_k=0, seed=seed, **plain) for seed in (3, 4)]]
+    decoder_type = type(text_model.backend.decoder())
+    step, rows = decoder_type.step, []
+    monkeypatch.setattr(decoder_type, "step", lambda self, tokens: rows.append(len(tokens)) or step(self, tokens))
+    together = [[] for _ in columns]
+    for index, token in text_engine.generate(text_model, PROMPT, columns):
+        together[index].append(token.id)
+    monkeypatch.undo()
+    assert together == [ids_of(text_model, PROMPT, params) for params in columns]
+    assert rows == [len({tuple(ids[:length]) for ids in together}) for length in range(1, len(rows) + 1)]
+    assert rows[0] < rows[-1] <= 4, rows

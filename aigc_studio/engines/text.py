@@ -291,22 +291,44 @@ def raw_statistics(logits: torch.Tensor, token_ids: list[int],
             for logprob, indices, values in zip(chosen, top.indices.tolist(), top.values.tolist())]
 
 
-def _step_tokens(state: list[Column], members: list[int], logits: torch.Tensor) -> dict[int, tuple[int, float, list]]:
+def _step_tokens(state: list[Column], members: list[int], logits: torch.Tensor,
+                 rows_of: list[int]) -> dict[int, tuple[int, float, list]]:
     """column index -> (token id, raw log-probability, alternatives) for the unfinished
-    members of one batch: columns with the same stages pick as one group."""
-    active = [(row, index) for row, index in enumerate(members) if not state[index].finished]
-    rows = logits[[row for row, _ in active]] if len(active) < len(members) else logits
+    members of one batch (rows_of: each member's row of logits): columns with the same
+    stages pick as one group."""
+    active = [(row, index) for row, index in zip(rows_of, members) if not state[index].finished]
+    wanted = [row for row, _ in active]
+    rows = logits if wanted == list(range(len(logits))) else logits[wanted]  # indexing copies the rows
     groups: dict[tuple, list[int]] = {}
     for position, (_, index) in enumerate(active):
         groups.setdefault(state[index].stages, []).append(position)
     picked = [0] * len(active)
     for positions in groups.values():
-        group_rows = rows if len(positions) == len(active) else rows[positions]  # indexing copies the rows
+        group_rows = rows if len(positions) == len(active) else rows[positions]
         tokens = pick_tokens([state[active[p][1]] for p in positions], group_rows)
         for position, token_id in zip(positions, tokens):
             picked[position] = token_id
     statistics = raw_statistics(rows, picked, state[active[0][1]].alternatives)
     return {index: (token_id, *stats) for (_, index), token_id, stats in zip(active, picked, statistics)}
+
+
+def _part_rows(decoder, state: list[Column], members: list[int], rows_of: list[int],
+               chosen: dict[int, tuple]) -> list[int]:
+    """The next token of each row of a batch's decoder. Columns whose tokens are still the
+    same share one row (one cache, one forward pass: 4 seeds at a low temperature agree for
+    their first ~6-16 tokens); columns whose picks part get rows of their own, copies of
+    the shared cache (decoder.select_rows), numbered in the members' order so that once
+    every column has its own row, row i is member i's. rows_of (member -> row) is updated
+    in place. A finished column stays on its row, its output ignored."""
+    keys = [(rows_of[p], chosen[i][0]) if i in chosen else None for p, i in enumerate(members)]
+    for p, index in enumerate(members):  # finished: on its row's continuing token, or its own last one
+        if keys[p] is None:
+            keys[p] = next((k for k in keys if k and k[0] == rows_of[p]), (rows_of[p], state[index].ids[0, -1].item()))
+    new_rows = {key: row for row, key in enumerate(dict.fromkeys(keys))}  # (old row, next token) -> new row
+    if len(new_rows) != max(rows_of) + 1 or any(row != old for (old, _), row in new_rows.items()):
+        decoder.select_rows([old for old, _ in new_rows])
+    rows_of[:] = [new_rows[key] for key in keys]
+    return [token_id for _, token_id in new_rows]
 
 
 def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
@@ -316,9 +338,10 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
 
     Columns with the same prompt ids (all of them, unless their prompt mode or system
     prompt differ) run as one batch: the prompt is computed once, then one forward pass
-    per step serves every column, and columns with the same knobs but their seed pick
-    together. Every params.seed must be >= 0. on_step(step, most new tokens) follows each
-    step. Setting `stop`, or closing this iterator, ends every column within one token.
+    per step serves every column (columns whose tokens are still the same share one row
+    of it), and columns with the same knobs but their seed pick together. Every
+    params.seed must be >= 0. on_step(step, most new tokens) follows each step. Setting
+    `stop`, or closing this iterator, ends every column within one token.
     alternatives: how many likeliest tokens each Token lists.
     """
     stop = stop or threading.Event()
@@ -330,8 +353,8 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
     for members in groups.values():
         started = time.perf_counter()
         decoder = text_model.backend.decoder()
-        logits = decoder.prefill(state[members[0]].ids, len(members))
-        batches.append([decoder, members, logits, time.perf_counter() - started])
+        logits = decoder.prefill(state[members[0]].ids)  # one row until the columns' tokens part
+        batches.append([decoder, members, [0] * len(members), logits, time.perf_counter() - started])
     limit = text_model.backend.max_length
     most_tokens, step = max(params.max_new_tokens for params in columns), 0
     while not stop.is_set() and not all(column.finished for column in state):
@@ -339,11 +362,11 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
             on_step(step, most_tokens)
         step += 1
         for batch in batches:
-            decoder, members, logits, forward_seconds = batch
+            decoder, members, rows_of, logits, forward_seconds = batch
             if all(state[i].finished for i in members):
                 continue
             started = time.perf_counter()
-            chosen = _step_tokens(state, members, logits)
+            chosen = _step_tokens(state, members, logits, rows_of)
             seconds = forward_seconds + time.perf_counter() - started  # the step every column of the batch waited for
             for index, (token_id, logprob, likeliest) in chosen.items():
                 column = state[index]
@@ -352,11 +375,10 @@ def generate(text_model: TextModel, prompt: str, columns: list[TextParams],
                 yield index, token
             if stop.is_set() or all(state[i].finished for i in members):
                 continue
-            # a finished column keeps its row in the batch with its last token; its output is ignored
-            picked = [chosen[i][0] if i in chosen else state[i].ids[0, -1].item() for i in members]
             started = time.perf_counter()
-            batch[2] = decoder.step(torch.tensor(picked))
-            batch[3] = time.perf_counter() - started
+            tokens = _part_rows(decoder, state, members, rows_of, chosen)
+            batch[3] = decoder.step(torch.tensor(tokens))
+            batch[4] = time.perf_counter() - started
 
 
 def tokens_per_second(tokens: list[Token]) -> float:

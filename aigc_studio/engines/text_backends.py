@@ -7,6 +7,8 @@ only runs the network and keeps its KV cache. Every backend gives the same two t
         decoder.prefill(ids, rows)          prompt ids (1 x L) -> next-token logits (rows x V); the
                                             prompt's cache is computed once and shared by `rows` columns
         decoder.step(tokens)                one new token per row (rows,) -> next-token logits (rows x V)
+        decoder.select_rows(sources)        the cache's rows become copies of these rows of it (a row
+                                            may repeat: columns that shared it part)
     backend.logits(ids)                     ids (1 x L) -> logits at every position (L x V), no cache
 
 Logits come back as float32 CPU tensors. Two backends:
@@ -51,6 +53,9 @@ class TorchDecoder:
         if rows > 1:
             self.cache.batch_repeat_interleave(rows)
         return out.logits[:, -1].float().cpu().expand(rows, -1).clone()
+
+    def select_rows(self, sources: list[int]) -> None:
+        self.cache.batch_select_indices(torch.tensor(sources, device=self.device))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -111,17 +116,17 @@ class OnnxDecoder:
         self.backend.session.run_with_iobinding(binding)
         self.length += ids.shape[1]
 
-    def _resize(self, rows: int, capacity: int) -> None:
-        """Give the cache `rows` rows (copies of row 0 when it grows from one) and room for
-        `capacity` positions; the step binding follows the new arrays."""
+    def _resize(self, sources: list[int], capacity: int) -> None:
+        """Give the cache one row per entry of `sources`, each a copy of that row of the
+        old cache, and room for `capacity` positions; the step binding follows the new arrays."""
         backend = self.backend
         resized = []
         for array in self.cache:
-            new = np.zeros((rows, backend.kv_heads, capacity, backend.head_size), np.float32)
-            new[:, :, :self.length] = array[:, :, :self.length]  # broadcasts one row to all
+            new = np.zeros((len(sources), backend.kv_heads, capacity, backend.head_size), np.float32)
+            new[:, :, :self.length] = array[sources, :, :self.length]
             resized.append(new)
         self.cache = resized
-        self.logits = np.empty((rows, 1, backend.vocab_size), np.float32)
+        self.logits = np.empty((len(sources), 1, backend.vocab_size), np.float32)
         self.binding = self._bind(self.logits)
 
     def all_logits(self, ids: torch.Tensor, room: int = 0) -> np.ndarray:
@@ -139,15 +144,20 @@ class OnnxDecoder:
     def prefill(self, ids: torch.Tensor, rows: int = 1) -> torch.Tensor:
         # the prompt runs once; every column starts from a copy of its cache
         logits = self.all_logits(ids, self.ROOM)[:, -1]
-        self._resize(rows, self.cache[0].shape[2])
+        self._resize([0] * rows, self.cache[0].shape[2])
         return torch.from_numpy(np.repeat(logits, rows, axis=0))
+
+    def select_rows(self, sources: list[int]) -> None:
+        # new arrays (a copy of the cache so far): columns part in their first tokens, and
+        # a lone column keeps the one row it needs
+        self._resize(sources, self.cache[0].shape[2])
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         capacity = self.cache[0].shape[2]
         if self.length + 1 > capacity:
             if capacity >= self.backend.max_length:
                 raise RuntimeError(f"the answer reached the model's context length ({self.backend.max_length} tokens)")
-            self._resize(len(tokens.reshape(-1)), min(self.backend.max_length, 2 * capacity))
+            self._resize(list(range(self.cache[0].shape[0])), min(self.backend.max_length, 2 * capacity))
         self._run(self.binding, tokens.reshape(-1, 1).cpu().numpy().astype(np.int64))
         return torch.from_numpy(self.logits[:, -1].copy())
 
