@@ -144,7 +144,7 @@ def test_the_text_grid_in_a_browser(app_server):
     figures, and the export files."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_ui import ARTIFACTS, GENERATION, open_studio, open_tab
+    from tests.test_ui import ARTIFACTS, GENERATION, open_studio, open_tab, until_it_stays
 
     with sync_playwright() as playwright:
         page = open_studio(playwright, app_server[0])
@@ -158,15 +158,7 @@ def test_the_text_grid_in_a_browser(app_server):
         page.get_by_text("X/Y grid: one or two knobs").click()
         x_values = page.locator("#text-grid-x-values textarea")
         expect(x_values).to_have_value(SWEPT_VALUES)
-        # Gradio sets a just-opened accordion's field to its value once more within its first
-        # ~0.2 s, wiping what was typed before (once on CI the grid ran the defaults): a person
-        # is slower; the test types again until the text stays
-        for _ in range(20):
-            x_values.fill("0.2, 1.5")
-            page.wait_for_timeout(500)
-            if x_values.input_value() == "0.2, 1.5":
-                break
-        expect(x_values).to_have_value("0.2, 1.5")
+        until_it_stays(page, lambda: x_values.fill("0.2, 1.5"), lambda: x_values.input_value() == "0.2, 1.5")
         page.locator("#text-grid-button").click()
         table = page.locator("#text-grid-table")
         for label in ("temperature=0.2", "temperature=1.5", "tok/s", "mean log-prob"):

@@ -42,6 +42,18 @@ def open_tab(page: Page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def until_it_stays(page: Page, act, holds) -> None:
+    """act() until holds() is still true half a second later. Gradio sets the fields of an
+    accordion it has just opened to their values once more within ~0.2 s (seen with a
+    textbox: what was typed went, and on CI a grid ran its defaults); a person is slower."""
+    for _ in range(20):
+        act()
+        page.wait_for_timeout(500)
+        if holds():
+            return
+    raise AssertionError("the field never kept what was set")
+
+
 def test_header_names_preset_and_device(page):
     header = page.locator("#header")
     expect(header).to_contain_text("offline")
@@ -98,7 +110,8 @@ def test_audio_side_by_side_shows_labelled_players_and_their_pictures(page):
     expect(page.locator("#audio-offline-note")).to_contain_text("AIGC_PRESET=hub")
     page.locator("#audio-prompt textarea").fill("Hello from the studio.")
     page.get_by_text("Side by side: 2-4 variants of one text").click()
-    page.locator("#audio-variants-mode").get_by_label("Sweep one knob").check()
+    sweep = page.locator("#audio-variants-mode").get_by_label("Sweep one knob")
+    until_it_stays(page, sweep.check, sweep.is_checked)
     page.locator("#audio-compare").click()  # the tab's sweep: speed 0.8, 1.0, 1.4
     for i, speed in enumerate(("0.8", "1.0", "1.4"), start=1):
         expect(page.locator(f"#audio-variant-view-{i} img")).to_be_visible(timeout=GENERATION)

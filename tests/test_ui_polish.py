@@ -14,7 +14,7 @@ from aigc_studio import params as knobs
 from aigc_studio.actions import image as image_actions
 from aigc_studio.actions import variants
 from aigc_studio.ui import knob_controls, recipe_view, token_views
-from tests.test_ui import ARTIFACTS, GENERATION, open_studio, open_tab
+from tests.test_ui import ARTIFACTS, GENERATION, open_studio, open_tab, until_it_stays
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,8 @@ def test_offline_audio_shows_and_sweeps_only_the_voices_knobs(page):
     how_many = page.get_by_label("How many (seeds)").first
     expect(how_many).to_be_visible()
     expect(page.locator("#audio-sweep-knob")).to_be_hidden()
-    page.locator("#audio-variants-mode").get_by_label("Sweep one knob").check()
+    sweep = page.locator("#audio-variants-mode").get_by_label("Sweep one knob")
+    until_it_stays(page, sweep.check, sweep.is_checked)
     expect(page.locator("#audio-sweep-knob")).to_be_visible()
     expect(how_many).to_be_hidden()
     page.locator("#audio-sweep-knob input").click()
