@@ -77,9 +77,9 @@ def main() -> None:
                 seconds[name].append(time.perf_counter() - start)
             print(f"round {round_ + 1}: " + ", ".join(f"{n} {s[-1]:.3f} s" for n, s in seconds.items()))
     median = {name: statistics.median(s) for name, s in seconds.items()}
-    print(f"eager_s={median['eager']:.3f} channels_last={median['channels_last'] / median['eager']:.2f} "
-          f"compiled={median['compiled'] / median['eager']:.2f} onnxruntime={median['onnxruntime'] / median['eager']:.2f} "
-          f"compile_s={compile_s:.1f}")
+    relative = {name: median[name] / median["eager"] for name in contenders}
+    print(f"eager_s={median['eager']:.3f} channels_last={relative['channels_last']:.2f} "
+          f"compiled={relative['compiled']:.2f} onnxruntime={relative['onnxruntime']:.2f} compile_s={compile_s:.1f}")
 
 
 if __name__ == "__main__":
