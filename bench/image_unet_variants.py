@@ -8,10 +8,10 @@ Last line: eager_s=<s> channels_last=<x eager> compiled=<x eager> onnxruntime=<x
 """
 
 import argparse
+import copy
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,6 +20,7 @@ import torch
 
 from aigc_studio import Studio
 from aigc_studio.config import Settings
+from image_overhead import timed  # bench/ is this script's folder, first on sys.path
 
 CALLS = 30  # one 30-step image
 
@@ -43,19 +44,15 @@ def main() -> None:
     def eager():
         return unet(x, t, class_labels=labels).sample
 
-    unet_cl = type(unet).from_config(unet.config).eval()
-    unet_cl.load_state_dict(unet.state_dict())
-    unet_cl = unet_cl.to(memory_format=torch.channels_last)
+    unet_cl = copy.deepcopy(unet).to(memory_format=torch.channels_last)
     x_cl = x.to(memory_format=torch.channels_last)
 
     def channels_last():
         return unet_cl(x_cl, t, class_labels=labels).sample
 
     compiled_unet = torch.compile(unet)
-    start = time.perf_counter()
     with torch.no_grad():
-        compiled_unet(x, t, class_labels=labels)
-    compile_s = time.perf_counter() - start
+        compile_s = timed(lambda: compiled_unet(x, t, class_labels=labels))  # the first call compiles
 
     def compiled():
         return compiled_unet(x, t, class_labels=labels).sample
@@ -71,10 +68,7 @@ def main() -> None:
         seconds = {name: [] for name in contenders}
         for round_ in range(args.rounds):
             for name, run in contenders.items():
-                start = time.perf_counter()
-                for _ in range(CALLS):
-                    run()
-                seconds[name].append(time.perf_counter() - start)
+                seconds[name].append(timed(lambda: [run() for _ in range(CALLS)]))
             print(f"round {round_ + 1}: " + ", ".join(f"{n} {s[-1]:.3f} s" for n, s in seconds.items()))
     median = {name: statistics.median(s) for name, s in seconds.items()}
     relative = {name: median[name] / median["eager"] for name in contenders}
