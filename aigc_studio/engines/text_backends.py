@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -207,29 +208,68 @@ def is_converted(folder: Path, options: tuple[str, ...] | None = None) -> bool:
     return options is None or tuple(json.loads(marker.read_text()).get("options", ())) == options
 
 
-def convert_to_onnx(source: Path, out: Path, runtime: str, report: Callable[[str], None] = print) -> Path:
-    """Build an ONNX model of the safetensors folder `source` into `out`, once.
+def conversion_options(runtime: str, source: Path) -> tuple[str, ...]:
+    """What a conversion of `source` for `runtime` is built with, as recorded in its marker:
+    the builder's options, and for int8 the quantisation recipe when text_int8 applies."""
+    if runtime == "onnx-int8" and _smoothable(source):
+        from aigc_studio.engines.text_int8 import RECIPE
 
-    Runs the onnxruntime-genai model builder in a child process (it prints a lot and
-    allocates the whole model again; a child keeps both out of the server). The result
-    appears atomically: a half-written folder from a killed conversion is removed and
-    converted again. Raises RuntimeError with the builder's last lines if it fails.
-    """
-    precision = ONNX_RUNTIMES[runtime]
-    partial = out.with_name(out.name + ".partial")
-    for stale in (partial, out):
-        shutil.rmtree(stale, ignore_errors=True)
-    report(f"Converting {source.name} to ONNX {precision} once (about 20-40 s)...")
+        return (*BUILD_OPTIONS, f"int8_recipe={RECIPE}")
+    return BUILD_OPTIONS
+
+
+def _smoothable(source: Path) -> bool:
+    from aigc_studio.engines.text_int8 import smoothable
+
+    config = source / "config.json"
+    return config.is_file() and smoothable(json.loads(config.read_text()))
+
+
+def run_builder(source: Path, out: Path, precision: str) -> None:
+    """Run the onnxruntime-genai model builder on the safetensors folder `source` into `out`, in
+    a child process (it prints a lot and allocates the whole model again; a child keeps both out
+    of the server). Raises RuntimeError with the builder's last lines if it fails."""
     scratch = out.with_name(out.name + ".build-cache")
-    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(partial),
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", str(scratch), "--extra_options", *BUILD_OPTIONS]
     done = subprocess.run(command, capture_output=True, text=True)
     shutil.rmtree(scratch, ignore_errors=True)
-    if done.returncode != 0 or not (partial / "genai_config.json").is_file():
-        shutil.rmtree(partial, ignore_errors=True)
+    if done.returncode != 0 or not (out / "genai_config.json").is_file():
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
         raise RuntimeError(f"the ONNX model builder failed (exit {done.returncode}): {tail}")
-    marker = {"source": str(source), "precision": precision, "options": list(BUILD_OPTIONS)}
+
+
+def convert_to_onnx(source: Path, out: Path, runtime: str, report: Callable[[str], None] = print) -> Path:
+    """Build an ONNX model of the safetensors folder `source` into `out`, once.
+
+    fp32, and int8 for model families text_int8 does not cover: the builder alone. int8 for
+    Llama-family models: text_int8's recipe, in a child process like the builder. The result
+    appears atomically: a half-written folder from a killed conversion is removed and converted
+    again. Raises RuntimeError with the last lines of what failed.
+    """
+    precision = ONNX_RUNTIMES[runtime]
+    options = conversion_options(runtime, source)
+    partial = out.with_name(out.name + ".partial")
+    for stale in (partial, out):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        if options == BUILD_OPTIONS:
+            report(f"Converting {source.name} to ONNX {precision} once (about 20-40 s)...")
+            run_builder(source, partial, precision)
+        else:
+            report(f"Converting {source.name} to ONNX {precision} once (calibrated, about 40-60 s)...")
+            command = [sys.executable, "-m", "aigc_studio.engines.text_int8", str(source), str(partial)]
+            package_root = str(Path(__file__).resolve().parents[2])  # the child imports aigc_studio from here
+            paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            if done.returncode != 0 or not (partial / "model.onnx").is_file():
+                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+                raise RuntimeError(f"the int8 conversion failed (exit {done.returncode}): {tail}")
+    except Exception:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    marker = {"source": str(source), "precision": precision, "options": list(options)}
     (partial / CONVERTED_MARKER).write_text(json.dumps(marker))
     partial.rename(out)
     report(f"Converted to {out}")

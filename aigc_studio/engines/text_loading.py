@@ -28,7 +28,7 @@ import torch
 
 from aigc_studio.catalog import ADAPTER_WEIGHTS, FULL_WEIGHTS, ModelSpec
 from aigc_studio.engines.text_backends import (
-    BUILD_OPTIONS, CONVERTED_MARKER, ONNX_RUNTIMES, OnnxBackend, TorchBackend, convert_to_onnx, is_converted,
+    CONVERTED_MARKER, ONNX_RUNTIMES, OnnxBackend, TorchBackend, conversion_options, convert_to_onnx, is_converted,
 )
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def _onnx_backend(spec: ModelSpec, source: Path, cache_dir: Path, runtime: str, 
     tag = "" if spec.source == "embedded" else "-" + hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]
     out = cache_dir / f"{source.name}{tag}-{runtime}"
     with conversion_lock(out):
-        if not is_converted(out, BUILD_OPTIONS):
+        if not is_converted(out, conversion_options(runtime, source)):
             convert_to_onnx(source, out, runtime, report)
     backend = OnnxBackend(out, runtime, threads)
     backend.logits(torch.zeros(1, 1, dtype=torch.long))  # a graph that cannot run fails here, not mid-answer
