@@ -160,8 +160,9 @@ def smooth_folder(source: Path, out: Path) -> dict[int, tuple[float, float]]:
     layer's calibrated (min, max) of the gate/up product's input."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, use_safetensors=True,
+                                                 trust_remote_code=False).eval()
     batches = calibration_ids(model, tokenizer)
     smooth(model, input_statistics(model, batches, channel_maxima))
     ranges = input_statistics(model, batches, tensor_range)
