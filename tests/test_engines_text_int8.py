@@ -68,9 +68,9 @@ def test_gate_up_takes_a_constant_activation_scale_and_every_other_product_int8_
     graph = onnx.load(str(converted / "model.onnx"), load_external_data=False).graph
     layers = json.loads((tiny / "config.json").read_text())["num_hidden_layers"]
     ops = Counter(node.op_type for node in graph.node)
-    assert ops["MatMulInteger"] == ops["QuantizeLinear"] == layers
+    assert ops["MatMulIntegerToFloat"] == ops["QuantizeLinear"] == layers
     assert ops["MatMulNBits"] == 3 * layers + 1  # qkv, o, down in every layer, and the head
-    assert "MatMul" not in ops and "DynamicQuantizeLinear" not in ops
+    assert "MatMul" not in ops and "DynamicQuantizeLinear" not in ops  # no float product, no per-batch scale
     constants = {tensor.name for tensor in graph.initializer}
     for node in graph.node:
         if node.op_type == "QuantizeLinear":
