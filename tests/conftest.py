@@ -180,6 +180,18 @@ def build_text_model(folder: Path) -> Path:
     return folder
 
 
+def build_onnx_text_model(folder: Path) -> Path:
+    """The tiny Llama with 16-wide attention heads (ONNX Runtime's attention kernel needs a multiple of 16)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    build_text_model(folder)
+    config = LlamaConfig.from_pretrained(folder)
+    config.hidden_size, config.intermediate_size, config.head_dim = 64, 128, 16
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 # ----- image: a tiny Stable Diffusion pipeline with a hand-written CLIP tokenizer ------
 
 def write_clip_vocab(folder: Path) -> Path:

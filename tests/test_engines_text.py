@@ -37,7 +37,7 @@ from aigc_studio.engines import text as text_engine
 from aigc_studio.engines import text_backends
 from aigc_studio.params import ParamError, TextParams
 from aigc_studio.studio import Studio
-from tests.conftest import TEXT_ID, build_text_model
+from tests.conftest import TEXT_ID, build_onnx_text_model
 
 PROMPT = "spring rain"  # tiny models
 QUESTION = "Name three colours."  # real model
@@ -85,14 +85,7 @@ def s(studio) -> Studio:
 @pytest.fixture(scope="module")
 def onnx_lm(tmp_path_factory) -> Path:
     """The conftest tiny Llama with 16-wide heads (ONNX Runtime's attention needs a multiple of 16)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = build_text_model(tmp_path_factory.mktemp("onnx-lm"))
-    config = LlamaConfig.from_pretrained(folder)
-    config.hidden_size, config.intermediate_size, config.head_dim = 64, 128, 16
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    return folder
+    return build_onnx_text_model(tmp_path_factory.mktemp("onnx-lm"))
 
 
 @pytest.fixture(scope="module")

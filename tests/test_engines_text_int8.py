@@ -22,7 +22,7 @@ from aigc_studio.engines.text_backends import (
     BUILD_OPTIONS, CONVERTED_MARKER, OnnxBackend, conversion_options, convert_to_onnx,
 )
 from aigc_studio.params import TextParams
-from tests.conftest import build_text_model
+from tests.conftest import build_onnx_text_model
 
 # other requests than the calibration's and the fidelity bench's
 HELD_OUT_PROMPTS = ["Name three colours.", "How do bees make honey?", "Write two sentences about a winter morning.",
@@ -32,14 +32,7 @@ HELD_OUT_PROMPTS = ["Name three colours.", "How do bees make honey?", "Write two
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = build_text_model(tmp_path_factory.mktemp("int8-lm"))
-    config = LlamaConfig.from_pretrained(folder)
-    config.hidden_size, config.intermediate_size, config.head_dim = 64, 128, 16
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    return folder
+    return build_onnx_text_model(tmp_path_factory.mktemp("int8-lm"))
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from aigc_studio.engines import text_int8
+
 log = logging.getLogger(__name__)
 
 ONNX_RUNTIMES = {"onnx-int8": "int8", "onnx-fp32": "fp32"}  # runtime name -> builder precision
@@ -211,18 +213,10 @@ def is_converted(folder: Path, options: tuple[str, ...] | None = None) -> bool:
 def conversion_options(runtime: str, source: Path) -> tuple[str, ...]:
     """What a conversion of `source` for `runtime` is built with, as recorded in its marker:
     the builder's options, and for int8 the quantisation recipe when text_int8 applies."""
-    if runtime == "onnx-int8" and _smoothable(source):
-        from aigc_studio.engines.text_int8 import RECIPE
-
-        return (*BUILD_OPTIONS, f"int8_recipe={RECIPE}")
-    return BUILD_OPTIONS
-
-
-def _smoothable(source: Path) -> bool:
-    from aigc_studio.engines.text_int8 import smoothable
-
     config = source / "config.json"
-    return config.is_file() and smoothable(json.loads(config.read_text()))
+    if runtime == "onnx-int8" and config.is_file() and text_int8.smoothable(json.loads(config.read_text())):
+        return (*BUILD_OPTIONS, f"int8_recipe={text_int8.RECIPE}")
+    return BUILD_OPTIONS
 
 
 def run_builder(source: Path, out: Path, precision: str) -> None:

@@ -27,6 +27,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -232,10 +233,10 @@ def quantize(fp32: Path, out: Path, gate_up_ranges: dict[int, tuple[float, float
     onnx.save(nbits.model.model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
 
 
-def convert(source: Path, out: Path) -> None:
-    """The whole recipe: `source` (a safetensors folder) -> `out` (the builder's files, int8)."""
-    from aigc_studio.engines.text_backends import run_builder
+def convert(source: Path, out: Path, run_builder: Callable[[Path, Path, str], None]) -> None:
+    """The whole recipe: `source` (a safetensors folder) -> `out` (the builder's files, int8).
 
+    run_builder(source, out, precision) runs the onnxruntime-genai model builder."""
     smoothed, fp32 = out.with_name(out.name + ".smoothed"), out.with_name(out.name + ".fp32")
     try:
         ranges = smooth_folder(source, smoothed)
@@ -251,5 +252,7 @@ def convert(source: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    convert(Path(sys.argv[1]), Path(sys.argv[2]))
+    from aigc_studio.engines.text_backends import run_builder  # the entry point wires the builder in
+
+    convert(Path(sys.argv[1]), Path(sys.argv[2]), run_builder)
     print(json.dumps({"converted": sys.argv[2]}))
