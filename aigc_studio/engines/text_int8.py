@@ -18,7 +18,8 @@ Run as a child process by text_backends.convert_to_onnx (it loads the model twic
    instead of ~1.65 x (bench/text_speed.py, README's performance section).
 
 On SmolLM2-135M: top-1 agreement with transformers fp32 0.963 on the fidelity bench's prompts,
-0.965 on 16 others (the builder's plain int8: 0.954 and 0.953). Models of other families keep the builder's int8 (`smoothable`).
+0.965 on 16 others (the builder's plain int8: 0.954 and 0.953). Models of other families keep
+the builder's int8 (`smoothable`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ GATE_UP = "/mlp/gate_up_proj/MatMul"  # the builder's node name with fuse_mlp_ga
 RECIPE = "smoothquant-0.65+static-gate-up"  # recorded in the conversion marker: a new recipe converts again
 
 # Calibration: the model's own greedy answers to these requests (unlike the fidelity bench's prompts,
-# bench/text_fidelity.py). Its own answers calibrate better than written ones: top-1 agreement 0.963
+# bench/text_fidelity.py). Its own answers calibrate better than written ones: top-1 agreement 0.965
 # against 0.942 on 16 other prompts (README).
 CALIBRATION_PROMPTS = [
     "Tell me about the history of the bicycle.", "Write a poem about autumn leaves.",
@@ -224,8 +225,8 @@ def quantize(fp32: Path, out: Path, gate_up_ranges: dict[int, tuple[float, float
             helper.make_node("QuantizeLinear", [x, f"{name}/input_scale", f"{name}/input_zero_point"],
                              [f"{name}/input_uint8"], name=f"{name}/QuantizeLinear"),
             helper.make_node("MatMulIntegerToFloat",
-                             [f"{name}/input_uint8", f"{name}/weight_int8", f"{name}/input_scale", f"{name}/weight_scale",
-                              f"{name}/input_zero_point", f"{name}/weight_zero_point"],
+                             [f"{name}/input_uint8", f"{name}/weight_int8", f"{name}/input_scale",
+                              f"{name}/weight_scale", f"{name}/input_zero_point", f"{name}/weight_zero_point"],
                              list(node.output), name=f"{name}/MatMulIntegerToFloat", domain="com.microsoft"),
         ]
     graph.ClearField("node")
