@@ -25,7 +25,7 @@ import threading
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
     import torch
@@ -117,6 +117,23 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(-8, arenas))  # -8 = M_ARENA_MAX
+
+
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def huge_pages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The environment to start this process again in so that glibc's malloc asks the kernel
+    for transparent huge pages (madvise) for its large blocks; None where it already does,
+    where GLIBC_TUNABLES already says (glibc.malloc.hugetlb=0 opts out), or off Linux.
+
+    A token of the int8 text model reads ~150 MB of weights: with 4 kB pages the TLB misses
+    on every one of them. Measured back to back: ONNX int8 82 -> 94 tok/s, transformers
+    generate() 15 -> 17 tok/s (README). glibc reads tunables only at start, hence the restart."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in tunables:
+        return None
+    return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, HUGE_PAGES_TUNABLE]))}
 
 
 def trim_heap() -> None:

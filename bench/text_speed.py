@@ -27,6 +27,7 @@ import torch
 from aigc_studio.catalog import Catalog
 from aigc_studio.config import Settings
 from aigc_studio.engines import text as text_engine
+from aigc_studio.models import huge_pages_environment
 from aigc_studio.params import TextParams
 from text_fidelity import top1_agreement  # bench/ is this script's folder, first on sys.path
 
@@ -116,4 +117,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    environment = huge_pages_environment(os.environ)
+    if environment is not None:  # as app.py runs: glibc's malloc on huge pages (aigc_studio/models.py)
+        os.execve(sys.executable, [sys.executable, *sys.argv], environment)
     main()

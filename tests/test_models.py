@@ -337,3 +337,33 @@ def test_trim_heap_gives_the_holes_a_generation_leaves_back_to_the_system():
     for address in blocks[1::2]:
         libc.free(address)
     assert before - after >= 32 * 2**20, f"trim gave back {(before - after) / 2**20:.0f} MB"
+
+
+def test_huge_pages_are_asked_for_once_and_a_users_own_tunables_are_kept(monkeypatch):
+    monkeypatch.setattr(models_module.sys, "platform", "linux")
+    environment = models_module.huge_pages_environment({"PATH": "/bin"})
+    assert environment == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    assert models_module.huge_pages_environment(environment) is None  # the restarted process goes on
+    kept = models_module.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert models_module.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # opted out
+    monkeypatch.setattr(models_module.sys, "platform", "darwin")
+    assert models_module.huge_pages_environment({}) is None
+
+
+def test_the_app_restarts_itself_on_huge_pages_before_loading_anything(tmp_path):
+    """app.py as users start it: the process that answers runs with the tunable (it restarts in place)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    probe = ("import os, runpy, sys; sys.argv = ['app.py']; "
+             "os.execve = lambda exe, argv, env: print('restart', env['GLIBC_TUNABLES'], 'gradio' in sys.modules) "
+             "or sys.exit(0); "
+             "runpy.run_path('app.py', run_name='__main__')")
+    environment = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, env=environment, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "restart glibc.malloc.hugetlb=1 False", done.stderr[-2000:]
