@@ -13,8 +13,9 @@ only runs the network and keeps its KV cache. Every backend gives the same two t
 
 Logits come back as float32 CPU tensors. Two backends:
 - TorchBackend: any transformers causal LM (CPU, CUDA, MPS), with transformers' KV cache.
-- OnnxBackend: a model converted once by the onnxruntime-genai model builder, run by a
-  plain ONNX Runtime session (CPU); the KV cache lives in buffers ONNX Runtime writes in place.
+- OnnxBackend: a model converted once by the onnxruntime-genai model builder (int8 for
+  Llama-family models: text_int8.py's recipe around it), run by a plain ONNX Runtime session
+  (CPU); the KV cache lives in buffers ONNX Runtime writes in place.
 """
 
 from __future__ import annotations
