@@ -22,12 +22,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from aigc_studio.models import huge_pages_environment  # noqa: E402
+
+if __name__ == "__main__" and (environment := huge_pages_environment(os.environ)) is not None:
+    # as app.py runs: glibc's malloc on huge pages; it reads its tunables only at start
+    os.execve(sys.executable, [sys.executable, *sys.argv], environment)
+
 import torch
 
 from aigc_studio.catalog import Catalog
 from aigc_studio.config import Settings
 from aigc_studio.engines import text as text_engine
-from aigc_studio.models import huge_pages_environment
 from aigc_studio.params import TextParams
 from text_fidelity import top1_agreement  # bench/ is this script's folder, first on sys.path
 
@@ -117,7 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    environment = huge_pages_environment(os.environ)
-    if environment is not None:  # as app.py runs: glibc's malloc on huge pages (aigc_studio/models.py)
-        os.execve(sys.executable, [sys.executable, *sys.argv], environment)
     main()

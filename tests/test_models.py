@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -351,13 +355,8 @@ def test_huge_pages_are_asked_for_once_and_a_users_own_tunables_are_kept(monkeyp
     assert models_module.huge_pages_environment({}) is None
 
 
-def test_the_app_restarts_itself_on_huge_pages_before_loading_anything(tmp_path):
+def test_the_app_restarts_itself_on_huge_pages_before_loading_anything():
     """app.py as users start it: the process that answers runs with the tunable (it restarts in place)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     probe = ("import os, runpy, sys; sys.argv = ['app.py']; "
              "os.execve = lambda exe, argv, env: print('restart', env['GLIBC_TUNABLES'], 'gradio' in sys.modules) "

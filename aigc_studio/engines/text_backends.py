@@ -220,18 +220,26 @@ def conversion_options(runtime: str, source: Path) -> tuple[str, ...]:
     return BUILD_OPTIONS
 
 
+def _run_child(command: list[str], result: Path, what: str, env: dict[str, str] | None = None) -> None:
+    """Run a conversion in a child process (it prints a lot and allocates the whole model again;
+    a child keeps both out of the server). Raises RuntimeError with its last lines unless it
+    exits 0 and leaves `result` behind."""
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0 or not result.is_file():
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"{what} failed (exit {done.returncode}): {tail}")
+
+
 def run_builder(source: Path, out: Path, precision: str) -> None:
     """Run the onnxruntime-genai model builder on the safetensors folder `source` into `out`, in
-    a child process (it prints a lot and allocates the whole model again; a child keeps both out
-    of the server). Raises RuntimeError with the builder's last lines if it fails."""
+    a child process. Raises RuntimeError with the builder's last lines if it fails."""
     scratch = out.with_name(out.name + ".build-cache")
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", str(scratch), "--extra_options", *BUILD_OPTIONS]
-    done = subprocess.run(command, capture_output=True, text=True)
-    shutil.rmtree(scratch, ignore_errors=True)
-    if done.returncode != 0 or not (out / "genai_config.json").is_file():
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-        raise RuntimeError(f"the ONNX model builder failed (exit {done.returncode}): {tail}")
+    try:
+        _run_child(command, out / "genai_config.json", "the ONNX model builder")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def convert_to_onnx(source: Path, out: Path, runtime: str, report: Callable[[str], None] = print) -> Path:
@@ -257,10 +265,7 @@ def convert_to_onnx(source: Path, out: Path, runtime: str, report: Callable[[str
             package_root = str(Path(__file__).resolve().parents[2])  # the child imports aigc_studio from here
             paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            if done.returncode != 0 or not (partial / "model.onnx").is_file():
-                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-                raise RuntimeError(f"the int8 conversion failed (exit {done.returncode}): {tail}")
+            _run_child(command, partial / "model.onnx", "the int8 conversion", env)
     except Exception:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -184,6 +184,10 @@ def _activation_quantization(low: float, high: float) -> tuple[np.ndarray, np.nd
     return np.array(scale, np.float32), np.array(np.clip(np.round(-low / scale), 0, 255), np.uint8)
 
 
+def _is_gate_up(node) -> bool:
+    return node.op_type == "MatMul" and node.name.endswith(GATE_UP)
+
+
 def quantize(fp32: Path, out: Path, gate_up_ranges: dict[int, tuple[float, float]]) -> None:
     """Write fp32/model.onnx to out/model.onnx with the products quantised as described above."""
     import onnx
@@ -191,15 +195,14 @@ def quantize(fp32: Path, out: Path, gate_up_ranges: dict[int, tuple[float, float
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(fp32 / "model.onnx"))
-    gate_ups = [n for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(GATE_UP)]
     nbits = MatMulNBitsQuantizer(model, bits=8, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4,
-                                 nodes_to_exclude=[n.name for n in gate_ups])
+                                 nodes_to_exclude=[n.name for n in model.graph.node if _is_gate_up(n)])
     nbits.process()
     graph = nbits.model.model.graph
     weights = {w.name: w for w in graph.initializer}
     nodes = []
     for node in graph.node:
-        if not (node.op_type == "MatMul" and node.name.endswith(GATE_UP)):
+        if not _is_gate_up(node):
             nodes.append(node)
             continue
         layer = int(node.name.split("/layers.")[1].split("/")[0])
