@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def prune(folder: str | Path, keep_hours: float, max_mb: float, now: float | Non
     folder = Path(folder)
     now = time.time() if now is None else now
     files = []
-    for path in folder.rglob("*"):
+    for path in _files(folder):
         try:
             if path.is_file() and not path.is_symlink():
                 files.append((last_use(path), path.stat().st_size, path))
@@ -94,17 +94,32 @@ def prune(folder: str | Path, keep_hours: float, max_mb: float, now: float | Non
     return removed
 
 
+def _files(folder: Path) -> Iterator[Path]:
+    """Every file under folder. A sub-folder removed meanwhile (by another server's pruner, or by
+    Gradio in its shared cache) is skipped: os.walk passes over what it can no longer list, where
+    Path.rglob raises FileNotFoundError half-way."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            yield Path(root) / name
+
+
 def _remove_empty_folders(folder: Path) -> None:
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        try:
-            sub.rmdir()  # only succeeds when empty
-        except OSError:
-            pass
+    for root, subs, _ in os.walk(folder, topdown=False):  # the deepest first
+        for sub in subs:
+            try:
+                (Path(root) / sub).rmdir()  # only succeeds when empty
+            except OSError:
+                pass
 
 
 def folder_size(folder: str | Path) -> tuple[int, int]:
     """(files, bytes) under folder."""
-    sizes = [p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()]
+    sizes = []
+    for path in _files(Path(folder)):
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:  # deleted meanwhile
+            continue
     return len(sizes), sum(sizes)
 
 

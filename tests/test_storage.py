@@ -208,3 +208,22 @@ def test_safetensors_with_a_damaged_header_say_so(weights):
     weights.write_bytes((2**62).to_bytes(8, "little") + b"{}")
     with pytest.raises(ValueError, match="limit of"):
         storage.check_safetensors(weights)
+
+
+def test_a_folder_that_vanishes_while_pruning_walks_is_passed_over(tmp_path, monkeypatch):
+    """Two servers share Gradio's cache: one's pruner removes an empty folder the other is walking."""
+    old = tmp_path / "kept-going" / "old.png"
+    old.parent.mkdir()
+    old.write_bytes(b"x" * 100)
+    os.utime(old, (1_000, 1_000))
+    (tmp_path / "gone").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "gone":  # listed by its parent, removed before it is read
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert prune(tmp_path, keep_hours=1, max_mb=100, now=10_000) == [old]
+    assert storage.folder_size(tmp_path) == (0, 0)
